@@ -1,0 +1,52 @@
+# PipeZone: `make demo` runs the demo flows on the embedded default; `make test` runs the tests.
+# Each target installs what it needs on first use (venv, Python packages, Spark jars).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+JARS   := .pipezone/jars
+PYTEST_ARGS ?=
+
+.PHONY: help install jars demo test lint schema validate clean
+
+help:
+	@echo "make demo      build the demo SQLite shop and run its flows on the embedded default"
+	@echo "make test      run the test suite (installs venv, packages and Spark jars on first use)"
+	@echo "make lint      ruff"
+	@echo "make schema    regenerate metadata/schemas/*.json from the spec models"
+	@echo "make validate  pipezone validate on the repo's metadata"
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "PipeZone needs Python 3.11 (set PYTHON=...)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+jars: $(STAMP)
+	$(PY) -m pipezone.core.spark_jars --cache $(JARS)
+
+validate: $(STAMP)
+	$(VENV)/bin/pipezone validate
+
+schema: $(STAMP)
+	$(VENV)/bin/pipezone schema
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pipezone tests dags plugins spark
+
+test: jars
+	$(VENV)/bin/ruff check pipezone tests dags plugins spark
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: jars
+	$(PY) -m pipezone.core.demo_source create .pipezone/demo/retail.db --force
+	$(VENV)/bin/pipezone validate
+	$(VENV)/bin/pipezone list
+
+clean:
+	rm -rf .pipezone/lake .pipezone/state.db .pipezone/demo .pytest_cache

@@ -1,0 +1,139 @@
+"""The project's metadata: every connection and flow file, loaded, validated and cross-checked.
+
+Loading never stops at the first bad file: each file is validated on its own, every problem is
+collected, and the valid specs stay usable (the DAG factory builds DAGs for them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from pipezone.core.connection_spec import ConnectionSpec
+from pipezone.core.cross_checks import cross_check
+from pipezone.core.flow_spec import FlowSpec
+from pipezone.core.problems import Problem, SpecError
+from pipezone.core.spec_loader import validate_connection, validate_document
+from pipezone.core.yaml_source import YamlDocument, load_yaml
+
+S = TypeVar("S")
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[S]):
+    """A valid spec with the document it came from (for locating cross-file problems)."""
+
+    spec: S
+    doc: YamlDocument
+    path: Path
+
+
+@dataclass
+class Catalog:
+    """All valid connections and flows, plus every problem found on the way."""
+
+    connections: dict[str, Entry[ConnectionSpec]] = field(default_factory=dict)
+    flows: dict[str, Entry[FlowSpec]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    invalid_files: set[str] = field(default_factory=set)
+    broken_connections: dict[str, str] = field(default_factory=dict)  # name -> file, for clearer references
+
+    def flow(self, name: str) -> FlowSpec:
+        return self.flows[name].spec
+
+    def connection(self, name: str) -> ConnectionSpec:
+        return self.connections[name].spec
+
+
+def display_path(path: Path) -> str:
+    """Paths relative to the working directory when below it: shorter, and clickable in terminals."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def yaml_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+
+
+def is_connection_file(path: Path, doc: YamlDocument) -> bool:
+    """Files under connections/ are connections, under flows/ flows; elsewhere guess from the keys."""
+    parts = path.resolve().parts
+    if "connections" in parts:
+        return True
+    if "flows" in parts:
+        return False
+    return "type" in doc.data and "source" not in doc.data and "layers" not in doc.data
+
+
+def _load_file(catalog: Catalog, path: Path, duplicates: dict[str, list[Entry]]) -> None:
+    shown = display_path(path)
+    try:
+        doc = load_yaml(path, shown)
+    except SpecError as err:
+        catalog.problems += err.problems
+        catalog.invalid_files.add(shown)
+        return
+    if is_connection_file(path, doc):
+        spec, problems = validate_connection(doc)
+        target: dict = catalog.connections
+    else:
+        spec, problems = validate_document(doc, FlowSpec)
+        target = catalog.flows
+    catalog.problems += problems
+    if spec is None:
+        catalog.invalid_files.add(shown)
+        if target is catalog.connections and isinstance(doc.data.get("name"), str):
+            catalog.broken_connections[doc.data["name"]] = shown
+        return
+    entry = Entry(spec=spec, doc=doc, path=path)
+    if spec.name in target:
+        duplicates.setdefault(f"{id(target)}:{spec.name}", [target[spec.name]]).append(entry)
+    else:
+        target[spec.name] = entry
+
+
+def _duplicate_problems(groups: dict[str, list[Entry]]) -> list[Problem]:
+    problems = []
+    for entries in groups.values():
+        first = entries[0]
+        line, _ = first.doc.locate(("name",))
+        kind = "connection" if isinstance(first.spec, ConnectionSpec) else "flow"
+        for dup in entries[1:]:
+            problems.append(
+                dup.doc.problem(
+                    ("name",), f"duplicate {kind} name '{dup.spec.name}' (also defined at {first.doc.file}:{line})"
+                )
+            )
+    return problems
+
+
+def load_catalog(metadata_dir: Path, extra: Iterable[Path] = ()) -> Catalog:
+    """Load metadata/connections and metadata/flows (plus `extra` files), then run the cross-file checks."""
+    catalog = Catalog()
+    duplicates: dict[str, list[Entry]] = {}
+    seen: set[Path] = set()
+    files = yaml_files(metadata_dir / "connections") + yaml_files(metadata_dir / "flows") + list(extra)
+    for path in files:
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        _load_file(catalog, path, duplicates)
+    catalog.problems += _duplicate_problems(duplicates)
+    catalog.problems += cross_check(catalog)
+    catalog.problems = sorted(set(catalog.problems))
+    return catalog
+
+
+def expand_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, folders as the YAML files below them."""
+    out: list[Path] = []
+    for path in paths:
+        out += yaml_files(path) if path.is_dir() else [path]
+    return out

@@ -1,0 +1,188 @@
+"""The `pipezone` command line.
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit; a traceback appears
+only with --debug (or PIPEZONE_DEBUG=1). Heavy modules are imported per command to keep start-up fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipezone import __version__
+from pipezone.core.settings import Settings, load_settings
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _catalog(settings: Settings, extra: Sequence[Path] = ()):
+    from pipezone.core.catalog import load_catalog
+
+    return load_catalog(settings.metadata_dir, extra)
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.catalog import display_path, expand_paths
+
+    started = time.perf_counter()
+    targets = expand_paths(args.paths) if args.paths else []
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise CliError(f"no such file or folder: {', '.join(missing)}")
+    catalog = _catalog(settings, targets)
+    shown = {display_path(p) for p in targets}
+    problems = [p for p in catalog.problems if not shown or p.file in shown]
+    for problem in problems:
+        print(problem)
+    elapsed = time.perf_counter() - started
+    files = len({p.file for p in problems})
+    if problems:
+        print(f"{len(problems)} problem(s) in {files} file(s) ({elapsed:.2f} s)", file=sys.stderr)
+        return EXIT_PROBLEMS
+    scope = (
+        f"{len(targets)} file(s)" if targets else f"{len(catalog.flows)} flows, {len(catalog.connections)} connections"
+    )
+    print(f"ok: {scope} valid ({elapsed:.2f} s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _require_valid_flow(catalog, name: str) -> None:
+    if name in catalog.flows:
+        return
+    bad = [p for p in catalog.problems if p.path == "name" or name in p.file]
+    hint = f"; problems: {bad[0]}" if bad else ""
+    known = ", ".join(sorted(catalog.flows)) or "none"
+    raise CliError(f"unknown or invalid flow '{name}' (valid flows: {known}){hint}")
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.spec_view import flow_rows, render_table
+
+    catalog = _catalog(settings)
+    print(render_table(flow_rows(catalog)))
+    if catalog.problems:
+        print(f"{len(catalog.problems)} problem(s) hide some flows: run `pipezone validate`", file=sys.stderr)
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.secrets import resolver_for
+    from pipezone.core.spec_view import flow_view
+
+    catalog = _catalog(settings)
+    _require_valid_flow(catalog, args.flow)
+    print(flow_view(catalog, args.flow, resolver_for(settings)), end="")
+    file = catalog.flows[args.flow].doc.file
+    for problem in (p for p in catalog.problems if p.file == file):
+        print(f"warning: {problem}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_init_flow(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.connection_spec import ROLE_SOURCE, connection_roles
+    from pipezone.core.flow_scaffold import introspect, render_flow
+    from pipezone.core.secrets import resolver_for
+
+    catalog = _catalog(settings)
+    if args.connection not in catalog.connections:
+        known = ", ".join(sorted(catalog.connections)) or "none"
+        raise CliError(f"unknown connection '{args.connection}' (known: {known})")
+    spec = catalog.connection(args.connection)
+    if ROLE_SOURCE not in connection_roles(spec):
+        raise CliError(f"connection '{args.connection}' has type '{spec.type}', which is not a source type")
+    name = args.name or args.table.lower()
+    target = settings.flows_dir / f"{name}.yaml"
+    if target.exists() and not args.force:
+        raise CliError(f"{target} exists: pass --force to overwrite")
+    info = introspect(spec, args.schema, args.table, settings, resolver_for(settings))
+    text = render_flow(name, args.connection, args.schema, args.table, info)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}" + (f" ({info.note})" if info.note else ""))
+    return cmd_validate(argparse.Namespace(paths=[target]), settings)
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.json_schema import stale_schemas, write_schemas
+
+    folder = settings.metadata_dir / "schemas"
+    if args.check:
+        stale = stale_schemas(folder)
+        for name in stale:
+            print(f"{folder / name}: out of date with the spec models: run `pipezone schema`")
+        return EXIT_PROBLEMS if stale else EXIT_OK
+    for path in write_schemas(folder):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipezone", description="YAML flows -> Airflow DAGs -> Spark + Delta.")
+    parser.add_argument("--version", action="version", version=f"pipezone {__version__}")
+    parser.add_argument("--metadata", type=Path, help="metadata folder (default: ./metadata or $PIPEZONE_METADATA)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check flows and connections; one line per problem")
+    p.add_argument("paths", nargs="*", type=Path, help="files or folders (default: the whole metadata folder)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("list", help="flows with source, schedule and steps")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="a flow's resolved spec (secrets never shown)")
+    p.add_argument("flow")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("init-flow", help="scaffold a flow YAML for a connection and table")
+    p.add_argument("connection")
+    p.add_argument("table")
+    p.add_argument("--schema", help="schema / database of the table")
+    p.add_argument("--name", help="flow name (default: the table name)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing flow file")
+    p.set_defaults(func=cmd_init_flow)
+
+    p = sub.add_parser("schema", help="write the JSON Schemas under metadata/schemas (or --check them)")
+    p.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def _fail(message: str) -> int:
+    from pipezone.core.secrets import REDACTOR
+
+    print(f"pipezone: error: {REDACTOR.redact(message)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = load_settings(metadata_dir=args.metadata)
+    debug = args.debug or settings.debug
+    func: Callable[[argparse.Namespace, Settings], int] = args.func
+    try:
+        return func(args, settings)
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    except Exception as err:  # noqa: BLE001 - the one place that turns any failure into one line
+        if debug:
+            raise
+        from pipezone.core.problems import SpecError
+        from pipezone.core.secrets import SecretError
+
+        if isinstance(err, CliError | SpecError | SecretError | OSError):
+            return _fail(str(err))
+        return _fail(f"{type(err).__name__}: {err} (run with --debug for the traceback)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Rules that span files: references resolve, roles fit, names are unique, dependencies form no cycle."""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+from pipezone.core.connection_spec import ROLE_SOURCE, connection_roles
+from pipezone.core.problems import KeyPath, Problem
+
+if TYPE_CHECKING:
+    from pipezone.core.catalog import Catalog, Entry
+    from pipezone.core.flow_spec import FlowSpec
+
+
+def _known(name: str, names: list[str]) -> str:
+    """'did you mean' when one name is close, else the list of known names."""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "known: " + (", ".join(sorted(names)) or "none defined")
+
+
+def _source_connection(catalog: Catalog, entry: Entry[FlowSpec]) -> list[Problem]:
+    source = entry.spec.source
+    if source is None:
+        return []
+    path: KeyPath = ("source", "connection")
+    conn = catalog.connections.get(source.connection)
+    if conn is None and source.connection in catalog.broken_connections:
+        broken = catalog.broken_connections[source.connection]
+        return [entry.doc.problem(path, f"connection '{source.connection}' is invalid (see {broken})")]
+    if conn is None:
+        return [
+            entry.doc.problem(
+                path,
+                f"unknown connection '{source.connection}' ({_known(source.connection, list(catalog.connections))})",
+            )
+        ]
+    if ROLE_SOURCE not in connection_roles(conn.spec):
+        return [
+            entry.doc.problem(
+                path, f"connection '{source.connection}' has type '{conn.spec.type}', which is not a source type"
+            )
+        ]
+    return []
+
+
+def _gold_tables(catalog: Catalog) -> dict[str, str]:
+    """Gold table name -> owning flow."""
+    return {table.name: name for name, e in catalog.flows.items() for table in e.spec.layers.gold}
+
+
+def _references(catalog: Catalog, entry: Entry[FlowSpec], gold: dict[str, str]) -> list[Problem]:
+    problems: list[Problem] = []
+    flow = entry.spec
+    for index, upstream in enumerate((flow.schedule.after or []) if flow.schedule else []):
+        if upstream not in catalog.flows:
+            problems.append(
+                entry.doc.problem(
+                    ("schedule", "after", index), f"unknown flow '{upstream}' ({_known(upstream, list(catalog.flows))})"
+                )
+            )
+    for index, table in enumerate(flow.layers.gold):
+        path: KeyPath = ("layers", "gold", index, "sql")
+        owner = gold.get(table.name)
+        if owner is not None and owner != flow.name:
+            problems.append(
+                entry.doc.problem(
+                    ("layers", "gold", index, "name"), f"gold table '{table.name}' is also written by flow '{owner}'"
+                )
+            )
+        for layer, name in sorted(table.references()):
+            if layer == "silver":
+                upstream = catalog.flows.get(name)
+                if upstream is None or not upstream.spec.layers.silver.enabled or upstream.spec.source is None:
+                    problems.append(
+                        entry.doc.problem(
+                            path, f"unknown table silver.{name}: no flow named '{name}' writes a silver table"
+                        )
+                    )
+            elif name not in gold:
+                problems.append(entry.doc.problem(path, f"unknown table gold.{name}: no flow defines it"))
+    return problems
+
+
+def _dependency_graph(catalog: Catalog, gold: dict[str, str]) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, entry in catalog.flows.items():
+        deps = {d for d in entry.spec.upstream_flows() if d in catalog.flows}
+        for table in entry.spec.layers.gold:
+            deps |= {gold[t] for layer, t in table.references() if layer == "gold" and t in gold}
+        deps.discard(name)
+        graph[name] = deps
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each elementary cycle found by depth-first search, as [a, b, ..., a]."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def _cycle_problems(catalog: Catalog, graph: dict[str, set[str]]) -> list[Problem]:
+    problems = []
+    for cycle in find_cycles(graph):
+        text = " -> ".join(cycle)
+        for name in set(cycle):
+            entry = catalog.flows[name]
+            path: KeyPath = ("schedule",) if entry.spec.schedule else ("layers", "gold")
+            problems.append(entry.doc.problem(path, f"dependency cycle: {text}", key=True))
+    return problems
+
+
+def cross_check(catalog: Catalog) -> list[Problem]:
+    """All cross-file problems of a loaded catalog."""
+    gold = _gold_tables(catalog)
+    problems: list[Problem] = []
+    for entry in catalog.flows.values():
+        problems += _source_connection(catalog, entry)
+        problems += _references(catalog, entry, gold)
+    problems += _cycle_problems(catalog, _dependency_graph(catalog, gold))
+    return problems

@@ -1,0 +1,343 @@
+"""Flow specs (`metadata/flows/*.yaml`): one source table carried through raw -> bronze -> silver -> gold.
+
+A flow without a `source` is a gold-only flow: Spark SQL over other flows' silver (or gold) tables,
+referenced as `silver.<flow>` / `gold.<table>`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from croniter import croniter
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from pipezone.core.spec_types import (
+    NAME_PATTERN,
+    Duration,
+    Identifier,
+    Name,
+    SelectStatement,
+    SparkType,
+    SpecModel,
+    SqlExpression,
+    parse_duration,
+)
+
+WriteMode = Literal["append", "overwrite", "merge", "scd2"]
+LAYERS = ("raw", "bronze", "silver", "gold")
+Preset = Literal["@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"]
+TABLE_REFERENCE = re.compile(r"\b(silver|gold)\s*\.\s*`?([a-z][a-z0-9_]*)`?", re.IGNORECASE)
+
+
+def _scalar_to_text(value: Any) -> Any:
+    """YAML turns `2024-01-01` into a date; cursor values are kept as the text the user wrote."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+class IncrementalSpec(SpecModel):
+    """Read only rows whose cursor moved past the stored watermark."""
+
+    cursor: Identifier = Field(description="Monotonic column, e.g. updated_at or an id.")
+    initial_value: str | int | None = Field(
+        default=None, description="Watermark before the first run (default: read everything)."
+    )
+    lookback: str | int = Field(
+        default=0,
+        description="Re-read this far behind the watermark (a duration for time cursors, a number for numeric).",
+    )
+
+    @field_validator("initial_value", mode="before")
+    @classmethod
+    def _initial_as_text(cls, value: Any) -> Any:
+        return _scalar_to_text(value)
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback_form(cls, value: str | int) -> str | int:
+        if isinstance(value, str):
+            parse_duration(value)
+        elif value < 0:
+            raise PydanticCustomError("negative", "lookback must not be negative")
+        return value
+
+
+class ReadOptions(SpecModel):
+    """How the JDBC read is split and fetched."""
+
+    num_partitions: int = Field(default=1, ge=1, le=64, description="Parallel JDBC connections.")
+    partition_column: Identifier | None = Field(
+        default=None, description="Numeric/date column to split on (default: the single-column primary key)."
+    )
+    fetch_size: int = Field(default=10000, ge=1, description="Rows per round trip.")
+
+
+class SourceSpec(SpecModel):
+    """Which table (or query) to read, and how to read it incrementally."""
+
+    connection: Name = Field(description="Name of a source connection in metadata/connections.")
+    schema_: Identifier | None = Field(default=None, alias="schema", description="Schema / database name.")
+    table: Identifier | None = None
+    query: SelectStatement | None = Field(default=None, description="A SELECT instead of a table.")
+    primary_key: list[Identifier] = Field(default_factory=list, description="Key columns for merge and dedup.")
+    incremental: IncrementalSpec | None = None
+    read: ReadOptions = Field(default_factory=ReadOptions)
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SourceSpec:
+        if (self.table is None) == (self.query is None):
+            raise PydanticCustomError("table_or_query", "set exactly one of 'table' or 'query'")
+        return self
+
+
+class DeduplicateSpec(SpecModel):
+    keys: list[Identifier] = Field(min_length=1)
+    order_by: Identifier | None = Field(default=None, description="Keep the row with the highest value.")
+
+
+_TRANSFORMS = ("rename", "cast", "filter", "derive", "drop", "trim", "lower", "deduplicate")
+
+
+class Transform(SpecModel):
+    """One declarative step; each list item sets exactly one of the keys."""
+
+    rename: dict[Identifier, Identifier] | None = Field(default=None, description="old -> new column name.")
+    cast: dict[Identifier, SparkType] | None = Field(default=None, description="column -> Spark SQL type.")
+    filter: SqlExpression | None = Field(default=None, description="Keep rows where this is true.")
+    derive: dict[Identifier, SqlExpression] | None = Field(default=None, description="new column -> expression.")
+    drop: list[Identifier] | None = None
+    trim: list[Identifier] | None = Field(default=None, description="Strip surrounding whitespace.")
+    lower: list[Identifier] | None = Field(default=None, description="Lower-case these columns.")
+    deduplicate: DeduplicateSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Transform:
+        given = [name for name in _TRANSFORMS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "one_transform",
+                "each transform sets exactly one of: {names} (found {found})",
+                {"names": ", ".join(_TRANSFORMS), "found": ", ".join(given) or "none"},
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in _TRANSFORMS if getattr(self, name) is not None)
+
+
+class RawLayer(SpecModel):
+    """Immutable extracts, one partition per ingest date."""
+
+    enabled: bool = True
+
+
+class BronzeLayer(SpecModel):
+    """Typed, snake_cased, deduplicated within the batch."""
+
+    enabled: bool = True
+    write_mode: WriteMode = "append"
+    partition_by: list[Identifier] = Field(default_factory=list)
+
+
+class SilverLayer(SpecModel):
+    """Cleaned and conformed; merged by primary key by default."""
+
+    enabled: bool = True
+    write_mode: WriteMode = "merge"
+    partition_by: list[Identifier] = Field(default_factory=list)
+    transforms: list[Transform] = Field(default_factory=list)
+
+
+class GoldTable(SpecModel):
+    """A Spark SQL model over silver (or other gold) tables."""
+
+    name: Name
+    sql: SelectStatement = Field(description="SELECT over silver.<flow> / gold.<table>.")
+    write_mode: Literal["overwrite", "merge"] = "overwrite"
+    primary_key: list[Identifier] = Field(default_factory=list, description="Required for merge.")
+    partition_by: list[Identifier] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _merge_needs_key(self) -> GoldTable:
+        if self.write_mode == "merge" and not self.primary_key:
+            raise PydanticCustomError("merge_key", "write_mode merge needs a primary_key")
+        return self
+
+    def references(self) -> set[tuple[str, str]]:
+        """(layer, name) pairs this SQL reads."""
+        return {(m.group(1).lower(), m.group(2).lower()) for m in TABLE_REFERENCE.finditer(self.sql)}
+
+
+class Layers(SpecModel):
+    raw: RawLayer = Field(default_factory=RawLayer)
+    bronze: BronzeLayer = Field(default_factory=BronzeLayer)
+    silver: SilverLayer = Field(default_factory=SilverLayer)
+    gold: list[GoldTable] = Field(default_factory=list)
+
+
+class _Check(SpecModel):
+    layer: Literal["bronze", "silver", "gold"] = "silver"
+    table: Name | None = Field(default=None, description="Gold table name, for layer gold.")
+    severity: Literal["error", "warn"] = Field(default="error", description="error fails the run, warn logs.")
+
+
+class NotNullCheck(_Check):
+    check: Literal["not_null"]
+    columns: list[Identifier] = Field(min_length=1)
+
+
+class UniqueCheck(_Check):
+    check: Literal["unique"]
+    columns: list[Identifier] = Field(min_length=1)
+
+
+class AcceptedValuesCheck(_Check):
+    check: Literal["accepted_values"]
+    column: Identifier
+    values: list[str | int | float | bool] = Field(min_length=1)
+
+
+class RowCountCheck(_Check):
+    check: Literal["row_count"]
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class ExpressionCheck(_Check):
+    check: Literal["expression"]
+    expression: SqlExpression = Field(description="Must hold for every row.")
+
+
+class FreshnessCheck(_Check):
+    check: Literal["freshness"]
+    column: Identifier
+    max_age: Duration
+
+
+QualityCheck = Annotated[
+    NotNullCheck | UniqueCheck | AcceptedValuesCheck | RowCountCheck | ExpressionCheck | FreshnessCheck,
+    Field(discriminator="check"),
+]
+
+
+class ScheduleSpec(SpecModel):
+    """When the flow runs: a cron, a preset, or after other flows' outputs update."""
+
+    cron: str | None = Field(default=None, description="Five-field cron, e.g. '0 */6 * * *' (UTC).")
+    preset: Preset | None = None
+    after: list[Name] | None = Field(default=None, min_length=1, description="Run when these flows finish.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"preset": value} if value.startswith("@") else {"cron": value}
+        if isinstance(value, list):
+            return {"after": value}
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None and (len(value.split()) != 5 or not croniter.is_valid(value)):
+            raise PydanticCustomError(
+                "invalid_cron", "invalid cron '{value}': expected 5 fields like '0 */6 * * *'", {"value": value}
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ScheduleSpec:
+        given = [k for k in ("cron", "preset", "after") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "one_schedule",
+                "set exactly one of 'cron', 'preset' or 'after' (found {found})",
+                {"found": ", ".join(given) or "none"},
+            )
+        return self
+
+    def describe(self) -> str:
+        if self.after:
+            return "after " + ", ".join(self.after)
+        return self.cron or self.preset or ""
+
+
+def _schedule_shorthands(schema: dict[str, Any]) -> None:
+    """Let editors accept `schedule: "0 * * * *"`, `schedule: "@daily"` and `schedule: [a, b]`."""
+    schema["anyOf"] = [
+        *schema["anyOf"],
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN}, "minItems": 1},
+    ]
+
+
+class FlowSpec(SpecModel):
+    """A flow: what to read, how each layer is written, checks, and when it runs."""
+
+    name: Name = Field(description="Unique flow name; DAG id pipezone_<name>.")
+    description: str = ""
+    owner: str = "pipezone"
+    tags: list[str] = Field(default_factory=list)
+    source: SourceSpec | None = Field(default=None, description="Omit for a gold-only flow.")
+    layers: Layers = Field(default_factory=Layers)
+    quality: list[QualityCheck] = Field(default_factory=list)
+    schedule: ScheduleSpec | None = Field(
+        default=None,
+        description="Omit to run only when triggered. Shorthands: a cron or @preset string, or a list of flows.",
+        json_schema_extra=_schedule_shorthands,
+    )
+    schema_drift: Literal["evolve", "freeze"] = Field(
+        default="evolve", description="evolve: add new source columns; freeze: fail on any change."
+    )
+    retries: int = Field(default=2, ge=0, le=20)
+    retry_delay: Duration = Field(default=timedelta(minutes=5))
+    timeout: Duration = Field(default=timedelta(hours=2), description="Per task execution timeout.")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> FlowSpec:
+        if self.source is None:
+            explicit = [name for name in ("raw", "bronze", "silver") if name in self.layers.model_fields_set]
+            if not self.layers.gold:
+                raise PydanticCustomError("no_work", "a flow needs a 'source' or at least one layers.gold table")
+            if explicit:
+                raise PydanticCustomError(
+                    "no_source", "layers {layers} need a 'source'", {"layers": ", ".join(explicit)}
+                )
+        elif not self.source.primary_key and self.uses_key_modes():
+            raise PydanticCustomError(
+                "merge_key",
+                "write_mode merge/scd2 needs source.primary_key (or use append/overwrite)",
+                {"at": "source.primary_key"},
+            )
+        return self
+
+    def uses_key_modes(self) -> bool:
+        layers = [self.layers.bronze, self.layers.silver]
+        return any(layer.enabled and layer.write_mode in ("merge", "scd2") for layer in layers)
+
+    def steps(self) -> list[str]:
+        """The steps this flow runs, in order."""
+        steps: list[str] = []
+        if self.source is not None:
+            steps.append("extract")
+            steps += [name for name in ("bronze", "silver") if getattr(self.layers, name).enabled]
+        if self.layers.gold:
+            steps.append("gold")
+        if self.quality:
+            steps.append("quality")
+        return steps
+
+    def upstream_flows(self) -> set[str]:
+        """Flows this one depends on: its `after` list and the silver tables its gold SQL reads."""
+        upstream = set(self.schedule.after or []) if self.schedule else set()
+        for table in self.layers.gold:
+            upstream |= {name for layer, name in table.references() if layer == "silver"}
+        upstream.discard(self.name)
+        return upstream

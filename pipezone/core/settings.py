@@ -1,0 +1,70 @@
+"""The config layer's door to the environment: the only module that reads environment variables.
+
+Everything else receives a `Settings` object, so code is testable with explicit values and the
+same code runs embedded or on the real stack by configuration alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the project lives and which services it talks to."""
+
+    project_root: Path
+    metadata_dir: Path
+    profile: str = "default"
+    vault_addr: str | None = None
+    vault_token: str | None = field(default=None, repr=False)
+    vault_namespace: str | None = None
+    debug: bool = False
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """Paths in connection files are relative to the project root."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.project_root / candidate
+
+    @property
+    def connections_dir(self) -> Path:
+        return self.metadata_dir / "connections"
+
+    @property
+    def flows_dir(self) -> Path:
+        return self.metadata_dir / "flows"
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest folder at or above `start` holding metadata/, else `start` itself."""
+    for folder in (start, *start.parents):
+        if (folder / "metadata" / "flows").is_dir() or (folder / "metadata" / "connections").is_dir():
+            return folder
+    return start
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    metadata_dir: Path | None = None,
+) -> Settings:
+    """Build settings from PIPEZONE_* / VAULT_* variables, with explicit arguments taking precedence."""
+    env = dict(os.environ if environ is None else environ)
+    start = (cwd or Path.cwd()).resolve()
+    root = Path(env["PIPEZONE_HOME"]).resolve() if env.get("PIPEZONE_HOME") else find_project_root(start)
+    if metadata_dir is None:
+        metadata_dir = Path(env["PIPEZONE_METADATA"]) if env.get("PIPEZONE_METADATA") else root / "metadata"
+    return Settings(
+        project_root=root,
+        metadata_dir=metadata_dir.resolve(),
+        profile=env.get("PIPEZONE_PROFILE", "default"),
+        vault_addr=env.get("VAULT_ADDR"),
+        vault_token=env.get("VAULT_TOKEN"),
+        vault_namespace=env.get("VAULT_NAMESPACE"),
+        debug=env.get("PIPEZONE_DEBUG", "") not in ("", "0", "false"),
+        environ=env,
+    )

@@ -1,0 +1,88 @@
+"""The bad-metadata corpus: every file yields exactly the expected `FILE:LINE:COL: key.path: message` line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipezone.core.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+METADATA = "tests/fixtures/metadata"
+
+EXPECTED = [
+    "tests/fixtures/bad/flows/bad_duration.yaml:6:10: timeout: invalid duration '2 hours': use e.g. 30s, 5m, 2h, 1d or seconds",
+    "tests/fixtures/bad/flows/duplicate_flow_name.yaml:1:7: name: duplicate flow name 'orders' (also defined at tests/fixtures/metadata/flows/orders.yaml:1)",
+    "tests/fixtures/bad/flows/duplicate_key.yaml:5:3: source.table: duplicate key 'table' (first defined on line 4)",
+    "tests/fixtures/bad/flows/invalid_cron.yaml:6:9: schedule.cron: invalid cron '0 25 * * *': expected 5 fields like '0 */6 * * *'",
+    "tests/fixtures/bad/flows/invalid_name.yaml:1:7: name: invalid name 'Bad-Name': use lowercase letters, digits and _, starting with a letter (max 63)",
+    "tests/fixtures/bad/flows/lake_as_source.yaml:3:15: source.connection: connection 'lake' has type 'local', which is not a source type",
+    'tests/fixtures/bad/flows/malformed_yaml.yaml:4:9: yaml: malformed YAML: mapping values are not allowed in this context',
+    'tests/fixtures/bad/flows/merge_without_key.yaml:2:1: source.primary_key: write_mode merge/scd2 needs source.primary_key (or use append/overwrite)',
+    "tests/fixtures/bad/flows/missing_required.yaml:2:1: source.connection: missing required key 'connection'",
+    'tests/fixtures/bad/flows/not_a_mapping.yaml:1:1: (document): expected a YAML mapping at the top level',
+    'tests/fixtures/bad/flows/tab_indent.yaml:3:1: yaml: tab character: YAML indentation must use spaces',
+    "tests/fixtures/bad/flows/table_and_query.yaml:3:3: source: set exactly one of 'table' or 'query'",
+    "tests/fixtures/bad/flows/unknown_check.yaml:6:12: quality[0].check: unknown check 'not_empty': expected one of 'not_null', 'unique', 'accepted_values', 'row_count', 'expression', 'freshness'",
+    "tests/fixtures/bad/flows/unknown_connection.yaml:3:15: source.connection: unknown connection 'shopp' (did you mean 'shop'?)",
+    "tests/fixtures/bad/flows/unknown_key.yaml:4:3: source.tabel: unknown key 'tabel' (did you mean 'table'?)",
+    "tests/fixtures/bad/flows/unknown_silver.yaml:5:12: layers.gold[0].sql: unknown table silver.ordrs: no flow named 'ordrs' writes a silver table",
+    "tests/fixtures/bad/flows/unknown_transform.yaml:9:9: layers.silver.transforms[1].uppercase: unknown key 'uppercase'",
+    "tests/fixtures/bad/flows/unsafe_identifier.yaml:4:10: source.table: unsafe SQL identifier 'orders; DROP TABLE users': use letters, digits and _, not starting with a digit",
+    'tests/fixtures/bad/flows/wrong_list_type.yaml:5:16: source.primary_key: Input should be a valid list',
+    'tests/fixtures/bad/flows/wrong_type.yaml:5:10: retries: Input should be a valid integer, unable to parse string as an integer',
+    'tests/fixtures/bad/connections/bad_port.yaml:4:7: port: Input should be less than or equal to 65535',
+    'tests/fixtures/bad/connections/literal_password.yaml:6:11: password: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values',
+    'tests/fixtures/bad/connections/minio_literal.yaml:5:13: secret_key: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values',
+    "tests/fixtures/bad/connections/missing_host.yaml:1:1: host: missing required key 'host'",
+    "tests/fixtures/bad/connections/secret_option.yaml:6:3: options: option 'sslpassword' looks like a secret: use ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never a literal value",
+    "tests/fixtures/bad/connections/unknown_type.yaml:2:7: type: unknown connection type 'mongodb': expected one of local, mariadb, minio, mysql, oracle, postgres, s3, sqlite, sqlserver",
+]
+
+
+def _validate(capsys: pytest.CaptureFixture[str], *paths: str) -> tuple[int, list[str], str]:
+    code = main(["--metadata", METADATA, "validate", *paths])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+@pytest.fixture(autouse=True)
+def _at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+
+
+@pytest.mark.parametrize("expected", EXPECTED, ids=lambda line: Path(line.split(":")[0]).stem)
+def test_bad_file_reports_exact_line(capsys: pytest.CaptureFixture[str], expected: str) -> None:
+    code, out, err = _validate(capsys, expected.split(":")[0])
+    assert code == 1
+    assert out == [expected]
+    assert "Traceback" not in err
+
+
+def test_corpus_covers_every_bad_file() -> None:
+    files = {str(p.relative_to(REPO)) for p in (REPO / "tests/fixtures/bad").rglob("*.yaml")}
+    covered = {line.split(":")[0] for line in EXPECTED} | {
+        "tests/fixtures/bad/flows/cycle_a.yaml",
+        "tests/fixtures/bad/flows/cycle_b.yaml",
+    }
+    assert files == covered
+    assert len(files) >= 15
+
+
+def test_cycle_reported_in_every_file_of_the_cycle(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _validate(capsys, "tests/fixtures/bad/flows/cycle_a.yaml", "tests/fixtures/bad/flows/cycle_b.yaml")
+    assert code == 1
+    assert out == ['tests/fixtures/bad/flows/cycle_a.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a', 'tests/fixtures/bad/flows/cycle_b.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a']
+
+
+def test_all_problems_reported_in_one_run(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _validate(capsys, "tests/fixtures/bad")
+    assert code == 1
+    assert sorted(out) == sorted(EXPECTED + ['tests/fixtures/bad/flows/cycle_a.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a', 'tests/fixtures/bad/flows/cycle_b.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a'])
+    assert f"{len(out)} problem(s)" in err
+
+
+def test_repo_metadata_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate"]) == 0
+    assert "ok: 5 flows, 3 connections valid" in capsys.readouterr().err
