@@ -15,6 +15,7 @@ from pipezone.core.connection_spec import ConnectionSpec
 from pipezone.core.cross_checks import cross_check
 from pipezone.core.flow_spec import FlowSpec
 from pipezone.core.problems import Problem, SpecError
+from pipezone.core.profile_spec import ProfileSpec
 from pipezone.core.spec_loader import validate_connection, validate_document
 from pipezone.core.yaml_source import YamlDocument, load_yaml
 
@@ -37,6 +38,7 @@ class Catalog:
 
     connections: dict[str, Entry[ConnectionSpec]] = field(default_factory=dict)
     flows: dict[str, Entry[FlowSpec]] = field(default_factory=dict)
+    profiles: dict[str, Entry[ProfileSpec]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     invalid_files: set[str] = field(default_factory=set)
     broken_connections: dict[str, str] = field(default_factory=dict)  # name -> file, for clearer references
@@ -46,6 +48,14 @@ class Catalog:
 
     def connection(self, name: str) -> ConnectionSpec:
         return self.connections[name].spec
+
+    def profile(self, name: str) -> ProfileSpec:
+        if name not in self.profiles:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise SpecError(
+                [Problem("metadata/profiles", 1, 1, "profile", f"unknown profile '{name}' (known: {known})")]
+            )
+        return self.profiles[name].spec
 
 
 def display_path(path: Path) -> str:
@@ -62,14 +72,15 @@ def yaml_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
 
 
-def is_connection_file(path: Path, doc: YamlDocument) -> bool:
-    """Files under connections/ are connections, under flows/ flows; elsewhere guess from the keys."""
+def file_kind(path: Path, doc: YamlDocument) -> str:
+    """connections/, flows/ and profiles/ folders decide; elsewhere guess from the keys."""
     parts = path.resolve().parts
-    if "connections" in parts:
-        return True
-    if "flows" in parts:
-        return False
-    return "type" in doc.data and "source" not in doc.data and "layers" not in doc.data
+    for folder, kind in (("connections", "connection"), ("profiles", "profile"), ("flows", "flow")):
+        if folder in parts:
+            return kind
+    if "type" in doc.data and "source" not in doc.data and "layers" not in doc.data:
+        return "connection"
+    return "profile" if "state_store" in doc.data else "flow"
 
 
 def _load_file(catalog: Catalog, path: Path, duplicates: dict[str, list[Entry]]) -> None:
@@ -80,9 +91,13 @@ def _load_file(catalog: Catalog, path: Path, duplicates: dict[str, list[Entry]])
         catalog.problems += err.problems
         catalog.invalid_files.add(shown)
         return
-    if is_connection_file(path, doc):
+    kind = file_kind(path, doc)
+    if kind == "connection":
         spec, problems = validate_connection(doc)
         target: dict = catalog.connections
+    elif kind == "profile":
+        spec, problems = validate_document(doc, ProfileSpec)
+        target = catalog.profiles
     else:
         spec, problems = validate_document(doc, FlowSpec)
         target = catalog.flows
@@ -99,12 +114,18 @@ def _load_file(catalog: Catalog, path: Path, duplicates: dict[str, list[Entry]])
         target[spec.name] = entry
 
 
+def _kind_of(spec: object) -> str:
+    if isinstance(spec, ConnectionSpec):
+        return "connection"
+    return "profile" if isinstance(spec, ProfileSpec) else "flow"
+
+
 def _duplicate_problems(groups: dict[str, list[Entry]]) -> list[Problem]:
     problems = []
     for entries in groups.values():
         first = entries[0]
         line, _ = first.doc.locate(("name",))
-        kind = "connection" if isinstance(first.spec, ConnectionSpec) else "flow"
+        kind = _kind_of(first.spec)
         for dup in entries[1:]:
             problems.append(
                 dup.doc.problem(
@@ -119,7 +140,8 @@ def load_catalog(metadata_dir: Path, extra: Iterable[Path] = ()) -> Catalog:
     catalog = Catalog()
     duplicates: dict[str, list[Entry]] = {}
     seen: set[Path] = set()
-    files = yaml_files(metadata_dir / "connections") + yaml_files(metadata_dir / "flows") + list(extra)
+    folders = ("connections", "profiles", "flows")
+    files = [f for folder in folders for f in yaml_files(metadata_dir / folder)] + list(extra)
     for path in files:
         if path.resolve() in seen:
             continue

@@ -47,7 +47,9 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{len(problems)} problem(s) in {files} file(s) ({elapsed:.2f} s)", file=sys.stderr)
         return EXIT_PROBLEMS
     scope = (
-        f"{len(targets)} file(s)" if targets else f"{len(catalog.flows)} flows, {len(catalog.connections)} connections"
+        f"{len(targets)} file(s)"
+        if targets
+        else (f"{len(catalog.flows)} flows, {len(catalog.connections)} connections, {len(catalog.profiles)} profiles")
     )
     print(f"ok: {scope} valid ({elapsed:.2f} s)", file=sys.stderr)
     return EXIT_OK

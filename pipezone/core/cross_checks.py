@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from pipezone.core.connection_spec import ROLE_SOURCE, connection_roles
+from pipezone.core.connection_spec import ROLE_LAKE, ROLE_SOURCE, ROLE_STATE, connection_roles
 from pipezone.core.problems import KeyPath, Problem
 
 if TYPE_CHECKING:
@@ -129,10 +129,32 @@ def _cycle_problems(catalog: Catalog, graph: dict[str, set[str]]) -> list[Proble
     return problems
 
 
+def _profile_problems(catalog: Catalog) -> list[Problem]:
+    """A profile's lake and state store exist and can serve in those roles."""
+    problems: list[Problem] = []
+    for entry in catalog.profiles.values():
+        for key, role, label in (("lake", ROLE_LAKE, "lake"), ("state_store", ROLE_STATE, "state store")):
+            name = getattr(entry.spec, key)
+            conn = catalog.connections.get(name)
+            if conn is None:
+                problems.append(
+                    entry.doc.problem(
+                        (key,), f"unknown connection '{name}' ({_known(name, list(catalog.connections))})"
+                    )
+                )
+            elif role not in connection_roles(conn.spec):
+                problems.append(
+                    entry.doc.problem(
+                        (key,), f"connection '{name}' has type '{conn.spec.type}', which cannot serve as the {label}"
+                    )
+                )
+    return problems
+
+
 def cross_check(catalog: Catalog) -> list[Problem]:
     """All cross-file problems of a loaded catalog."""
     gold = _gold_tables(catalog)
-    problems: list[Problem] = []
+    problems: list[Problem] = _profile_problems(catalog)
     for entry in catalog.flows.values():
         problems += _source_connection(catalog, entry)
         problems += _references(catalog, entry, gold)

@@ -15,8 +15,9 @@ from pydantic import Field, TypeAdapter
 
 from pipezone.core.connection_spec import AnyConnection
 from pipezone.core.flow_spec import FlowSpec
+from pipezone.core.profile_spec import ProfileSpec
 
-SCHEMA_FILES = {"flow": "flow.schema.json", "connection": "connection.schema.json"}
+SCHEMA_FILES = {"flow": "flow.schema.json", "connection": "connection.schema.json", "profile": "profile.schema.json"}
 
 
 def flow_schema() -> dict[str, Any]:
@@ -30,9 +31,14 @@ def connection_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "PipeZone connection", **schema}
 
 
+def profile_schema() -> dict[str, Any]:
+    schema = ProfileSpec.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "PipeZone profile", **schema}
+
+
 def render_schemas() -> dict[str, str]:
     """File name -> exact text (stable key order, trailing newline) for writing or comparing."""
-    schemas = {"flow": flow_schema(), "connection": connection_schema()}
+    schemas = {"flow": flow_schema(), "connection": connection_schema(), "profile": profile_schema()}
     return {SCHEMA_FILES[k]: json.dumps(v, indent=2, sort_keys=True) + "\n" for k, v in schemas.items()}
 
 

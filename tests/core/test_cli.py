@@ -61,7 +61,17 @@ def test_list_shows_flows(project: Path, capsys) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["FLOW", "SOURCE", "INCREMENTAL", "SCHEDULE", "STEPS"]
-    assert lines[2].split() == ["orders", "shop:orders", "updated_at", "@hourly", "extract", ">", "bronze", ">", "silver"]
+    assert lines[2].split() == [
+        "orders",
+        "shop:orders",
+        "updated_at",
+        "@hourly",
+        "extract",
+        ">",
+        "bronze",
+        ">",
+        "silver",
+    ]
 
 
 def test_list_with_bad_file_still_lists_good_flows(project: Path, capsys) -> None:

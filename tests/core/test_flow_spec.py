@@ -74,9 +74,7 @@ def test_gold_only_flow_cannot_configure_source_layers() -> None:
         )
 
 
-@pytest.mark.parametrize(
-    "sql", ["DELETE FROM silver.orders", "SELECT 1; DROP TABLE x", "  "]
-)
+@pytest.mark.parametrize("sql", ["DELETE FROM silver.orders", "SELECT 1; DROP TABLE x", "  "])
 def test_gold_sql_must_be_one_select(sql: str) -> None:
     with pytest.raises(ValidationError):
         FlowSpec.model_validate({"name": "g", "layers": {"gold": [{"name": "x", "sql": sql}]}})
@@ -92,7 +90,14 @@ def test_transform_kinds() -> None:
         {"deduplicate": {"keys": ["id"], "order_by": "updated_at"}},
     ]
     spec = flow(layers={"silver": {"transforms": transforms}})
-    assert [t.kind for t in spec.layers.silver.transforms] == ["rename", "cast", "filter", "derive", "drop", "deduplicate"]
+    assert [t.kind for t in spec.layers.silver.transforms] == [
+        "rename",
+        "cast",
+        "filter",
+        "derive",
+        "drop",
+        "deduplicate",
+    ]
     assert spec.layers.silver.transforms[1].cast == {"b": "decimal(12,2)"}
 
 

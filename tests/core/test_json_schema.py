@@ -24,7 +24,9 @@ def test_stale_schema_is_detected(tmp_path: Path) -> None:
     assert stale_schemas(tmp_path) == ["flow.schema.json"]
 
 
-@pytest.mark.parametrize(("folder", "schema"), [("flows", "flow"), ("connections", "connection")])
+@pytest.mark.parametrize(
+    ("folder", "schema"), [("flows", "flow"), ("connections", "connection"), ("profiles", "profile")]
+)
 def test_schemas_accept_the_repo_metadata(folder: str, schema: str) -> None:
     validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS / f"{schema}.schema.json").read_text()))
     files = sorted((REPO / "metadata" / folder).glob("*.yaml"))
@@ -40,7 +42,7 @@ def test_schema_rejects_a_typo() -> None:
 
 
 def test_every_yaml_file_points_editors_at_its_schema() -> None:
-    for folder, schema in (("flows", "flow"), ("connections", "connection")):
+    for folder, schema in (("flows", "flow"), ("connections", "connection"), ("profiles", "profile")):
         for path in (REPO / "metadata" / folder).glob("*.yaml"):
             first = path.read_text().splitlines()[0]
             assert first == f"# yaml-language-server: $schema=../schemas/{schema}.schema.json", path
@@ -48,4 +50,5 @@ def test_every_yaml_file_points_editors_at_its_schema() -> None:
     assert set(settings["yaml.schemas"]) == {
         "./metadata/schemas/flow.schema.json",
         "./metadata/schemas/connection.schema.json",
+        "./metadata/schemas/profile.schema.json",
     }

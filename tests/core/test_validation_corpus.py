@@ -18,11 +18,11 @@ EXPECTED = [
     "tests/fixtures/bad/flows/invalid_cron.yaml:6:9: schedule.cron: invalid cron '0 25 * * *': expected 5 fields like '0 */6 * * *'",
     "tests/fixtures/bad/flows/invalid_name.yaml:1:7: name: invalid name 'Bad-Name': use lowercase letters, digits and _, starting with a letter (max 63)",
     "tests/fixtures/bad/flows/lake_as_source.yaml:3:15: source.connection: connection 'lake' has type 'local', which is not a source type",
-    'tests/fixtures/bad/flows/malformed_yaml.yaml:4:9: yaml: malformed YAML: mapping values are not allowed in this context',
-    'tests/fixtures/bad/flows/merge_without_key.yaml:2:1: source.primary_key: write_mode merge/scd2 needs source.primary_key (or use append/overwrite)',
+    "tests/fixtures/bad/flows/malformed_yaml.yaml:4:9: yaml: malformed YAML: mapping values are not allowed in this context",
+    "tests/fixtures/bad/flows/merge_without_key.yaml:2:1: source.primary_key: write_mode merge/scd2 needs source.primary_key (or use append/overwrite)",
     "tests/fixtures/bad/flows/missing_required.yaml:2:1: source.connection: missing required key 'connection'",
-    'tests/fixtures/bad/flows/not_a_mapping.yaml:1:1: (document): expected a YAML mapping at the top level',
-    'tests/fixtures/bad/flows/tab_indent.yaml:3:1: yaml: tab character: YAML indentation must use spaces',
+    "tests/fixtures/bad/flows/not_a_mapping.yaml:1:1: (document): expected a YAML mapping at the top level",
+    "tests/fixtures/bad/flows/tab_indent.yaml:3:1: yaml: tab character: YAML indentation must use spaces",
     "tests/fixtures/bad/flows/table_and_query.yaml:3:3: source: set exactly one of 'table' or 'query'",
     "tests/fixtures/bad/flows/unknown_check.yaml:6:12: quality[0].check: unknown check 'not_empty': expected one of 'not_null', 'unique', 'accepted_values', 'row_count', 'expression', 'freshness'",
     "tests/fixtures/bad/flows/unknown_connection.yaml:3:15: source.connection: unknown connection 'shopp' (did you mean 'shop'?)",
@@ -30,11 +30,11 @@ EXPECTED = [
     "tests/fixtures/bad/flows/unknown_silver.yaml:5:12: layers.gold[0].sql: unknown table silver.ordrs: no flow named 'ordrs' writes a silver table",
     "tests/fixtures/bad/flows/unknown_transform.yaml:9:9: layers.silver.transforms[1].uppercase: unknown key 'uppercase'",
     "tests/fixtures/bad/flows/unsafe_identifier.yaml:4:10: source.table: unsafe SQL identifier 'orders; DROP TABLE users': use letters, digits and _, not starting with a digit",
-    'tests/fixtures/bad/flows/wrong_list_type.yaml:5:16: source.primary_key: Input should be a valid list',
-    'tests/fixtures/bad/flows/wrong_type.yaml:5:10: retries: Input should be a valid integer, unable to parse string as an integer',
-    'tests/fixtures/bad/connections/bad_port.yaml:4:7: port: Input should be less than or equal to 65535',
-    'tests/fixtures/bad/connections/literal_password.yaml:6:11: password: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values',
-    'tests/fixtures/bad/connections/minio_literal.yaml:5:13: secret_key: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values',
+    "tests/fixtures/bad/flows/wrong_list_type.yaml:5:16: source.primary_key: Input should be a valid list",
+    "tests/fixtures/bad/flows/wrong_type.yaml:5:10: retries: Input should be a valid integer, unable to parse string as an integer",
+    "tests/fixtures/bad/connections/bad_port.yaml:4:7: port: Input should be less than or equal to 65535",
+    "tests/fixtures/bad/connections/literal_password.yaml:6:11: password: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
+    "tests/fixtures/bad/connections/minio_literal.yaml:5:13: secret_key: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
     "tests/fixtures/bad/connections/missing_host.yaml:1:1: host: missing required key 'host'",
     "tests/fixtures/bad/connections/secret_option.yaml:6:3: options: option 'sslpassword' looks like a secret: use ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never a literal value",
     "tests/fixtures/bad/connections/unknown_type.yaml:2:7: type: unknown connection type 'mongodb': expected one of local, mariadb, minio, mysql, oracle, postgres, s3, sqlite, sqlserver",
@@ -73,16 +73,25 @@ def test_corpus_covers_every_bad_file() -> None:
 def test_cycle_reported_in_every_file_of_the_cycle(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _validate(capsys, "tests/fixtures/bad/flows/cycle_a.yaml", "tests/fixtures/bad/flows/cycle_b.yaml")
     assert code == 1
-    assert out == ['tests/fixtures/bad/flows/cycle_a.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a', 'tests/fixtures/bad/flows/cycle_b.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a']
+    assert out == [
+        "tests/fixtures/bad/flows/cycle_a.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a",
+        "tests/fixtures/bad/flows/cycle_b.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a",
+    ]
 
 
 def test_all_problems_reported_in_one_run(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _validate(capsys, "tests/fixtures/bad")
     assert code == 1
-    assert sorted(out) == sorted(EXPECTED + ['tests/fixtures/bad/flows/cycle_a.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a', 'tests/fixtures/bad/flows/cycle_b.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a'])
+    assert sorted(out) == sorted(
+        EXPECTED
+        + [
+            "tests/fixtures/bad/flows/cycle_a.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a",
+            "tests/fixtures/bad/flows/cycle_b.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a",
+        ]
+    )
     assert f"{len(out)} problem(s)" in err
 
 
 def test_repo_metadata_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 0
-    assert "ok: 5 flows, 3 connections valid" in capsys.readouterr().err
+    assert "ok: 5 flows, 3 connections, 1 profiles valid" in capsys.readouterr().err

@@ -1,0 +1,33 @@
+"""Profiles (`metadata/profiles/*.yaml`): which lake, state store and Spark master a run uses.
+
+The same flows run embedded (`default`: local Spark, lake folder, SQLite state) or on the real stack
+(`services`: Spark standalone, MinIO, MariaDB) by switching the profile alone (PIPEZONE_PROFILE).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipezone.core.spec_types import Name, SpecModel
+
+
+class SparkProfile(SpecModel):
+    """Spark settings for jobs; small-machine defaults."""
+
+    master: str = Field(default="local[2]", description="local[N] or spark://host:7077")
+    driver_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
+    executor_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
+    shuffle_partitions: int = Field(default=4, ge=1, le=10000)
+    ui_url: str | None = Field(default=None, description="Spark (master) UI, for links from Airflow.")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+
+
+class ProfileSpec(SpecModel):
+    """A deployment: the connections that serve as lake and state store, and the Spark settings."""
+
+    name: Name
+    description: str = ""
+    lake: Name = Field(description="A lake connection (type local, s3 or minio).")
+    state_store: Name = Field(description="A state-store connection (type sqlite, mysql or mariadb).")
+    spark: SparkProfile = Field(default_factory=SparkProfile)
+    lake_console_url: str | None = Field(default=None, description="e.g. the MinIO console, for links.")
