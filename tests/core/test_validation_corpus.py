@@ -65,9 +65,22 @@ def test_corpus_covers_every_bad_file() -> None:
     covered = {line.split(":")[0] for line in EXPECTED} | {
         "tests/fixtures/bad/flows/cycle_a.yaml",
         "tests/fixtures/bad/flows/cycle_b.yaml",
+        "tests/fixtures/bad/profiles/bad_profile.yaml",
     }
     assert files == covered
     assert len(files) >= 15
+
+
+PROFILE_EXPECTED = [
+    "tests/fixtures/bad/profiles/bad_profile.yaml:2:7: lake: connection 'shop' has type 'sqlite', which cannot serve as the lake",
+    "tests/fixtures/bad/profiles/bad_profile.yaml:3:14: state_store: connection 'lake' has type 'local', which cannot serve as the state store",
+]
+
+
+def test_profile_connections_must_fit_their_roles(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _validate(capsys, "tests/fixtures/bad/profiles/bad_profile.yaml")
+    assert code == 1
+    assert out == PROFILE_EXPECTED
 
 
 def test_cycle_reported_in_every_file_of_the_cycle(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,6 +97,7 @@ def test_all_problems_reported_in_one_run(capsys: pytest.CaptureFixture[str]) ->
     assert code == 1
     assert sorted(out) == sorted(
         EXPECTED
+        + PROFILE_EXPECTED
         + [
             "tests/fixtures/bad/flows/cycle_a.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a",
             "tests/fixtures/bad/flows/cycle_b.yaml:3:1: schedule: dependency cycle: cycle_a -> cycle_b -> cycle_a",
