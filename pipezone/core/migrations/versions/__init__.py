@@ -1,0 +1,1 @@
+"""Alembic revisions of the state store (a package only so setuptools installs them)."""
