@@ -126,6 +126,77 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _runtime(settings: Settings):
+    from pipezone.core.runtime import load_runtime
+
+    return load_runtime(settings)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.flow_runner import run_flows
+    from pipezone.core.spec_view import render_table
+
+    runtime = _runtime(settings)
+    flows = sorted(runtime.catalog.flows) if args.all else args.flows
+    if not flows:
+        raise CliError("name one or more flows, or pass --all")
+    for name in flows:
+        runtime.flow(name)  # unknown or invalid flows fail before anything runs
+    steps = [s for part in args.steps for s in part.split(",")] if args.steps else None
+    report = run_flows(
+        runtime,
+        flows,
+        steps=steps,
+        full_refresh=args.full_refresh,
+        in_process=args.in_process,
+        run_id=args.run_id,
+        progress=lambda line: print(line, flush=True),
+    )
+    rows = [["FLOW", "STEP", "STATUS", "SECONDS", "RESULT"]]
+    for o in report.outcomes:
+        result = o.line.split(": ", 1)[-1] if o.ok else o.line
+        rows.append([o.flow, o.step, "ok" if o.ok else "FAILED", f"{o.seconds:.1f}", result])
+    print(f"\nrun {report.run_id}")
+    print(render_table(rows))
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.spec_view import render_table
+
+    runtime = _runtime(settings)
+    if args.flow:
+        runtime.flow(args.flow)
+    store = runtime.state
+    marks = [w for w in store.watermarks() if not args.flow or w.flow == args.flow]
+    rows = [["FLOW", "CURSOR", "WATERMARK", "UPDATED AT", "RUN"]]
+    rows += [
+        [w.flow, w.cursor_column, str(w.value), f"{w.updated_at:%Y-%m-%d %H:%M:%S}", w.last_run_id or ""] for w in marks
+    ]
+    print("Watermarks")
+    print(render_table(rows) if marks else "  (none yet)")
+    runs = store.recent_runs(args.flow, limit=args.limit)
+    rows = [["STARTED", "FLOW", "STEP", "STATUS", "ROWS IN", "ROWS OUT", "SECONDS", "RUN / ERROR"]]
+    for r in runs:
+        seconds = f"{r.duration_s:.1f}" if r.duration_s is not None else ""
+        tail = r.error if r.status == "failed" else r.run_id
+        rows.append(
+            [
+                f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+                r.flow,
+                r.step,
+                r.status,
+                str(r.rows_read or 0),
+                str(r.rows_written or 0),
+                seconds,
+                tail or "",
+            ]
+        )
+    print("\nRecent steps")
+    print(render_table(rows) if runs else "  (none yet)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipezone", description="YAML flows -> Airflow DAGs -> Spark + Delta.")
     parser.add_argument("--version", action="version", version=f"pipezone {__version__}")
@@ -151,6 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="flow name (default: the table name)")
     p.add_argument("--force", action="store_true", help="overwrite an existing flow file")
     p.set_defaults(func=cmd_init_flow)
+
+    p = sub.add_parser("run", help="run flows' steps locally with spark-submit (no Airflow needed)")
+    p.add_argument("flows", nargs="*", help="flow names (dependencies run first)")
+    p.add_argument("--all", action="store_true", help="every valid flow")
+    p.add_argument("--steps", action="append", help="only these steps, e.g. --steps extract,bronze")
+    p.add_argument("--full-refresh", action="store_true", help="ignore the watermark and read everything")
+    p.add_argument("--in-process", action="store_true", help="one Spark session in this process, no spark-submit")
+    p.add_argument("--run-id", help="reuse a run id (re-running a step with the same run id writes nothing new)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("state", help="watermarks and recent step runs")
+    p.add_argument("flow", nargs="?")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_state)
 
     p = sub.add_parser("schema", help="write the JSON Schemas under metadata/schemas (or --check them)")
     p.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")
@@ -179,9 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         from pipezone.core.problems import SpecError
+        from pipezone.core.runtime import RunError
         from pipezone.core.secrets import SecretError
 
-        if isinstance(err, CliError | SpecError | SecretError | OSError):
+        if isinstance(err, CliError | SpecError | SecretError | OSError | RunError):
             return _fail(str(err))
         return _fail(f"{type(err).__name__}: {err} (run with --debug for the traceback)")
 

@@ -23,6 +23,7 @@ class Settings:
     vault_token: str | None = field(default=None, repr=False)
     vault_namespace: str | None = None
     debug: bool = False
+    jar_cache: Path = Path(".pipezone/jars")
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def resolve_path(self, path: str | Path) -> Path:
@@ -66,5 +67,6 @@ def load_settings(
         vault_token=env.get("VAULT_TOKEN"),
         vault_namespace=env.get("VAULT_NAMESPACE"),
         debug=env.get("PIPEZONE_DEBUG", "") not in ("", "0", "false"),
+        jar_cache=Path(env["PIPEZONE_JAR_CACHE"]) if env.get("PIPEZONE_JAR_CACHE") else root / ".pipezone" / "jars",
         environ=env,
     )

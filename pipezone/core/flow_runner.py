@@ -1,0 +1,159 @@
+"""`pipezone run`: a flow's steps run locally, each as its own spark-submit (as Airflow runs them),
+or all in this process's Spark session with --in-process (one JVM start instead of one per step).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipezone.core.cross_checks import find_cycles
+from pipezone.core.runtime import RunError, Runtime
+from pipezone.core.step_runner import STEPS
+
+REPO_JOBS = Path(__file__).resolve().parents[2] / "spark" / "jobs"
+
+
+@dataclass
+class StepOutcome:
+    flow: str
+    step: str
+    ok: bool
+    seconds: float
+    line: str
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    outcomes: list[StepOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+
+def new_run_id() -> str:
+    """Sortable and unique: 20261123T104512Z-1a2b3c4d."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def jobs_dir(runtime: Runtime) -> Path:
+    """spark/jobs of the project (falls back to the one beside this package)."""
+    local = runtime.settings.project_root / "spark" / "jobs"
+    return local if local.is_dir() else REPO_JOBS
+
+
+def flow_order(runtime: Runtime, names: Sequence[str]) -> list[str]:
+    """`names` in dependency order (upstream flows first)."""
+    graph = {n: {d for d in runtime.flow(n).upstream_flows() if d in names} for n in names}
+    if find_cycles(graph):
+        raise RunError(f"dependency cycle among {', '.join(names)}")
+    ordered: list[str] = []
+    while len(ordered) < len(names):
+        ready = sorted(n for n in names if n not in ordered and graph[n] <= set(ordered))
+        ordered += ready
+    return ordered
+
+
+def select_steps(runtime: Runtime, flow: str, wanted: Sequence[str] | None) -> list[str]:
+    steps = runtime.flow(flow).steps()
+    if not wanted:
+        return steps
+    unknown = [s for s in wanted if s not in STEPS]
+    if unknown:
+        raise RunError(f"unknown step {', '.join(unknown)} (steps: {', '.join(STEPS)})")
+    return [s for s in steps if s in wanted]
+
+
+def submit_command(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> list[str]:
+    from pipezone.core.spark_session import find_spark_submit, submit_args
+
+    settings = runtime.spark_settings(f"pipezone-{flow}-{step}")
+    args = [str(find_spark_submit()), *submit_args(settings), str(jobs_dir(runtime) / f"{step}.py")]
+    args += ["--flow", flow, "--run-id", run_id]
+    return args + (["--full-refresh"] if full_refresh else [])
+
+
+def _child_env(runtime: Runtime) -> dict[str, str]:
+    env = dict(runtime.settings.environ)
+    env.update(
+        {
+            "PIPEZONE_HOME": str(runtime.settings.project_root),
+            "PIPEZONE_METADATA": str(runtime.settings.metadata_dir),
+            "PIPEZONE_PROFILE": runtime.profile.name,
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "TZ": "UTC",
+        }
+    )
+    return env
+
+
+def _submit(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> tuple[bool, str]:
+    cmd = submit_command(runtime, flow, step, run_id, full_refresh)
+    proc = subprocess.run(
+        cmd, cwd=runtime.settings.project_root, env=_child_env(runtime), capture_output=True, text=True, check=False
+    )
+    lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.startswith("pipezone")]
+    if proc.returncode == 0:
+        return True, lines[-1] if lines else "done"
+    errors = [ln for ln in lines if ln.startswith("pipezone: error:")]
+    if errors:
+        return False, errors[-1].removeprefix("pipezone: error: ")
+    tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-3:]
+    return False, f"spark-submit exited with {proc.returncode}: {' | '.join(tail)}"
+
+
+def _in_process(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> tuple[bool, str]:
+    from pipezone.core.step_context import StepContext
+    from pipezone.core.step_runner import StepFailed, open_session, run_step, summary_line
+
+    started = time.perf_counter()
+    spark = open_session(runtime, "pipezone")
+    ctx = StepContext(runtime, spark, runtime.flow(flow), run_id, full_refresh)
+    try:
+        result = run_step(ctx, step)
+    except StepFailed as err:
+        return False, str(err)
+    return True, summary_line(flow, step, run_id, result, time.perf_counter() - started)
+
+
+def run_flows(
+    runtime: Runtime,
+    flows: Sequence[str],
+    *,
+    steps: Sequence[str] | None = None,
+    full_refresh: bool = False,
+    in_process: bool = False,
+    run_id: str | None = None,
+    progress: Callable[[str], None] = print,
+) -> RunReport:
+    """Run each flow's steps in order; stop a flow at its first failed step, skip flows depending on it."""
+    report = RunReport(run_id or new_run_id())
+    failed: set[str] = set()
+    execute = _in_process if in_process else _submit
+    for flow in flow_order(runtime, flows):
+        blocked = runtime.flow(flow).upstream_flows() & failed
+        if blocked:
+            failed.add(flow)
+            report.outcomes.append(StepOutcome(flow, "-", False, 0.0, f"not run: upstream {', '.join(blocked)} failed"))
+            progress(f"{flow}: not run, upstream {', '.join(sorted(blocked))} failed")
+            continue
+        for step in select_steps(runtime, flow, steps):
+            progress(f"{flow}: {step} ...")
+            started = time.perf_counter()
+            ok, line = execute(runtime, flow, step, report.run_id, full_refresh)
+            seconds = time.perf_counter() - started
+            report.outcomes.append(StepOutcome(flow, step, ok, seconds, line))
+            progress(f"{flow}: {step} {'ok' if ok else 'FAILED'} ({seconds:.1f} s) {line}")
+            if not ok:
+                failed.add(flow)
+                break
+    return report

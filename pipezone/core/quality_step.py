@@ -1,0 +1,130 @@
+"""Quality: the flow's checks evaluated with Spark SQL on the layer tables, recorded in the state store.
+
+Each check is one aggregate over the table, so a check costs one pass whatever its kind. A failed
+`error` check fails the step (and the DAG run); a failed `warn` check is recorded and logged only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipezone.core import delta_tables as dt
+from pipezone.core.flow_spec import (
+    AcceptedValuesCheck,
+    ExpressionCheck,
+    FreshnessCheck,
+    NotNullCheck,
+    RowCountCheck,
+    UniqueCheck,
+)
+from pipezone.core.step_context import StepContext, StepResult
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+
+class QualityError(RuntimeError):
+    """Error-severity checks failed; the message lists them."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    passed: bool
+    observed: Any
+    expected: Any
+
+
+def _q(column: str) -> str:
+    return f"`{column}`"
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _count_where(df: DataFrame, condition: str) -> int:
+    return int(df.selectExpr(f"count_if({condition}) AS n").collect()[0]["n"] or 0)
+
+
+def evaluate(df: DataFrame, check: Any) -> Outcome:
+    """One check against one table."""
+    if isinstance(check, NotNullCheck):
+        bad = _count_where(df, " OR ".join(f"{_q(c)} IS NULL" for c in check.columns))
+        return Outcome(f"not_null({', '.join(check.columns)})", bad == 0, f"{bad} null rows", "0 null rows")
+    if isinstance(check, UniqueCheck):
+        cols = ", ".join(_q(c) for c in check.columns)
+        dupes = df.groupBy(*check.columns).count().filter("count > 1").count()
+        return Outcome(f"unique({cols.replace('`', '')})", dupes == 0, f"{dupes} duplicated keys", "0")
+    if isinstance(check, AcceptedValuesCheck):
+        values = ", ".join(_literal(v) for v in check.values)
+        bad = _count_where(df, f"{_q(check.column)} IS NOT NULL AND {_q(check.column)} NOT IN ({values})")
+        return Outcome(f"accepted_values({check.column})", bad == 0, f"{bad} rows outside", check.values)
+    if isinstance(check, RowCountCheck):
+        rows = df.count()
+        ok = (check.min is None or rows >= check.min) and (check.max is None or rows <= check.max)
+        return Outcome("row_count", ok, rows, {"min": check.min, "max": check.max})
+    if isinstance(check, ExpressionCheck):
+        bad = _count_where(df, f"NOT coalesce(({check.expression}), false)")
+        return Outcome(f"expression({check.expression})", bad == 0, f"{bad} rows violate", "0")
+    if isinstance(check, FreshnessCheck):
+        newest = df.selectExpr(f"max({_q(check.column)}) AS m").collect()[0]["m"]
+        if newest is not None and newest.tzinfo is None:
+            newest = newest.astimezone(UTC)
+        age = datetime.now(UTC) - newest if newest else None
+        ok = age is not None and age <= check.max_age
+        return Outcome(f"freshness({check.column})", ok, str(age), f"<= {check.max_age}")
+    raise TypeError(f"unknown check {check!r}")
+
+
+def _table_path(ctx: StepContext, check: Any) -> str:
+    lake = ctx.runtime.lake
+    if check.layer == "gold":
+        gold = ctx.flow.layers.gold
+        name = check.table or (gold[0].name if len(gold) == 1 else None)
+        if name is None:
+            raise ValueError(f"check {check.check} on gold needs 'table' (this flow has {len(gold)} gold tables)")
+        return lake.gold(name)
+    return lake.bronze(ctx.flow.name) if check.layer == "bronze" else lake.silver(ctx.flow.name)
+
+
+def run_quality(ctx: StepContext) -> StepResult:
+    failures: list[str] = []
+    results = []
+    tables: dict[str, DataFrame] = {}
+    for check in ctx.flow.quality:
+        path = _table_path(ctx, check)
+        if path not in tables:
+            if not dt.table_exists(ctx.spark, path):
+                raise QualityError(f"table {path} does not exist yet: run the flow's other steps first")
+            tables[path] = ctx.spark.read.format("delta").load(path).cache()
+        outcome = evaluate(tables[path], check)
+        status = "passed" if outcome.passed else ("failed" if check.severity == "error" else "warned")
+        ctx.state.record_quality_check(
+            ctx.run_id,
+            ctx.flow.name,
+            check.layer,
+            outcome.name,
+            status,
+            outcome.observed,
+            outcome.expected,
+            check.severity,
+        )
+        results.append(
+            {"check": outcome.name, "layer": check.layer, "status": status, "observed": str(outcome.observed)}
+        )
+        if status == "failed":
+            failures.append(f"{check.layer} {outcome.name}: {outcome.observed}")
+    for df in tables.values():
+        df.unpersist()
+    if failures:
+        raise QualityError("quality checks failed: " + "; ".join(failures))
+    warned = sum(r["status"] == "warned" for r in results)
+    note = f"{len(results)} checks, {warned} warned" if warned else f"{len(results)} checks passed"
+    return StepResult(note=note, details={"checks": results})

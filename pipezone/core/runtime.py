@@ -1,0 +1,128 @@
+"""Everything a run needs, assembled once from settings: catalog, profile, lake layout, state store, Spark.
+
+Steps and CLI commands take a `Runtime` instead of reaching for files or the environment themselves.
+Only the flow being run (and the profile's connections) must be valid: a broken file elsewhere in
+metadata/ does not stop other flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipezone.core.catalog import Catalog, load_catalog
+from pipezone.core.connection_spec import ConnectionSpec, JdbcConnection, S3LakeConnection, SqliteConnection
+from pipezone.core.flow_spec import FlowSpec
+from pipezone.core.lake_layout import LakeLayout, lake_layout
+from pipezone.core.problems import SpecError
+from pipezone.core.profile_spec import ProfileSpec
+from pipezone.core.secrets import SecretResolver, resolver_for
+from pipezone.core.settings import Settings
+
+if TYPE_CHECKING:
+    from pipezone.core.spark_session import SparkSettings
+    from pipezone.core.state_store import StateStore
+
+
+class RunError(Exception):
+    """A run cannot start or a step failed: one line naming the flow and the cause."""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalog: Catalog
+    profile: ProfileSpec
+    resolver: SecretResolver = field(repr=False)
+
+    @cached_property
+    def lake(self) -> LakeLayout:
+        return lake_layout(self.connection(self.profile.lake), self.settings)
+
+    @cached_property
+    def state(self) -> StateStore:
+        from pipezone.core.state_store import StateStore
+
+        store = StateStore(self.state_url())
+        store.migrate()
+        return store
+
+    def connection(self, name: str) -> ConnectionSpec:
+        if name in self.catalog.connections:
+            return self.catalog.connection(name)
+        broken = self.catalog.broken_connections.get(name)
+        if broken:
+            raise RunError(f"connection '{name}' is invalid: run `pipezone validate {broken}`")
+        raise RunError(f"unknown connection '{name}'")
+
+    def flow(self, name: str) -> FlowSpec:
+        if name in self.catalog.flows:
+            return self.catalog.flow(name)
+        problems = [p for p in self.catalog.problems if Path(p.file).stem == name]
+        if problems:
+            raise RunError(f"flow '{name}' is invalid: {problems[0]}")
+        raise RunError(f"unknown flow '{name}' (flows: {', '.join(sorted(self.catalog.flows)) or 'none'})")
+
+    def reveal(self, reference: str | None) -> str | None:
+        """A secret's value, or a literal (user names may be literal), for the one place that needs it."""
+        if reference is None:
+            return None
+        return self.resolver.resolve(reference).reveal() if reference.startswith("${") else reference
+
+    def state_url(self) -> str:
+        """SQLAlchemy URL of the profile's state store (password included: never print it)."""
+        from sqlalchemy.engine import URL
+
+        conn = self.connection(self.profile.state_store)
+        if isinstance(conn, SqliteConnection):
+            path = self.settings.resolve_path(conn.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{path}"
+        assert isinstance(conn, JdbcConnection)
+        url = URL.create(
+            "mysql+pymysql",
+            username=self.reveal(conn.user),
+            password=self.reveal(conn.password),
+            host=conn.host,
+            port=conn.effective_port,
+            database=conn.database,
+        )
+        return url.render_as_string(hide_password=False)
+
+    def spark_settings(self, app_name: str) -> SparkSettings:
+        from pipezone.core.spark_session import S3Settings, SparkSettings
+
+        spark = self.profile.spark
+        lake = self.connection(self.profile.lake)
+        s3 = None
+        if isinstance(lake, S3LakeConnection):
+            endpoint = lake.endpoint or f"https://s3.{lake.region}.amazonaws.com"
+            s3 = S3Settings(
+                endpoint=endpoint,
+                access_key=self.reveal(lake.access_key) or "",
+                secret_key=self.reveal(lake.secret_key) or "",
+                region=lake.region,
+                path_style=lake.path_style,
+                ssl=endpoint.startswith("https"),
+            )
+        return SparkSettings(
+            jar_cache=self.settings.jar_cache,
+            master=spark.master,
+            app_name=app_name,
+            driver_memory=spark.driver_memory,
+            shuffle_partitions=spark.shuffle_partitions,
+            s3=s3,
+            extra_conf={"spark.executor.memory": spark.executor_memory, **spark.conf},
+        )
+
+
+def load_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:
+    """The runtime for `settings.profile`; fails with one line when the profile itself is unusable."""
+    catalog = catalog or load_catalog(settings.metadata_dir)
+    profile = catalog.profile(settings.profile)
+    bad = [p for p in catalog.problems if p.file == catalog.profiles[settings.profile].doc.file]
+    if bad:
+        raise SpecError(bad)
+    return Runtime(settings=settings, catalog=catalog, profile=profile, resolver=resolver_for(settings))

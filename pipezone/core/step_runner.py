@@ -1,0 +1,142 @@
+"""Run one step of one flow: log it in the state store, make a re-run with the same run id a no-op,
+and turn any failure into one line naming the flow, the step, the connection and the cause.
+
+`job_main` is what the spark-submit entry points in spark/jobs/ call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from pipezone.core.step_context import StepContext, StepResult
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from pipezone.core.runtime import Runtime
+
+STEPS = ("extract", "bronze", "silver", "gold", "quality")
+
+
+class StepFailed(RuntimeError):
+    """A step failed; the message is the one line users see (and the one stored in the run log)."""
+
+
+def _step_functions() -> dict[str, Callable[[StepContext], StepResult]]:
+    from pipezone.core.extract_step import run_extract
+    from pipezone.core.gold_step import run_gold
+    from pipezone.core.layer_steps import run_bronze, run_silver
+    from pipezone.core.quality_step import run_quality
+
+    return {
+        "extract": run_extract,
+        "bronze": run_bronze,
+        "silver": run_silver,
+        "gold": run_gold,
+        "quality": run_quality,
+    }
+
+
+def _java_root_cause(err: BaseException) -> str | None:
+    """The innermost Java exception's message (Py4J errors carry a whole JVM stack otherwise)."""
+    java = getattr(err, "java_exception", None)
+    if java is None:
+        return None
+    try:
+        while java.getCause() is not None:
+            java = java.getCause()
+        return f"{java.getClass().getSimpleName()}: {java.getMessage()}"
+    except Exception:  # noqa: BLE001 - the gateway may be gone; fall back to the Python text
+        return None
+
+
+def summarize_error(err: BaseException) -> str:
+    """One line: the root cause, without stack traces or JVM noise."""
+    from pipezone.core.secrets import REDACTOR
+
+    text = _java_root_cause(err) or str(err) or type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    for prefix in ("An error occurred while calling", "py4j.protocol.Py4JJavaError"):
+        if first.startswith(prefix) and len(lines) > 1:
+            first = lines[1]
+    return REDACTOR.redact(first)[:500]
+
+
+def _failure_line(ctx: StepContext, step: str, err: BaseException) -> str:
+    source = ctx.flow.source
+    where = f" (connection {source.connection})" if source is not None and step == "extract" else ""
+    return f"flow {ctx.flow.name}, step {step}{where}: {summarize_error(err)}"
+
+
+def run_step(ctx: StepContext, step: str) -> StepResult:
+    """Run `step` for the context's flow and run id, recording it in pipeline_execution_logs."""
+    state = ctx.state
+    if state.step_succeeded(ctx.run_id, ctx.flow.name, step):
+        return StepResult(skipped=True, note="already succeeded for this run id")
+    log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
+    started = time.perf_counter()
+    try:
+        result = _step_functions()[step](ctx)
+    except Exception as err:  # noqa: BLE001 - recorded, then re-raised as one line
+        line = _failure_line(ctx, step, err)
+        state.finish_step(log_id, "failed", error=line)
+        raise StepFailed(line) from err
+    details = {**result.details, "note": result.note, "duration_s": round(time.perf_counter() - started, 3)}
+    state.finish_step(
+        log_id,
+        "skipped" if result.skipped else "success",
+        rows_read=result.rows_read,
+        rows_written=result.rows_written,
+        bytes_written=result.bytes_written,
+        details=json.loads(json.dumps(details, default=str)),
+    )
+    return result
+
+
+def summary_line(flow: str, step: str, run_id: str, result: StepResult, seconds: float) -> str:
+    parts = [f"pipezone {step} {flow} run={run_id}:"]
+    if result.skipped:
+        parts.append(f"skipped ({result.note})")
+    else:
+        parts.append(f"rows in {result.rows_read}, rows out {result.rows_written}, {result.bytes_written} bytes")
+        if result.note:
+            parts.append(f"({result.note})")
+    parts.append(f"in {seconds:.1f} s")
+    return " ".join(parts)
+
+
+def open_session(runtime: Runtime, app_name: str) -> SparkSession:
+    from pipezone.core.spark_session import build_session
+
+    return build_session(runtime.spark_settings(app_name))
+
+
+def job_main(step: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of spark/jobs/<step>.py: `--flow NAME --run-id ID [--full-refresh]`."""
+    parser = argparse.ArgumentParser(prog=f"spark/jobs/{step}.py")
+    parser.add_argument("--flow", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--full-refresh", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        from pipezone.core.runtime import load_runtime
+        from pipezone.core.settings import load_settings
+
+        runtime = load_runtime(load_settings())
+        flow = runtime.flow(args.flow)
+        spark = open_session(runtime, f"pipezone-{flow.name}-{step}")
+        ctx = StepContext(runtime, spark, flow, args.run_id, args.full_refresh)
+        result = run_step(ctx, step)
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback
+        message = str(err) if isinstance(err, StepFailed) else f"flow {args.flow}, step {step}: {summarize_error(err)}"
+        print(f"pipezone: error: {message}", file=sys.stderr, flush=True)
+        return 1
+    print(summary_line(args.flow, step, args.run_id, result, time.perf_counter() - started), flush=True)
+    return 0
