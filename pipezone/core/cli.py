@@ -197,6 +197,20 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.lake_report import gold_rows, layer_rows
+    from pipezone.core.spec_view import render_table
+    from pipezone.core.step_runner import open_session
+
+    runtime = _runtime(settings)
+    spark = open_session(runtime, "pipezone-tables")
+    rows = layer_rows(runtime, spark)
+    print(render_table(rows))
+    print()
+    print(render_table(gold_rows(runtime, spark)))
+    return EXIT_OK if all(r[-1] == "yes" for r in rows[1:]) or not args.check else EXIT_PROBLEMS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipezone", description="YAML flows -> Airflow DAGs -> Spark + Delta.")
     parser.add_argument("--version", action="version", version=f"pipezone {__version__}")
@@ -236,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("flow", nargs="?")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_state)
+
+    p = sub.add_parser("tables", help="row counts per layer for every flow, next to the source count")
+    p.add_argument("--check", action="store_true", help="exit 1 unless every silver table matches its source")
+    p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("schema", help="write the JSON Schemas under metadata/schemas (or --check them)")
     p.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")

@@ -34,9 +34,9 @@ def _jdbc_reader(ctx: StepContext) -> tuple[Any, Any]:
     return reader, adapter
 
 
-def _query_one(ctx: StepContext, sql: str) -> dict[str, Any]:
+def _query_one(ctx: StepContext, options: dict[str, str]) -> dict[str, Any]:
     reader, _ = _jdbc_reader(ctx)
-    rows = reader.option("dbtable", f"({sql}) pz_q").load().collect()
+    rows = reader.options(**options).load().collect()
     return rows[0].asDict() if rows else {}
 
 
@@ -47,23 +47,35 @@ def _window(ctx: StepContext, adapter: Any) -> tuple[CursorValue | None, CursorV
     if source.incremental is None:
         return None, None, None
     stored = None if ctx.full_refresh else ctx.state.get_watermark(ctx.flow.name)
-    watermark = stored.value if stored else initial_watermark(source.incremental.initial_value)
-    watermark = normalize(watermark)
+    watermark = normalize(stored.value if stored else initial_watermark(source.incremental.initial_value))
     lo = minus_lookback(watermark, source.incremental.lookback) if watermark is not None else None
-    bounds = _query_one(ctx, adapter.bounds_query(source))
-    hi = normalize(bounds.get("pz_hi"))
+    hi = normalize(_query_one(ctx, adapter.bounds_read_options(source)).get("pz_hi"))
     return watermark, lo, hi
 
 
 def _partition_bounds(ctx: StepContext, adapter: Any, window_sql: str) -> tuple[Any, Any] | None:
     source = ctx.flow.source
     assert source is not None
-    column = source.read.partition_column or (source.primary_key[0] if len(source.primary_key) == 1 else None)
+    column = adapter.partition_column(source)
     if source.read.num_partitions <= 1 or column is None:
         return None
-    row = _query_one(ctx, adapter.partition_bounds_query(source, column, window_sql))
-    lo, hi = row.get("pz_min"), row.get("pz_max")
-    return None if lo is None or hi is None else (lo, hi)
+    row = _query_one(ctx, adapter.partition_bounds_read_options(source, column, window_sql))
+    return row.get("pz_lo"), row.get("pz_hi")
+
+
+def _load(ctx: StepContext, adapter: Any, options: dict[str, str]) -> Any:
+    """Read the window; drivers that type some columns badly get a customSchema and casts after."""
+    from pyspark.sql import functions as F
+
+    reader, _ = _jdbc_reader(ctx)
+    df = reader.options(**options).load()
+    inferred = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    schema = adapter.custom_schema(inferred)
+    if schema:
+        reader, _ = _jdbc_reader(ctx)
+        df = reader.options(**options).option("customSchema", schema).load()
+    casts = adapter.post_read_casts(inferred)
+    return df.withColumns({name: F.expr(expr) for name, expr in casts.items()}) if casts else df
 
 
 def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
@@ -94,7 +106,7 @@ def run_extract(ctx: StepContext) -> StepResult:
     done = _reconcile(ctx, raw_path)
     if done is not None:
         return done
-    reader, adapter = _jdbc_reader(ctx)
+    _, adapter = _jdbc_reader(ctx)
     watermark, lo, hi = _window(ctx, adapter)
     window = {"watermark": watermark, "lo": lo, "hi": hi}
     if source.incremental is not None and hi is None:
@@ -102,9 +114,9 @@ def run_extract(ctx: StepContext) -> StepResult:
     if source.incremental is not None and watermark is not None and hi <= watermark and not source.incremental.lookback:
         return StepResult(note="no new rows", details=window)
     window_sql = adapter.window_query(source, lo, hi)
-    options = adapter.read_options(source.read, window_sql, _partition_bounds(ctx, adapter, window_sql))
+    options = adapter.read_options(source, window_sql, _partition_bounds(ctx, adapter, window_sql))
     batch = next_batch(ctx, raw_path)
-    df = reader.options(**options).load()
+    df = _load(ctx, adapter, options)
     df = df.withColumns(
         {
             dt.RUN_ID: F.lit(ctx.run_id),

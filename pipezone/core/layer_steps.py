@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipezone.core import delta_tables as dt
-from pipezone.core.standardize import snake_case, snake_case_columns, type_text_timestamps
+from pipezone.core.standardize import snake_case, snake_case_columns
 from pipezone.core.step_context import StepContext, StepResult
 from pipezone.core.transforms import apply_transforms, latest_per_key, renamed
 
@@ -56,17 +56,6 @@ def _write(
     raise ValueError(f"write_mode {mode} is not supported on layer {layer} yet")
 
 
-def _timestamp_text_columns(ctx: StepContext, df: DataFrame) -> list[str]:
-    """String columns whose sampled values are all ISO timestamps (SQLite keeps TIMESTAMP as text)."""
-    from pipezone.core.standardize import looks_like_timestamp
-
-    strings = [f.name for f in df.schema.fields if f.dataType.typeName() == "string" and not f.name.startswith("_pz_")]
-    if not strings:
-        return []
-    sample = df.select(*strings).limit(200).collect()
-    return [c for c in strings if looks_like_timestamp([row[c] for row in sample])]
-
-
 def run_bronze(ctx: StepContext) -> StepResult:
     from pyspark.sql import functions as F
 
@@ -77,7 +66,6 @@ def run_bronze(ctx: StepContext) -> StepResult:
     if df is None:
         return StepResult(note=f"no new raw batches (at batch {previous})")
     df = snake_case_columns(df)
-    df = type_text_timestamps(df, _timestamp_text_columns(ctx, df))
     keys = [snake_case(k) for k in source.primary_key]
     cursor = snake_case(source.incremental.cursor) if source.incremental else None
     df = latest_per_key(df, keys, _order_columns(ctx, cursor)).drop(dt.INGEST_DATE)

@@ -1,7 +1,7 @@
-"""Bronze standardization: snake_case column names and consistent Spark types across sources.
+"""Bronze standardization: snake_case column names, so silver and gold SQL can rely on them.
 
-Sources disagree on naming (`OrderID`, `order id`, `orderId`) and on types (SQLite keeps timestamps as
-text, MySQL has unsigned and zero dates); bronze irons that out once so silver and gold SQL can rely on it.
+Sources disagree on naming (`OrderID`, `order id`, `orderId`); types are fixed at read time by each
+source adapter (custom schema and casts), so bronze only has to fix names.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 _CAMEL_1 = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
 _NON_WORD = re.compile(r"[^0-9a-zA-Z]+")
-_TIMESTAMP_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
 def snake_case(name: str) -> str:
@@ -39,17 +38,3 @@ def snake_case_columns(df: DataFrame) -> DataFrame:
         seen[new] = original
     changed = {o: n for o, n in mapping.items() if o != n}
     return df.withColumnsRenamed(changed) if changed else df
-
-
-def looks_like_timestamp(values: list[str | None]) -> bool:
-    present = [v for v in values if v]
-    return bool(present) and all(_TIMESTAMP_TEXT.match(v) for v in present)
-
-
-def type_text_timestamps(df: DataFrame, columns: list[str]) -> DataFrame:
-    """Cast text columns holding ISO timestamps (SQLite's TIMESTAMP) to Spark timestamps (UTC)."""
-    from pyspark.sql import functions as F
-
-    if not columns:
-        return df
-    return df.withColumns({c: F.to_timestamp(F.col(f"`{c}`")) for c in columns})

@@ -1,0 +1,32 @@
+"""Shared fixtures. `spark` starts ONE local Spark session for the whole test run (a JVM start costs ~10 s)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+JAR_CACHE = REPO_ROOT / ".pipezone" / "jars"
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """A local[2] Delta-enabled session with a throwaway warehouse; jars from the repo's cache."""
+    from pipezone.core.spark_session import SparkSettings, build_session
+
+    settings = SparkSettings(
+        jar_cache=JAR_CACHE,
+        app_name="pipezone-tests",
+        shuffle_partitions=2,
+        warehouse_dir=tmp_path_factory.mktemp("warehouse"),
+        extra_conf={"spark.ui.enabled": "false"},
+    )
+    session = build_session(settings)
+    yield session
+    session.stop()
