@@ -43,10 +43,19 @@ test: jars
 	$(VENV)/bin/ruff check pipezone tests dags plugins spark
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The embedded demo, from scratch: build the shop, run every flow, change the shop, run again, compare.
 demo: jars
+	rm -rf .pipezone/lake .pipezone/state.db
 	$(PY) -m pipezone.core.demo_source create .pipezone/demo/retail.db --force
 	$(VENV)/bin/pipezone validate
-	$(VENV)/bin/pipezone list
+	@echo "== run 1: full load"
+	$(VENV)/bin/pipezone run --all --in-process
+	@echo "== change batch 1: inserts and updates in the source"
+	$(PY) -m pipezone.core.demo_source change .pipezone/demo/retail.db --batch 1
+	@echo "== run 2: incremental (extract reads only the changed rows and the lookback window)"
+	$(VENV)/bin/pipezone run --all --in-process
+	@echo "== layer row counts (silver must equal the source)"
+	$(VENV)/bin/pipezone tables --check
 
 clean:
 	rm -rf .pipezone/lake .pipezone/state.db .pipezone/demo .pytest_cache

@@ -76,8 +76,10 @@ MARIADB = MavenDep("org.mariadb.jdbc", "mariadb-java-client", "3.5.11")
 POSTGRES = MavenDep("org.postgresql", "postgresql", "42.7.14")
 SQLITE = MavenDep("org.xerial", "sqlite-jdbc", "3.54.1.0")
 MSSQL = MavenDep("com.microsoft.sqlserver", "mssql-jdbc", "13.6.2.jre11")
+# ojdbc11: the Java 11+ build of Oracle's thin driver (no required dependencies).
+ORACLE = MavenDep("com.oracle.database.jdbc", "ojdbc11", "23.26.0.0.0")
 
-DEPENDENCIES: tuple[MavenDep, ...] = (DELTA, HADOOP_AWS, MYSQL, MARIADB, POSTGRES, SQLITE, MSSQL)
+DEPENDENCIES: tuple[MavenDep, ...] = (DELTA, HADOOP_AWS, MYSQL, MARIADB, POSTGRES, SQLITE, MSSQL, ORACLE)
 
 # JDBC driver classes shipped by the jars above, by URL scheme.
 JDBC_DRIVERS: dict[str, str] = {
@@ -86,6 +88,7 @@ JDBC_DRIVERS: dict[str, str] = {
     "postgresql": "org.postgresql.Driver",
     "sqlite": "org.sqlite.JDBC",
     "sqlserver": "com.microsoft.sqlserver.jdbc.SQLServerDriver",
+    "oracle": "oracle.jdbc.OracleDriver",
 }
 
 
