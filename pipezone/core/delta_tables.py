@@ -170,7 +170,7 @@ def merge(
     metrics = after.get("operationMetrics") or {}
     rows = int(metrics.get("numTargetRowsInserted", 0) or 0) + int(metrics.get("numTargetRowsUpdated", 0) or 0)
     return CommitInfo(
-        version=after["version"], rows_written=rows, bytes_written=int(metrics.get("numOutputBytes", 0) or 0)
+        version=after["version"], rows_written=rows, bytes_written=int(metrics.get("numTargetBytesAdded", 0) or 0)
     )
 
 
