@@ -74,9 +74,32 @@ def _failure_line(ctx: StepContext, step: str, err: BaseException) -> str:
     return f"flow {ctx.flow.name}, step {step}{where}: {summarize_error(err)}"
 
 
+def _spec_hash(spec: object) -> str:
+    import hashlib
+
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()  # type: ignore[attr-defined]
+
+
+def register_specs(ctx: StepContext) -> None:
+    """Keep flows_registry / connections_registry current with what actually runs (never secrets)."""
+    flow = ctx.flow
+    connection = flow.source.connection if flow.source else "-"
+    schedule = flow.schedule.describe() if flow.schedule else None
+    ctx.state.register_flow(
+        flow.name, connection, _spec_hash(flow), schedule=schedule, layers=flow.steps(), owner=flow.owner
+    )
+    if flow.source is not None:
+        conn = ctx.runtime.connection(flow.source.connection)
+        host = getattr(conn, "host", None) or getattr(conn, "path", None)
+        ctx.state.register_connection(
+            conn.name, conn.type, _spec_hash(conn), host=host, description=conn.description or None
+        )
+
+
 def run_step(ctx: StepContext, step: str) -> StepResult:
     """Run `step` for the context's flow and run id, recording it in pipeline_execution_logs."""
     state = ctx.state
+    register_specs(ctx)
     if state.step_succeeded(ctx.run_id, ctx.flow.name, step):
         return StepResult(skipped=True, note="already succeeded for this run id")
     log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
