@@ -37,10 +37,10 @@ schema: $(STAMP)
 	$(VENV)/bin/pipezone schema
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipezone tests dags plugins spark
+	$(VENV)/bin/ruff check .
 
 test: jars
-	$(VENV)/bin/ruff check pipezone tests dags plugins spark
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The embedded demo, from scratch: build the shop, run every flow, change the shop, run again, compare.
