@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1su
 JARS   := .pipezone/jars
 PYTEST_ARGS ?=
 
-.PHONY: help install jars demo test lint schema validate clean
+.PHONY: help install jars demo test lint schema validate clean services-up services-down
 
 help:
 	@echo "make demo      build the demo SQLite shop and run its flows on the embedded default"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint      ruff"
 	@echo "make schema    regenerate metadata/schemas/*.json from the spec models"
 	@echo "make validate  pipezone validate on the repo's metadata"
+	@echo "make services-up / services-down   local MariaDB for the integration tests"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "PipeZone needs Python 3.11 (set PYTHON=...)")'
@@ -56,6 +57,14 @@ demo: jars
 	$(VENV)/bin/pipezone run --all --in-process
 	@echo "== layer row counts (silver must equal the source)"
 	$(VENV)/bin/pipezone tables --check
+
+# Local real servers (no Docker): MariaDB on 127.0.0.1:3307, data under .pipezone/services/.
+services-up:
+	bash setup/local/mariadb.sh install
+	bash setup/local/mariadb.sh start
+
+services-down:
+	bash setup/local/mariadb.sh stop
 
 clean:
 	rm -rf .pipezone/lake .pipezone/state.db .pipezone/demo .pytest_cache

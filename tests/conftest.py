@@ -30,3 +30,15 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     session = build_session(settings)
     yield session
     session.stop()
+
+
+if TYPE_CHECKING:
+    from services import MariaDB
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """The project's MariaDB (setup/local/mariadb.sh) as connection parameters; in CI it must be up."""
+    from services import require_mariadb
+
+    yield require_mariadb()

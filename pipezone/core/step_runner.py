@@ -44,7 +44,9 @@ def _step_functions() -> dict[str, Callable[[StepContext], StepResult]]:
 
 def _java_root_cause(err: BaseException) -> str | None:
     """The innermost Java exception's message (Py4J errors carry a whole JVM stack otherwise)."""
-    java = getattr(err, "java_exception", None)
+    # Py4JJavaError keeps the Java exception in `java_exception`; PySpark's converted errors (AnalysisException
+    # such as [FAILED_JDBC.CONNECTION], whose cause is the driver's "Access denied ...") in `_origin`.
+    java = getattr(err, "java_exception", None) or getattr(err, "_origin", None)
     if java is None:
         return None
     try:

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# A MariaDB server for the tests, run by the project itself (no Docker, no system service).
+#
+#   bash setup/local/mariadb.sh install   # apt-get install mariadb-server/-client, only when mariadbd is missing
+#   bash setup/local/mariadb.sh start     # first start initialises .pipezone/services/mariadb/; no-op if running
+#   bash setup/local/mariadb.sh stop      # clean shutdown
+#   bash setup/local/mariadb.sh status    # exit 0 when the server answers
+#
+# Env: PIPEZONE_MARIADB_PORT (3307), PIPEZONE_MARIADB_PASSWORD (pipezone-dev) for user `pipezone`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PORT="${PIPEZONE_MARIADB_PORT:-3307}"
+PASSWORD="${PIPEZONE_MARIADB_PASSWORD:-pipezone-dev}"
+HOST=127.0.0.1
+DB_USER=pipezone
+DB_NAME=pipezone
+WAIT_SECONDS="${PIPEZONE_MARIADB_WAIT:-60}"
+
+BASE="$ROOT/.pipezone/services/mariadb"
+DATA="$BASE/data"
+LOG="$BASE/mariadb.err"
+PID_FILE="$BASE/mariadb.pid"
+SOCKET="$BASE/mariadb.sock"
+# A unix socket path is limited to 107 bytes; a deep checkout falls back to /tmp (one per checkout).
+if (( ${#SOCKET} > 100 )); then
+    SOCKET="/tmp/pipezone-mariadb-$(printf '%s' "$BASE" | sha1sum | cut -c1-12).sock"
+fi
+
+export PATH="$PATH:/usr/sbin:/usr/local/sbin"
+
+say() { echo "mariadb: $*"; }
+die() { echo "mariadb: error: $*" >&2; exit 1; }
+
+log_tail() {
+    if [[ -s "$LOG" ]]; then
+        echo "mariadb: last 30 lines of $LOG:" >&2
+        tail -n 30 "$LOG" >&2
+    fi
+}
+
+fail_with_log() {
+    echo "mariadb: error: $*" >&2
+    log_tail
+    exit 1
+}
+
+# mariadbd refuses to run as root unless told to; as anyone else it runs as that user.
+as_user() { if [[ $(id -u) -eq 0 ]]; then echo "--user=root"; else echo "--user=$(id -un)"; fi; }
+
+# --------------------------------------------------------------------------- install
+
+cmd_install() {
+    if command -v mariadbd >/dev/null 2>&1; then
+        say "installed ($(mariadbd --version 2>/dev/null | head -n1))"
+        return 0
+    fi
+    [[ $(id -u) -eq 0 ]] || die "mariadbd is missing; run 'bash setup/local/mariadb.sh install' as root (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    local apt=(apt-get -y -q -o DPkg::Lock::Timeout=300)
+    local packages=(mariadb-server mariadb-client)
+    # Keep the package's own service from starting (we run our own instance): policy-rc.d exit 101.
+    local policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    local started=$SECONDS
+    # apt-get update only when the lists don't know the package, or an install from stale lists fails.
+    if ! apt-cache policy mariadb-server 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        "${apt[@]}" update
+    fi
+    if ! "${apt[@]}" install --no-install-recommends "${packages[@]}"; then
+        say "install failed; refreshing the package lists and retrying"
+        "${apt[@]}" update
+        "${apt[@]}" install --no-install-recommends "${packages[@]}"
+    fi
+    # If a service manager started the system instance anyway, stop it and keep it from starting again.
+    if pgrep -x mariadbd >/dev/null 2>&1 && [[ ! -f "$PID_FILE" ]]; then
+        service mariadb stop >/dev/null 2>&1 || true
+    fi
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        systemctl disable --now mariadb >/dev/null 2>&1 || true
+    fi
+    command -v mariadbd >/dev/null 2>&1 || die "apt-get finished but mariadbd is still missing"
+    say "installed ($(mariadbd --version | head -n1)) in $((SECONDS - started)) s"
+}
+
+# --------------------------------------------------------------------------- helpers
+
+server_pid() {
+    [[ -f "$PID_FILE" ]] || return 1
+    local pid
+    pid=$(<"$PID_FILE")
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+answers() {
+    mariadb-admin --no-defaults --protocol=socket --socket="$SOCKET" --user=root \
+        --connect-timeout=2 ping >/dev/null 2>&1
+}
+
+sql() { mariadb --no-defaults --protocol=socket --socket="$SOCKET" --user=root --batch "$@"; }
+
+sql_string() {  # a single-quoted SQL literal
+    local s=${1//\\/\\\\}
+    printf "'%s'" "${s//\'/\'\'}"
+}
+
+running_port() { sql --skip-column-names -e 'SELECT @@port' 2>/dev/null || echo "$PORT"; }
+
+address() { echo "mysql://$DB_USER@$HOST:$PORT/$DB_NAME (socket $SOCKET)"; }
+
+provision() {
+    local pw
+    pw=$(sql_string "$PASSWORD")
+    sql <<SQL
+CREATE DATABASE IF NOT EXISTS \`$DB_NAME\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY $pw;
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY $pw;
+ALTER USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY $pw;
+ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY $pw;
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+}
+
+initialise() {
+    [[ -d "$DATA/mysql" ]] && return 0
+    say "initialising $DATA"
+    rm -rf "$DATA.tmp"
+    mkdir -p "$DATA.tmp"
+    # Into a temporary folder first: an interrupted initialisation is redone on the next start.
+    if ! mariadb-install-db --no-defaults --datadir="$DATA.tmp" "$(as_user)" \
+        --auth-root-authentication-method=socket --skip-test-db >>"$LOG" 2>&1; then
+        fail_with_log "mariadb-install-db failed"
+    fi
+    rm -rf "$DATA"
+    mv "$DATA.tmp" "$DATA"
+}
+
+# --------------------------------------------------------------------------- start / stop / status
+
+cmd_start() {
+    command -v mariadbd >/dev/null 2>&1 || die "mariadbd is not installed: run 'bash setup/local/mariadb.sh install'"
+    mkdir -p "$BASE"
+    if server_pid >/dev/null && answers; then
+        local running
+        running=$(running_port)
+        if [[ $running != "$PORT" ]]; then
+            say "warning: running on port $running, not $PORT: run 'stop' first to change the port"
+            PORT=$running
+        fi
+        provision || fail_with_log "could not create the database and user"
+        say "already running at $(address)"
+        return 0
+    fi
+    if pid=$(server_pid); then
+        say "pid $pid is running but does not answer; stopping it"
+        cmd_stop
+    fi
+    rm -f "$PID_FILE" "$SOCKET"
+    if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
+        die "port $PORT on $HOST is taken by another process (set PIPEZONE_MARIADB_PORT)"
+    fi
+    initialise
+    local started=$SECONDS
+    echo "---- $(date -u '+%Y-%m-%dT%H:%M:%SZ') start on $HOST:$PORT" >>"$LOG"
+    setsid nohup mariadbd --no-defaults "$(as_user)" \
+        --datadir="$DATA" --socket="$SOCKET" --pid-file="$PID_FILE" --log-error="$LOG" \
+        --bind-address="$HOST" --port="$PORT" --skip-name-resolve \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+        --innodb-buffer-pool-size=128M --max-connections=200 \
+        </dev/null >>"$LOG" 2>&1 &
+    local launcher=$!
+    until answers; do
+        if ! kill -0 "$launcher" 2>/dev/null; then
+            fail_with_log "mariadbd exited during start-up"
+        fi
+        if (( SECONDS - started >= WAIT_SECONDS )); then
+            kill "$launcher" 2>/dev/null || true
+            fail_with_log "mariadbd did not answer within ${WAIT_SECONDS} s"
+        fi
+        sleep 0.5
+    done
+    provision || fail_with_log "could not create the database and user"
+    say "running at $(address), started in $((SECONDS - started)) s"
+}
+
+cmd_stop() {
+    local pid
+    if ! pid=$(server_pid); then
+        rm -f "$PID_FILE"
+        say "not running"
+        return 0
+    fi
+    mariadb-admin --no-defaults --protocol=socket --socket="$SOCKET" --user=root shutdown >/dev/null 2>&1 \
+        || kill -TERM "$pid" 2>/dev/null || true
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null; do
+        if (( waited >= WAIT_SECONDS * 2 )); then
+            kill -KILL "$pid" 2>/dev/null || true
+            fail_with_log "mariadbd (pid $pid) did not stop within ${WAIT_SECONDS} s; killed"
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    rm -f "$PID_FILE"
+    say "stopped"
+}
+
+cmd_status() {
+    if answers; then
+        PORT=$(running_port)
+        say "running at $(address)"
+        return 0
+    fi
+    say "not running"
+    return 1
+}
+
+case "${1:-}" in
+    install) cmd_install ;;
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac
