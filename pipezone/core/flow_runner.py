@@ -81,7 +81,7 @@ def submit_command(runtime: Runtime, flow: str, step: str, run_id: str, full_ref
     return args + (["--full-refresh"] if full_refresh else [])
 
 
-def _child_env(runtime: Runtime) -> dict[str, str]:
+def child_env(runtime: Runtime) -> dict[str, str]:
     env = dict(runtime.settings.environ)
     env.update(
         {
@@ -99,7 +99,7 @@ def _child_env(runtime: Runtime) -> dict[str, str]:
 def _submit(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> tuple[bool, str]:
     cmd = submit_command(runtime, flow, step, run_id, full_refresh)
     proc = subprocess.run(
-        cmd, cwd=runtime.settings.project_root, env=_child_env(runtime), capture_output=True, text=True, check=False
+        cmd, cwd=runtime.settings.project_root, env=child_env(runtime), capture_output=True, text=True, check=False
     )
     lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.startswith("pipezone")]
     if proc.returncode == 0:
