@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1su
 JARS   := .pipezone/jars
 PYTEST_ARGS ?=
 
-.PHONY: help install jars demo test lint schema validate clean services-up services-down
+.PHONY: help install jars demo test lint schema validate clean services-up services-down airflow
 
 help:
 	@echo "make demo      build the demo SQLite shop and run its flows on the embedded default"
@@ -17,6 +17,7 @@ help:
 	@echo "make schema    regenerate metadata/schemas/*.json from the spec models"
 	@echo "make validate  pipezone validate on the repo's metadata"
 	@echo "make services-up / services-down   local MariaDB for the integration tests"
+	@echo "make airflow   airflow standalone with PipeZone's dags/ and plugins/ (UI on :8080)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "PipeZone needs Python 3.11 (set PYTHON=...)")'
@@ -57,6 +58,16 @@ demo: jars
 	$(VENV)/bin/pipezone run --all --in-process
 	@echo "== layer row counts (silver must equal the source)"
 	$(VENV)/bin/pipezone tables --check
+
+# Airflow with PipeZone's DAGs and plugins (scheduler, dag-processor, api-server, triggerer).
+AIRFLOW_HOME_DIR := $(CURDIR)/.pipezone/airflow
+airflow: jars
+	@mkdir -p $(AIRFLOW_HOME_DIR)
+	@echo "Airflow UI: http://localhost:8080  (user admin; password in $(AIRFLOW_HOME_DIR)/simple_auth_manager_passwords.json.generated)"
+	AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) PIPEZONE_HOME=$(CURDIR) \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/airflow standalone
 
 # Local real servers (no Docker): MariaDB on 127.0.0.1:3307, data under .pipezone/services/.
 services-up:
