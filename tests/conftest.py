@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +11,10 @@ import pytest
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after pytest has
+# closed its log handlers ("--- Logging error ---"); its INFO chatter is of no use in test output.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JAR_CACHE = REPO_ROOT / ".pipezone" / "jars"
