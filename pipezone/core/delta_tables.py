@@ -174,5 +174,16 @@ def merge(
     )
 
 
+def newest_batch(spark: SparkSession, path: str) -> int:
+    """The newest batch number in a table: from our commit metadata, else a scan (0 for no table)."""
+    batches = [int(c["batch"]) for c in commits_with_metadata(spark, path) if "batch" in c]
+    if batches:
+        return max(batches)
+    if not table_exists(spark, path):
+        return 0
+    row = spark.read.format("delta").load(path).agg({BATCH: "max"}).collect()[0]
+    return int(row[0] or 0)
+
+
 def row_count(spark: SparkSession, path: str) -> int:
     return spark.read.format("delta").load(path).count() if table_exists(spark, path) else 0

@@ -92,8 +92,7 @@ def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
 
 def next_batch(ctx: StepContext, raw_path: str) -> int:
     """One more than the newest batch in raw (batches number the flow's extracts: 1, 2, 3, ...)."""
-    batches = [int(c["batch"]) for c in dt.commits_with_metadata(ctx.spark, raw_path) if "batch" in c]
-    return max(batches, default=0) + 1
+    return dt.newest_batch(ctx.spark, raw_path) + 1
 
 
 def run_extract(ctx: StepContext) -> StepResult:

@@ -18,21 +18,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 
-def _newest_batch(ctx: StepContext, path: str) -> int:
-    """The newest batch number in a layer table (from the Delta log, not a scan)."""
-    batches = [int(c["batch"]) for c in dt.commits_with_metadata(ctx.spark, path) if "batch" in c]
-    if batches:
-        return max(batches)
-    if not dt.table_exists(ctx.spark, path):
-        return 0
-    row = ctx.spark.read.format("delta").load(path).agg({dt.BATCH: "max"}).collect()[0]
-    return int(row[0] or 0)
-
-
 def _pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None, int, int]:
     """Rows of batches not yet consumed by `layer`, with the (previous, newest) batch numbers."""
     previous = ctx.state.get_progress(ctx.flow.name, layer)
-    newest = _newest_batch(ctx, below)
+    newest = dt.newest_batch(ctx.spark, below)
     if newest <= previous:
         return None, previous, newest
     df = ctx.spark.read.format("delta").load(below)
@@ -56,52 +45,58 @@ def _write(
     raise ValueError(f"write_mode {mode} is not supported on layer {layer} yet")
 
 
+def _keys(ctx: StepContext) -> tuple[list[str], str | None]:
+    """Primary key and cursor as bronze names them (snake_case)."""
+    source = ctx.flow.source
+    assert source is not None
+    cursor = snake_case(source.incremental.cursor) if source.incremental else None
+    return [snake_case(k) for k in source.primary_key], cursor
+
+
+def _commit(
+    ctx: StepContext,
+    df: DataFrame,
+    layer: str,
+    keys: list[str],
+    cursor: str | None,
+    batches: tuple[int, int],
+    rows_in: int,
+) -> StepResult:
+    """Write the layer, then (only after the commit) record the batches it consumed."""
+    previous, newest = batches
+    path = ctx.runtime.lake.table(layer, ctx.flow.name)
+    commit = _write(ctx, df, path, layer, getattr(ctx.flow.layers, layer).write_mode, keys, cursor, newest)
+    ctx.state.set_progress(ctx.flow.name, layer, newest, ctx.run_id)
+    return StepResult(
+        rows_read=rows_in,
+        rows_written=commit.rows_written,
+        bytes_written=commit.bytes_written,
+        details={"batches": [previous + 1, newest], "delta_version": commit.version},
+    )
+
+
 def run_bronze(ctx: StepContext) -> StepResult:
     from pyspark.sql import functions as F
 
-    source = ctx.flow.source
-    assert source is not None
-    lake = ctx.runtime.lake
-    df, previous, newest = _pending(ctx, lake.raw(ctx.flow), "bronze")
+    df, previous, newest = _pending(ctx, ctx.runtime.lake.raw(ctx.flow), "bronze")
     if df is None:
         return StepResult(note=f"no new raw batches (at batch {previous})")
     df = snake_case_columns(df)
-    keys = [snake_case(k) for k in source.primary_key]
-    cursor = snake_case(source.incremental.cursor) if source.incremental else None
+    keys, cursor = _keys(ctx)
     df = latest_per_key(df, keys, _order_columns(ctx, cursor)).drop(dt.INGEST_DATE)
     df = df.withColumn(dt.LOADED_AT, F.current_timestamp())
-    rows_in = df.count()
-    layer = ctx.flow.layers.bronze
-    commit = _write(ctx, df, lake.bronze(ctx.flow.name), "bronze", layer.write_mode, keys, cursor, newest)
-    ctx.state.set_progress(ctx.flow.name, "bronze", newest, ctx.run_id)
-    return StepResult(
-        rows_read=rows_in,
-        rows_written=commit.rows_written,
-        bytes_written=commit.bytes_written,
-        details={"batches": [previous + 1, newest], "delta_version": commit.version},
-    )
+    return _commit(ctx, df, "bronze", keys, cursor, (previous, newest), df.count())
 
 
 def run_silver(ctx: StepContext) -> StepResult:
-    source = ctx.flow.source
-    assert source is not None
-    lake = ctx.runtime.lake
-    df, previous, newest = _pending(ctx, lake.bronze(ctx.flow.name), "silver")
+    df, previous, newest = _pending(ctx, ctx.runtime.lake.bronze(ctx.flow.name), "silver")
     if df is None:
         return StepResult(note=f"no new bronze batches (at batch {previous})")
-    layer = ctx.flow.layers.silver
-    keys = [snake_case(k) for k in source.primary_key]
-    cursor = snake_case(source.incremental.cursor) if source.incremental else None
+    transforms = ctx.flow.layers.silver.transforms
+    keys, cursor = _keys(ctx)
     df = latest_per_key(df, keys, _order_columns(ctx, cursor))
     rows_in = df.count()
-    df = apply_transforms(df, layer.transforms)
-    keys = renamed(keys, layer.transforms)
-    cursor = renamed([cursor], layer.transforms)[0] if cursor else None
-    commit = _write(ctx, df, lake.silver(ctx.flow.name), "silver", layer.write_mode, keys, cursor, newest)
-    ctx.state.set_progress(ctx.flow.name, "silver", newest, ctx.run_id)
-    return StepResult(
-        rows_read=rows_in,
-        rows_written=commit.rows_written,
-        bytes_written=commit.bytes_written,
-        details={"batches": [previous + 1, newest], "delta_version": commit.version},
-    )
+    df = apply_transforms(df, transforms)
+    keys = renamed(keys, transforms)
+    cursor = renamed([cursor], transforms)[0] if cursor else None
+    return _commit(ctx, df, "silver", keys, cursor, (previous, newest), rows_in)
