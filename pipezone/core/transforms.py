@@ -38,10 +38,14 @@ def _drop(df: DataFrame, t: Transform) -> DataFrame:
     return df.drop(*(t.drop or []))
 
 
+# Spark's one-argument trim() strips spaces only; tabs and line breaks are surrounding whitespace too.
+_WHITESPACE = " \t\n\r\f\v"
+
+
 def _trim(df: DataFrame, t: Transform) -> DataFrame:
     from pyspark.sql import functions as F
 
-    return df.withColumns({c: F.trim(F.col(f"`{c}`")) for c in t.trim or []})
+    return df.withColumns({c: F.trim(F.col(f"`{c}`"), F.lit(_WHITESPACE)) for c in t.trim or []})
 
 
 def _lower(df: DataFrame, t: Transform) -> DataFrame:

@@ -1,0 +1,170 @@
+"""delta_tables on real Delta: idempotent appends, forward-only MERGE, replayed batches as no-ops, commit metadata."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipezone.core import delta_tables as dt
+
+pytestmark = pytest.mark.spark
+
+SCHEMA = "id INT, v STRING, updated_at TIMESTAMP, _pz_batch BIGINT"
+T1 = datetime(2024, 1, 1, 10, 0, tzinfo=UTC)
+T2 = datetime(2024, 1, 2, 10, 0, tzinfo=UTC)
+T3 = datetime(2024, 1, 3, 10, 0, tzinfo=UTC)
+APP = "pipezone:test:silver"
+
+
+def frame(spark: Any, rows: list[tuple[Any, ...]], schema: str = SCHEMA) -> Any:
+    return spark.createDataFrame(rows, schema)
+
+
+def meta(batch: int) -> dict[str, Any]:
+    return {"run_id": f"run-{batch}", "step": "test", "batch": batch}
+
+
+def table(spark: Any, path: str) -> dict[int, tuple[Any, ...]]:
+    """id -> (v, _pz_batch), after asserting one row per id."""
+    rows = spark.read.format("delta").load(path).select("id", "v", dt.BATCH).collect()
+    assert len({r.id for r in rows}) == len(rows), "duplicate keys"
+    return {r.id: (r.v, r[dt.BATCH]) for r in rows}
+
+
+def merge(spark: Any, path: str, rows: list[tuple[Any, ...]], version: int, cursor: str | None = "updated_at") -> Any:
+    df = frame(spark, rows)
+    return dt.merge(df, path, keys=["id"], cursor=cursor, app_id=APP, version=version, metadata=meta(version))
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return (tmp_path / "table").as_uri()
+
+
+# ---------------------------------------------------------------------------------------------- append
+
+
+def test_append_is_idempotent_per_app_id_and_version(spark: Any, path: str) -> None:
+    first = dt.append(frame(spark, [(1, "a", T1, 1), (2, "b", T1, 1)]), path, app_id=APP, version=1, metadata=meta(1))
+    assert (first.version, first.rows_written, first.skipped) == (0, 2, False)
+    assert first.bytes_written > 0
+
+    again = dt.append(frame(spark, [(3, "c", T1, 1)]), path, app_id=APP, version=1, metadata=meta(1))
+    assert (again.version, again.rows_written, again.skipped) == (0, 0, True)
+    older = dt.append(frame(spark, [(3, "c", T1, 0)]), path, app_id=APP, version=0, metadata=meta(0))
+    assert older.skipped and dt.last_commit(spark, path)["version"] == 0
+    assert dt.row_count(spark, path) == 2
+
+    newer = dt.append(frame(spark, [(3, "c", T2, 2)]), path, app_id=APP, version=2, metadata=meta(2))
+    assert (newer.version, newer.rows_written, newer.skipped) == (1, 1, False)
+    other_writer = dt.append(frame(spark, [(4, "d", T2, 1)]), path, app_id="other", version=1, metadata=meta(1))
+    assert other_writer.version == 2
+    assert dt.row_count(spark, path) == 4
+
+
+def test_overwrite_replaces_and_is_idempotent_too(spark: Any, path: str) -> None:
+    dt.append(frame(spark, [(1, "a", T1, 1), (2, "b", T1, 1)]), path, app_id=APP, version=1, metadata=meta(1))
+    dt.append(frame(spark, [(9, "z", T2, 2)]), path, app_id=APP, version=2, metadata=meta(2), overwrite=True)
+    assert table(spark, path) == {9: ("z", 2)}
+    replay = dt.append(frame(spark, [(8, "y", T2, 2)]), path, app_id=APP, version=2, metadata=meta(2), overwrite=True)
+    assert replay.skipped and table(spark, path) == {9: ("z", 2)}
+
+
+def test_commits_carry_our_metadata_newest_first(spark: Any, path: str) -> None:
+    assert dt.commits_with_metadata(spark, path) == []  # no table yet
+    for batch in (1, 2):
+        dt.append(frame(spark, [(batch, "a", T1, batch)]), path, app_id=APP, version=batch, metadata=meta(batch))
+    commits = dt.commits_with_metadata(spark, path)
+    assert [(c["version"], c["batch"], c["run_id"]) for c in commits] == [(1, 2, "run-2"), (0, 1, "run-1")]
+
+
+def test_a_missing_table(spark: Any, path: str) -> None:
+    assert not dt.table_exists(spark, path)
+    assert dt.last_commit(spark, path) is None
+    assert dt.row_count(spark, path) == 0
+
+
+# ---------------------------------------------------------------------------------------------- merge
+
+
+def test_merge_creates_the_table_then_upserts(spark: Any, path: str) -> None:
+    created = merge(spark, path, [(1, "a", T1, 1), (2, "b", T1, 1)], version=1)
+    assert (created.version, created.rows_written) == (0, 2)
+    upsert = merge(spark, path, [(2, "b2", T2, 2), (3, "c", T2, 2)], version=2)
+    assert (upsert.version, upsert.rows_written, upsert.skipped) == (1, 2, False)
+    assert table(spark, path) == {1: ("a", 1), 2: ("b2", 2), 3: ("c", 2)}
+
+
+def test_an_older_row_never_overwrites_a_newer_one(spark: Any, path: str) -> None:
+    merge(spark, path, [(1, "newest", T2, 1)], version=1)
+    stale = merge(spark, path, [(1, "stale", T1, 2)], version=2)  # newer batch, older cursor (a late re-read)
+    assert stale.rows_written == 0
+    assert table(spark, path) == {1: ("newest", 1)}
+
+
+def test_an_equal_cursor_from_a_newer_batch_wins(spark: Any, path: str) -> None:
+    merge(spark, path, [(1, "first", T2, 1), (2, "same-batch", T2, 5)], version=1)
+    # id 1: same cursor, newer batch -> update; id 2: same cursor, batch not newer -> keep
+    merge(spark, path, [(1, "re-read", T2, 2), (2, "not-newer", T2, 5)], version=2)
+    assert table(spark, path) == {1: ("re-read", 2), 2: ("same-batch", 5)}
+
+
+def test_null_cursors(spark: Any, path: str) -> None:
+    merge(spark, path, [(1, "null", None, 1), (2, "set", T1, 1), (3, "null", None, 1)], version=1)
+    merge(spark, path, [(1, "now set", T1, 2), (2, "null again", None, 2), (3, "null, newer batch", None, 2)], version=2)
+    assert table(spark, path) == {1: ("now set", 2), 2: ("set", 1), 3: ("null, newer batch", 2)}
+
+
+def test_without_a_cursor_the_newer_batch_wins(spark: Any, path: str) -> None:
+    merge(spark, path, [(1, "b2", T1, 2), (2, "b2", T1, 2)], version=2, cursor=None)
+    merge(spark, path, [(1, "b3", T1, 3), (2, "b1", T3, 1)], version=3, cursor=None)
+    assert table(spark, path) == {1: ("b3", 3), 2: ("b2", 2)}
+
+
+def test_replaying_the_same_batch_is_a_no_op(spark: Any, path: str) -> None:
+    merge(spark, path, [(1, "a", T1, 1)], version=1)
+    merge(spark, path, [(1, "b", T2, 2), (2, "new", T2, 2)], version=2)
+    before = dt.last_commit(spark, path)["version"]
+    # The same writer and version again, even with rows the forward-only rule would accept: Delta skips it.
+    replay = merge(spark, path, [(1, "replayed", T3, 3), (3, "replayed", T3, 3)], version=2)
+    assert replay.skipped and replay.rows_written == 0
+    assert dt.last_commit(spark, path)["version"] == before
+    assert table(spark, path) == {1: ("b", 2), 2: ("new", 2)}
+    # ... and the session is left clean: a later plain write is not mistaken for a replay
+    assert spark.conf.get("spark.databricks.delta.write.txnAppId", None) is None
+    nxt = merge(spark, path, [(1, "c", T3, 3)], version=3)
+    assert not nxt.skipped and table(spark, path)[1] == ("c", 3)
+    newest = dt.commits_with_metadata(spark, path)[0]  # merge commits carry our metadata too
+    assert (newest["version"], newest["batch"], newest["run_id"]) == (nxt.version, 3, "run-3")
+
+
+CASES = [
+    # (target cursor, incoming cursor, target batch, incoming batch, update?)
+    (T1, T2, 5, 1, True),  # newer cursor wins whatever the batch
+    (T2, T1, 1, 5, False),  # older cursor never wins
+    (T1, T1, 1, 2, True),  # tie: newer batch wins
+    (T1, T1, 2, 2, False),  # tie, same batch: nothing to do
+    (T1, T1, 3, 2, False),  # tie, older batch
+    (None, T1, 3, 1, True),  # a cursor where there was none
+    (T1, None, 1, 3, False),  # a NULL never replaces a value
+    (None, None, 1, 2, True),  # both NULL: by batch
+    (None, None, 2, 2, False),
+]
+
+
+def test_forward_only_condition(spark: Any) -> None:
+    """The condition's truth table, every case evaluated by Spark SQL in one query."""
+    schema = "n INT, updated_at TIMESTAMP, _pz_batch BIGINT"
+    spark.createDataFrame([(i, c[0], c[2]) for i, c in enumerate(CASES)], schema).createOrReplaceTempView("t")
+    spark.createDataFrame([(i, c[1], c[3]) for i, c in enumerate(CASES)], schema).createOrReplaceTempView("s")
+    condition = dt.forward_only_condition("updated_at")
+    rows = spark.sql(f"SELECT s.n, coalesce({condition}, false) AS ok FROM s JOIN t ON s.n = t.n").collect()
+    got = {r.n: r.ok for r in rows}
+    assert got == {i: c[4] for i, c in enumerate(CASES)}, [CASES[i] for i in got if got[i] != CASES[i][4]]
+
+
+def test_forward_only_condition_without_a_cursor_is_by_batch() -> None:
+    assert dt.forward_only_condition(None) == "s.`_pz_batch` > t.`_pz_batch`"
