@@ -220,6 +220,18 @@ class Project:
         if "state" in self.runtime.__dict__:  # only if it was opened
             self.runtime.state.close()
 
+    def reload(self) -> None:
+        """A new runtime, e.g. after adding files to metadata/."""
+        self.close()
+        self.runtime = runtime_for(self.root)
+
+    def key(self, flow: str) -> str:
+        return SILVER_MODELS[flow].key
+
+    def model_columns(self, flow: str) -> tuple[str, ...]:
+        """The business columns silver must have: the source's, plus the flow's derived ones."""
+        return SILVER_MODELS[flow].columns
+
     def ctx(self, flow: str, run_id: str, *, full_refresh: bool = False) -> StepContext:
         return StepContext(self.runtime, self.spark, self.runtime.flow(flow), run_id, full_refresh)
 

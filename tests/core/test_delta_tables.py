@@ -114,7 +114,9 @@ def test_an_equal_cursor_from_a_newer_batch_wins(spark: Any, path: str) -> None:
 
 def test_null_cursors(spark: Any, path: str) -> None:
     merge(spark, path, [(1, "null", None, 1), (2, "set", T1, 1), (3, "null", None, 1)], version=1)
-    merge(spark, path, [(1, "now set", T1, 2), (2, "null again", None, 2), (3, "null, newer batch", None, 2)], version=2)
+    merge(
+        spark, path, [(1, "now set", T1, 2), (2, "null again", None, 2), (3, "null, newer batch", None, 2)], version=2
+    )
     assert table(spark, path) == {1: ("now set", 2), 2: ("set", 1), 3: ("null, newer batch", 2)}
 
 

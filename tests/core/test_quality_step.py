@@ -57,7 +57,10 @@ CHECKS = [
     # (check, observed on the bad table)
     (check(NotNullCheck, check="not_null", columns=["order_id", "status"]), "1 null rows"),
     (check(UniqueCheck, check="unique", columns=["order_id"]), "1 duplicated keys"),
-    (check(AcceptedValuesCheck, check="accepted_values", column="status", values=["paid", "cancelled"]), "1 rows outside"),
+    (
+        check(AcceptedValuesCheck, check="accepted_values", column="status", values=["paid", "cancelled"]),
+        "1 rows outside",
+    ),
     (check(RowCountCheck, check="row_count", min=1, max=3), 4),
     (check(ExpressionCheck, check="expression", expression="amount >= 0"), "2 rows violate"),  # NULL is a violation
 ]

@@ -47,7 +47,9 @@ class SqliteAdapter(SourceAdapter):
                 raise SourceError(f"database path {conn.path!r} must not contain '?' (sqlite-jdbc parameters)")
             path = Path(conn.path).expanduser()
             path = path if path.is_absolute() else project_root / path
-            return f"jdbc:sqlite:{path.resolve()}"
+            # open_mode=1 is SQLITE_OPEN_READONLY: a source is only read, and a missing file must be an
+            # error naming it, not silently created empty.
+            return f"jdbc:sqlite:{path.resolve()}?open_mode=1"
 
     def timestamp_literal(self, value: datetime) -> str:
         """Text in SQLite's CURRENT_TIMESTAMP form, so string comparison orders like time."""

@@ -34,8 +34,8 @@ def source(**fields: Any) -> SourceSpec:
 
 
 def test_url_resolves_relative_paths_against_the_project(tmp_path: Path) -> None:
-    assert LITE.jdbc_url(conn("data/demo.db"), tmp_path) == f"jdbc:sqlite:{tmp_path.resolve()}/data/demo.db"
-    assert LITE.jdbc_url(conn("/srv/x.db"), tmp_path) == "jdbc:sqlite:/srv/x.db"
+    assert LITE.jdbc_url(conn("data/demo.db"), tmp_path) == f"jdbc:sqlite:{tmp_path.resolve()}/data/demo.db?open_mode=1"
+    assert LITE.jdbc_url(conn("/srv/x.db"), tmp_path) == "jdbc:sqlite:/srv/x.db?open_mode=1"
     assert LITE.driver_class == "org.sqlite.JDBC"
 
 

@@ -1,0 +1,85 @@
+"""run_flows: the in-process run of every demo flow, a failing upstream, and one real spark-submit run."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+
+from pipezone.core.flow_runner import run_flows
+
+pytestmark = pytest.mark.spark
+
+SUMMARY = r"pipezone (?P<step>\w+) (?P<flow>\w+) run=(?P<run>\S+): rows in (?P<rows_in>\d+), rows out (?P<rows_out>\d+), \d+ bytes( \(.*\))? in [\d.]+ s"
+
+
+def parse(line: str) -> re.Match[str]:
+    match = re.fullmatch(SUMMARY, line)
+    assert match, f"not a summary line: {line!r}"
+    return match
+
+
+def test_in_process_run_reports_every_step_in_dependency_order(demo: Any) -> None:
+    report, runtime = demo.full.report, demo.project.runtime
+    assert report.ok and report.run_id == demo.full.run_id
+    flows = list(dict.fromkeys(o.flow for o in report.outcomes))
+    assert sorted(flows) == sorted(runtime.catalog.flows)
+    assert flows[-1] == "retail_daily_revenue"  # after the flows it reads
+    for flow in flows:
+        steps = [o.step for o in report.outcomes if o.flow == flow]
+        assert steps == runtime.flow(flow).steps()
+    for outcome in report.outcomes:
+        match = parse(outcome.line)
+        assert (match["step"], match["flow"], match["run"]) == (outcome.step, outcome.flow, report.run_id)
+
+
+def test_summary_lines_show_the_rows_in_and_out(demo: Any) -> None:
+    for phase, expected in ((demo.full, demo.full.source_counts), (demo.incremental, None)):
+        for outcome in phase.report.outcomes:
+            if outcome.step != "extract":
+                continue
+            rows = expected[outcome.flow] if expected else len(demo.window_keys[outcome.flow])
+            match = parse(outcome.line)
+            assert (int(match["rows_in"]), int(match["rows_out"])) == (rows, rows), outcome.line
+
+
+def test_every_step_is_logged_once_as_a_success(demo: Any) -> None:
+    for phase in (demo.full, demo.incremental):
+        for outcome in phase.report.outcomes:
+            record = phase.logs[outcome.flow][outcome.step]
+            assert (record.status, record.attempt, record.error) == ("success", 1, None)
+            assert record.finished_at is not None and record.duration_s is not None
+        logged = {(f, s) for f, steps in phase.logs.items() for s in steps}
+        assert logged == {(o.flow, o.step) for o in phase.report.outcomes}
+
+
+def test_a_failed_flow_stops_at_its_failed_step_and_blocks_the_flows_after_it(project: Any) -> None:
+    os.replace(project.db, project.db.with_name("retail.db.moved"))
+    project.db.mkdir()
+    report = project.run(["retail_daily_revenue", "retail_products"], "t-blocked")
+    assert not report.ok
+    got = [(o.flow, o.step, o.ok) for o in report.outcomes]
+    assert got == [("retail_products", "extract", False), ("retail_daily_revenue", "-", False)]
+    assert report.outcomes[0].line.startswith("flow retail_products, step extract (connection retail_demo): ")
+    assert report.outcomes[1].line == "not run: upstream retail_products failed"
+
+
+def test_one_flow_end_to_end_through_spark_submit(project: Any, same_rows: Any) -> None:
+    """Each step is its own spark-submit process (as Airflow runs them); slow, so one small flow only."""
+    progress: list[str] = []
+    report = run_flows(project.runtime, ["retail_products"], in_process=False, progress=progress.append)
+    assert report.ok, [o.line for o in report.outcomes]
+    assert [o.step for o in report.outcomes] == ["extract", "bronze", "silver"]
+    source_rows = project.source_count("retail_products")
+    for outcome in report.outcomes:
+        match = parse(outcome.line)
+        assert (match["step"], match["flow"], match["run"]) == (outcome.step, "retail_products", report.run_id)
+        assert (int(match["rows_in"]), int(match["rows_out"])) == (source_rows, source_rows), outcome.line
+    assert any(line.endswith(report.outcomes[-1].line) for line in progress)
+
+    logs = project.logs(report.run_id, "retail_products")
+    assert {step: r.status for step, r in logs.items()} == dict.fromkeys(("extract", "bronze", "silver"), "success")
+    same_rows(project.silver_rows("retail_products"), project.expected_silver("retail_products"), "silver")
+    assert project.state.get_watermark("retail_products").value == project.source_max("retail_products")
