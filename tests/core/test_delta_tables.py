@@ -98,26 +98,45 @@ def test_merge_creates_the_table_then_upserts(spark: Any, path: str) -> None:
     assert table(spark, path) == {1: ("a", 1), 2: ("b2", 2), 3: ("c", 2)}
 
 
-def test_an_older_row_never_overwrites_a_newer_one(spark: Any, path: str) -> None:
-    merge(spark, path, [(1, "newest", T2, 1)], version=1)
-    stale = merge(spark, path, [(1, "stale", T1, 2)], version=2)  # newer batch, older cursor (a late re-read)
-    assert stale.rows_written == 0
-    assert table(spark, path) == {1: ("newest", 1)}
-
-
-def test_an_equal_cursor_from_a_newer_batch_wins(spark: Any, path: str) -> None:
-    merge(spark, path, [(1, "first", T2, 1), (2, "same-batch", T2, 5)], version=1)
-    # id 1: same cursor, newer batch -> update; id 2: same cursor, batch not newer -> keep
-    merge(spark, path, [(1, "re-read", T2, 2), (2, "not-newer", T2, 5)], version=2)
-    assert table(spark, path) == {1: ("re-read", 2), 2: ("same-batch", 5)}
-
-
-def test_null_cursors(spark: Any, path: str) -> None:
-    merge(spark, path, [(1, "null", None, 1), (2, "set", T1, 1), (3, "null", None, 1)], version=1)
+def test_merge_is_forward_only(spark: Any, path: str) -> None:
+    """Each key is one case of the rule; one MERGE of batch 2 over batch 1 (and 5) decides them all."""
     merge(
-        spark, path, [(1, "now set", T1, 2), (2, "null again", None, 2), (3, "null, newer batch", None, 2)], version=2
+        spark,
+        path,
+        [
+            (1, "newest", T2, 1),
+            (2, "first", T2, 1),
+            (3, "same-batch", T2, 5),
+            (4, "null", None, 1),
+            (5, "set", T1, 1),
+            (6, "null", None, 1),
+        ],
+        version=1,
     )
-    assert table(spark, path) == {1: ("now set", 2), 2: ("set", 1), 3: ("null, newer batch", 2)}
+    result = merge(
+        spark,
+        path,
+        [
+            (1, "stale", T1, 2),  # older cursor, newer batch (a late re-read): never wins
+            (2, "re-read", T2, 2),  # same cursor, newer batch (the lookback window): wins
+            (3, "not-newer", T2, 5),  # same cursor, batch not newer: keeps
+            (4, "now set", T1, 2),  # a cursor where there was none: wins
+            (5, "null again", None, 2),  # a NULL cursor never replaces a value
+            (6, "null, newer batch", None, 2),  # both NULL: by batch
+            (7, "new key", T1, 2),  # inserted
+        ],
+        version=2,
+    )
+    assert table(spark, path) == {
+        1: ("newest", 1),
+        2: ("re-read", 2),
+        3: ("same-batch", 5),
+        4: ("now set", 2),
+        5: ("set", 1),
+        6: ("null, newer batch", 2),
+        7: ("new key", 2),
+    }
+    assert result.rows_written == 4  # 3 updated + 1 inserted
 
 
 def test_without_a_cursor_the_newer_batch_wins(spark: Any, path: str) -> None:

@@ -153,8 +153,16 @@ def _move_its_folder_away(db: Any) -> None:
     shutil.move(db.parent, db.parent.with_name("demo.moved"))
 
 
-@pytest.mark.parametrize("breakage", [_replace_with_directory, _move_its_folder_away], ids=["directory", "missing"])
-def test_an_unreadable_source_fails_in_one_line_and_moves_nothing(project: Any, breakage: Any) -> None:
+# The driver's own root cause, not Spark's wrapper ("[FAILED_JDBC.UNCLASSIFIED] ... Failed to connect").
+# Opened read-only, SQLite reports a directory as an I/O error on read, a missing file as "unable to open".
+BREAKAGES = [
+    (_replace_with_directory, "SQLiteException: [SQLITE_IOERR_READ] I/O error"),
+    (_move_its_folder_away, "SQLiteException: [SQLITE_CANTOPEN] Unable to open the database file"),
+]
+
+
+@pytest.mark.parametrize(("breakage", "cause"), BREAKAGES, ids=["directory", "missing"])
+def test_an_unreadable_source_fails_in_one_line_and_moves_nothing(project: Any, breakage: Any, cause: str) -> None:
     flow = "retail_products"
     run_step(project.ctx(flow, "t-good-1"), "extract")
     watermark, layers = project.state.get_watermark(flow), project.layers(flow)
@@ -163,7 +171,8 @@ def test_an_unreadable_source_fails_in_one_line_and_moves_nothing(project: Any, 
     breakage(project.db)
     with pytest.raises(StepFailed) as caught:
         run_step(project.ctx(flow, "t-bad-2"), "extract")
-    assert_failed_cleanly(project, flow, "t-bad-2", caught, "Unable to open the database file")
+    line = assert_failed_cleanly(project, flow, "t-bad-2", caught, cause)
+    assert "FAILED_JDBC" not in line
     after = project.state.get_watermark(flow)
     assert (after.value, after.last_run_id) == (watermark.value, "t-good-1")
     assert project.layers(flow) == layers
