@@ -44,7 +44,3 @@ def minus_lookback(value: CursorValue, lookback: str | int) -> CursorValue:
     if isinstance(value, int | float | Decimal) and isinstance(lookback, int):
         return value - lookback
     raise ValueError(f"lookback {lookback!r} does not fit cursor value {value!r}")
-
-
-def initial_watermark(text: str | int | None) -> CursorValue | None:
-    return normalize(text)

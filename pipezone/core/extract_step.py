@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipezone.core import delta_tables as dt
-from pipezone.core.cursor_values import CursorValue, initial_watermark, minus_lookback, normalize
+from pipezone.core.cursor_values import CursorValue, minus_lookback, normalize
 from pipezone.core.sources import source_adapter
 from pipezone.core.step_context import StepContext, StepResult
 
@@ -47,7 +47,7 @@ def _window(ctx: StepContext, adapter: Any) -> tuple[CursorValue | None, CursorV
     if source.incremental is None:
         return None, None, None
     stored = None if ctx.full_refresh else ctx.state.get_watermark(ctx.flow.name)
-    watermark = normalize(stored.value if stored else initial_watermark(source.incremental.initial_value))
+    watermark = normalize(stored.value if stored else source.incremental.initial_value)
     lo = minus_lookback(watermark, source.incremental.lookback) if watermark is not None else None
     hi = normalize(_query_one(ctx, adapter.bounds_read_options(source)).get("pz_hi"))
     return watermark, lo, hi

@@ -40,10 +40,6 @@ class LakeLayout:
     def gold(self, table_name: str) -> str:
         return f"{self.roots['gold']}/{table_name}"
 
-    def checkpoint(self, flow_name: str) -> str:
-        """Bookkeeping that belongs with the data (kept under the raw root, never read as a table)."""
-        return f"{self.roots['raw']}/_pipezone/{flow_name}"
-
     def table(self, layer: str, name: str, flow: FlowSpec | None = None) -> str:
         if layer == "raw":
             if flow is None:
