@@ -65,8 +65,10 @@ def main(counts: list[int]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             make_project(Path(tmp), count)
             times = time_validate(Path(tmp))
-        print(f"validate {count:5d} flows: median {statistics.median(times):.3f} s, "
-              f"min {min(times):.3f} s, max {max(times):.3f} s (5 runs, whole process)")
+        print(
+            f"validate {count:5d} flows: median {statistics.median(times):.3f} s, "
+            f"min {min(times):.3f} s, max {max(times):.3f} s (5 runs, whole process)"
+        )
 
 
 if __name__ == "__main__":

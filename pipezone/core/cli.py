@@ -134,7 +134,6 @@ def _runtime(settings: Settings):
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from pipezone.core.flow_runner import run_flows
-    from pipezone.core.spec_view import render_table
 
     runtime = _runtime(settings)
     flows = sorted(runtime.catalog.flows) if args.all else args.flows
@@ -143,6 +142,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     for name in flows:
         runtime.flow(name)  # unknown or invalid flows fail before anything runs
     steps = [s for part in args.steps for s in part.split(",")] if args.steps else None
+    if args.airflow:
+        return _run_through_airflow(args, runtime, flows, steps)
     report = run_flows(
         runtime,
         flows,
@@ -152,13 +153,43 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         run_id=args.run_id,
         progress=lambda line: print(line, flush=True),
     )
+    print(f"\nrun {report.run_id}")
+    print(_outcome_table(report.outcomes))
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _outcome_table(outcomes) -> str:
+    from pipezone.core.spec_view import render_table
+
     rows = [["FLOW", "STEP", "STATUS", "SECONDS", "RESULT"]]
-    for o in report.outcomes:
+    for o in outcomes:
         result = o.line.split(": ", 1)[-1] if o.ok else o.line
         rows.append([o.flow, o.step, "ok" if o.ok else "FAILED", f"{o.seconds:.1f}", result])
-    print(f"\nrun {report.run_id}")
-    print(render_table(rows))
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    return render_table(rows)
+
+
+def _run_through_airflow(args: argparse.Namespace, runtime, flows: list[str], steps) -> int:
+    """Each flow's DAG with dag.test(): the tasks the scheduler would run, recorded in Airflow's database."""
+    unsupported = [
+        o
+        for o, v in (
+            ("--in-process", args.in_process),
+            ("--run-id", args.run_id),
+            ("--steps", steps),
+            ("--full-refresh", args.full_refresh),
+        )
+        if v
+    ]
+    if unsupported:
+        raise CliError(f"--airflow runs whole DAGs with Airflow's run ids: drop {', '.join(unsupported)}")
+    from pipezone.core.dag_test_runner import run_dags
+
+    reports = run_dags(runtime, flows, progress=lambda line: print(line, flush=True))
+    print()
+    for dag_id, report in reports:
+        print(f"{dag_id}: run {report.run_id}")
+    print(_outcome_table([o for _, report in reports for o in report.outcomes]))
+    return EXIT_OK if all(report.ok for _, report in reports) else EXIT_PROBLEMS
 
 
 def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
@@ -244,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-refresh", action="store_true", help="ignore the watermark and read everything")
     p.add_argument("--in-process", action="store_true", help="one Spark session in this process, no spark-submit")
     p.add_argument("--run-id", help="reuse a run id (re-running a step with the same run id writes nothing new)")
+    p.add_argument(
+        "--airflow",
+        action="store_true",
+        help="run each flow's Airflow DAG with dag.test() (needs AIRFLOW_HOME migrated)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("state", help="watermarks and recent step runs")
@@ -271,7 +307,10 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = load_settings(metadata_dir=args.metadata)
+    try:
+        settings = load_settings(metadata_dir=args.metadata)
+    except ValueError as err:  # a bad PIPEZONE_* value
+        return _fail(str(err))
     debug = args.debug or settings.debug
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     try:

@@ -111,7 +111,8 @@ def _submit(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: b
     return False, f"spark-submit exited with {proc.returncode}: {' | '.join(tail)}"
 
 
-def _in_process(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> tuple[bool, str]:
+def run_in_process(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> tuple[bool, str]:
+    """The step in this process's Spark session (created once, reused by later steps): no JVM start per step."""
     from pipezone.core.step_context import StepContext
     from pipezone.core.step_runner import StepFailed, open_session, run_step, summary_line
 
@@ -138,7 +139,7 @@ def run_flows(
     """Run each flow's steps in order; stop a flow at its first failed step, skip flows depending on it."""
     report = RunReport(run_id or new_run_id())
     failed: set[str] = set()
-    execute = _in_process if in_process else _submit
+    execute = run_in_process if in_process else _submit
     for flow in flow_order(runtime, flows):
         blocked = runtime.flow(flow).upstream_flows() & failed
         if blocked:

@@ -29,7 +29,9 @@ def _sqlalchemy_url(spec: ConnectionSpec, settings: Settings, resolver: SecretRe
     if isinstance(spec, SqliteConnection):
         return f"sqlite:///{settings.resolve_path(spec.path)}"
     if isinstance(spec, JdbcConnection) and spec.type in ("mysql", "mariadb"):
-        user = resolver.resolve(spec.user).reveal() if spec.user and spec.user.startswith("${") else spec.user
+        user = spec.user
+        if user and user.startswith("${"):
+            user = resolver.resolve(user, mask=False).reveal()
         password = resolver.resolve(spec.password).reveal() if spec.password else None
         url = URL.create("mysql+pymysql", user, password, spec.host, spec.effective_port, spec.database)
         return url.render_as_string(hide_password=False)

@@ -19,6 +19,14 @@ class SparkProfile(SpecModel):
     executor_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
     shuffle_partitions: int = Field(default=4, ge=1, le=10000)
     ui_url: str | None = Field(default=None, description="Spark (master) UI, for links from Airflow.")
+    shared_jars: bool = Field(
+        default=False,
+        description="Workers hold the jar cache at the driver's path (same machine or same image): executors "
+        "read it in place instead of each application copying ~700 MB of jars.",
+    )
+    driver_host: str | None = Field(
+        default=None, description="Address executors reach the driver on, e.g. 127.0.0.1 for a cluster on this host."
+    )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
 
 

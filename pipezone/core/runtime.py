@@ -65,11 +65,12 @@ class Runtime:
             raise RunError(f"flow '{name}' is invalid: {problems[0]}")
         raise RunError(f"unknown flow '{name}' (flows: {', '.join(sorted(self.catalog.flows)) or 'none'})")
 
-    def reveal(self, reference: str | None) -> str | None:
-        """A secret's value, or a literal (user names may be literal), for the one place that needs it."""
+    def reveal(self, reference: str | None, *, mask: bool = True) -> str | None:
+        """A secret's value, or a literal (user names may be literal), for the one place that needs it.
+        `mask=False` for identifiers (user names, access key ids), which logs may show."""
         if reference is None:
             return None
-        return self.resolver.resolve(reference).reveal() if reference.startswith("${") else reference
+        return self.resolver.resolve(reference, mask=mask).reveal() if reference.startswith("${") else reference
 
     def state_url(self) -> str:
         """SQLAlchemy URL of the profile's state store (password included: never print it)."""
@@ -83,7 +84,7 @@ class Runtime:
         assert isinstance(conn, JdbcConnection)
         url = URL.create(
             "mysql+pymysql",
-            username=self.reveal(conn.user),
+            username=self.reveal(conn.user, mask=False),
             password=self.reveal(conn.password),
             host=conn.host,
             port=conn.effective_port,
@@ -101,7 +102,7 @@ class Runtime:
             endpoint = lake.endpoint or f"https://s3.{lake.region}.amazonaws.com"
             s3 = S3Settings(
                 endpoint=endpoint,
-                access_key=self.reveal(lake.access_key) or "",
+                access_key=self.reveal(lake.access_key, mask=False) or "",
                 secret_key=self.reveal(lake.secret_key) or "",
                 region=lake.region,
                 path_style=lake.path_style,
@@ -114,6 +115,8 @@ class Runtime:
             driver_memory=spark.driver_memory,
             shuffle_partitions=spark.shuffle_partitions,
             s3=s3,
+            shared_jars=spark.shared_jars,
+            driver_host=spark.driver_host,
             extra_conf={"spark.executor.memory": spark.executor_memory, **spark.conf},
         )
 

@@ -157,12 +157,16 @@ class SecretResolver:
         self._vault = vault
         self._cache: dict[SecretRef, Secret] = {}
 
-    def resolve(self, reference: str | SecretRef) -> Secret:
+    def resolve(self, reference: str | SecretRef, *, mask: bool = True) -> Secret:
+        """The value behind `reference`. `mask=False` is for identifiers kept in a secret store (a user
+        name, an access key id): they are not secret, and masking a common word like `pipezone`
+        everywhere would garble every log line."""
         ref = reference if isinstance(reference, SecretRef) else SecretRef.parse(reference)
         if ref not in self._cache:
             value = {"env": self._from_env, "file": self._from_file, "vault": self._from_vault}[ref.scheme](ref)
-            REDACTOR.add(value)
             self._cache[ref] = Secret(value, ref)
+        if mask:
+            REDACTOR.add(self._cache[ref].reveal())
         return self._cache[ref]
 
     def _from_env(self, ref: SecretRef) -> str:

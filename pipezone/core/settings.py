@@ -24,6 +24,7 @@ class Settings:
     vault_namespace: str | None = None
     debug: bool = False
     jar_cache: Path = Path(".pipezone/jars")
+    spark_launcher: str = "spark-submit"
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def resolve_path(self, path: str | Path) -> Path:
@@ -68,5 +69,18 @@ def load_settings(
         vault_namespace=env.get("VAULT_NAMESPACE"),
         debug=env.get("PIPEZONE_DEBUG", "") not in ("", "0", "false"),
         jar_cache=Path(env["PIPEZONE_JAR_CACHE"]) if env.get("PIPEZONE_JAR_CACHE") else root / ".pipezone" / "jars",
+        spark_launcher=_launcher(env.get("PIPEZONE_SPARK_LAUNCHER")),
         environ=env,
     )
+
+
+SPARK_LAUNCHERS = ("spark-submit", "in-process")
+
+
+def _launcher(value: str | None) -> str:
+    """How a task runs its step: its own spark-submit (default) or a Spark session in the task's process."""
+    if not value:
+        return SPARK_LAUNCHERS[0]
+    if value not in SPARK_LAUNCHERS:
+        raise ValueError(f"PIPEZONE_SPARK_LAUNCHER={value!r}: expected one of {', '.join(SPARK_LAUNCHERS)}")
+    return value

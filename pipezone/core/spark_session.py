@@ -30,6 +30,7 @@ APPEND_KEYS = {
     "spark.driver.extraJavaOptions": " ",
     "spark.executor.extraJavaOptions": " ",
     "spark.driver.extraClassPath": os.pathsep,
+    "spark.executor.extraClassPath": os.pathsep,
     "spark.jars": ",",
 }
 # Keys that spark-submit takes as dedicated flags rather than `--conf`.
@@ -71,6 +72,8 @@ class SparkSettings:
     log_level: str = "WARN"
     warehouse_dir: Path | None = None
     python: str | None = None  # interpreter for the driver/workers; build_session defaults it to this one
+    shared_jars: bool = False  # workers have the jar cache at the same path: no per-application copy
+    driver_host: str | None = None  # address executors call the driver back on (127.0.0.1 for a local cluster)
     s3: S3Settings | None = None
     extra_conf: Mapping[str, str] = field(default_factory=dict, hash=False)
 
@@ -101,7 +104,10 @@ def spark_conf(settings: SparkSettings, jars: Sequence[Path]) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.log.level": settings.log_level,
     }
-    conf.update(jar_conf(settings.master, jars))
+    conf.update(jar_conf(settings.master, jars, shared=settings.shared_jars))
+    if settings.driver_host is not None:
+        conf["spark.driver.host"] = settings.driver_host
+        conf["spark.driver.bindAddress"] = settings.driver_host
     if settings.warehouse_dir is not None:
         conf["spark.sql.warehouse.dir"] = str(settings.warehouse_dir)
     if settings.python is not None:
@@ -114,18 +120,22 @@ def spark_conf(settings: SparkSettings, jars: Sequence[Path]) -> dict[str, str]:
     return conf
 
 
-def jar_conf(master: str, jars: Sequence[Path]) -> dict[str, str]:
+def jar_conf(master: str, jars: Sequence[Path], *, shared: bool = False) -> dict[str, str]:
     """How the cached jars reach the JVMs.
 
     Local masters run executors inside the driver JVM, so the jars go on the driver's classpath at
     launch. With `spark.jars`, Spark would copy every jar (the AWS SDK bundle is ~690 MB) into a
-    per-application temp folder on each start, and leave it behind when the process is killed.
-    Cluster masters need `spark.jars` so executors on other hosts fetch them from the driver.
+    per-application folder on each start, and leave it behind when the process is killed. A cluster
+    whose workers hold the cache at the same path (same machine, or the same image) reads it in place
+    (`shared`); other clusters need `spark.jars` so executors fetch the jars from the driver.
     """
     if not jars:
         return {}
+    classpath = os.pathsep.join(str(p) for p in jars)
     if is_local_master(master):
-        return {"spark.driver.extraClassPath": os.pathsep.join(str(p) for p in jars)}
+        return {"spark.driver.extraClassPath": classpath}
+    if shared:
+        return {"spark.driver.extraClassPath": classpath, "spark.executor.extraClassPath": classpath}
     return {"spark.jars": ",".join(str(p) for p in jars)}
 
 
@@ -166,6 +176,8 @@ def build_session(settings: SparkSettings, jars: Sequence[Path] | None = None) -
 
     if settings.python is None:
         settings = dataclasses.replace(settings, python=sys.executable)
+    # An in-process SparkContext takes the workers' Python from this variable only (not spark.pyspark.python).
+    os.environ["PYSPARK_PYTHON"] = settings.python
     if jars is None:
         jars = resolve_jars(settings.jar_cache)
     builder = SparkSession.builder

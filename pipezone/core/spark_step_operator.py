@@ -58,6 +58,8 @@ class SparkStepOperator(BaseOperator):
         run_id = str(context["run_id"])
         full_refresh = wants_full_refresh(context)
         self.links = task_links(runtime, flow, self.step)
+        if runtime.settings.spark_launcher == "in-process":
+            return self._run_in_process(runtime, run_id, full_refresh)
         try:
             command = submit_command(runtime, self.flow, self.step, run_id, full_refresh)
         except Exception as err:  # noqa: BLE001 - e.g. a secret that does not resolve: one line
@@ -79,6 +81,18 @@ class SparkStepOperator(BaseOperator):
         except Exception as err:  # noqa: BLE001 - SpecError (profile), anything else: one line, no retry
             raise AirflowFailException(f"flow {self.flow}, step {self.step}: {err}") from None
         return runtime
+
+    def _run_in_process(self, runtime: Runtime, run_id: str, full_refresh: bool) -> str:
+        """PIPEZONE_SPARK_LAUNCHER=in-process: a Spark session in the task's own process (kept across tasks
+        when they share the process, as under `dag.test()`), for the embedded default's quick runs."""
+        from pipezone.core.flow_runner import run_in_process
+
+        self.log.info("flow %s, step %s, run id %s (in-process Spark session)", self.flow, self.step, run_id)
+        ok, line = run_in_process(runtime, self.flow, self.step, run_id, full_refresh)
+        self.log.info("%s", line)
+        if not ok:
+            raise AirflowException(line)
+        return line
 
     def _run(self, command: list[str], runtime: Runtime) -> str:
         from pipezone.core.flow_runner import child_env

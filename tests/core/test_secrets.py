@@ -85,3 +85,13 @@ def test_secret_equality_does_not_leak() -> None:
     ref = SecretRef("env", "A")
     assert Secret("v1", ref) == Secret("v1", ref)
     assert Secret("v1", ref) != Secret("v2", ref)
+
+
+def test_identifiers_resolved_unmasked_stay_readable(tmp_path: Path) -> None:
+    """A user name kept in Vault (here: the env) is not masked in text; the password next to it is."""
+    resolver = SecretResolver({"ID_USER_3c1": "svc-loader-3c1", "ID_PASS_3c1": "pw-8d2e-3c1"}, tmp_path)
+    assert resolver.resolve("${env:ID_USER_3c1}", mask=False).reveal() == "svc-loader-3c1"
+    resolver.resolve("${env:ID_PASS_3c1}")
+    assert REDACTOR.redact("svc-loader-3c1 / pw-8d2e-3c1") == "svc-loader-3c1 / ***"
+    resolver.resolve("${env:ID_USER_3c1}")  # resolved again as a secret: masked from now on
+    assert REDACTOR.redact("svc-loader-3c1") == "***"

@@ -179,7 +179,7 @@ class SourceAdapter(ABC):
         refs |= {"password": conn.password} if conn.password else {}
         refs |= {k: v for k, v in conn.options.items() if isinstance(v, str) and is_reference(v)}
         try:
-            props = {key: resolver.resolve(ref).reveal() for key, ref in refs.items()}
+            props = {key: resolver.resolve(ref, mask=key != "user").reveal() for key, ref in refs.items()}
         except SecretError as err:
             raise SourceError(str(err)) from None
         if conn.user and "user" not in props:
