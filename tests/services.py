@@ -1,5 +1,9 @@
 """Services the tests talk to, started by the project itself (setup/local/): where they are, whether they answer.
 
+MariaDB is checked with a real login; MinIO, Vault (OpenBao) and the Spark standalone cluster with their
+script's `status` (which asks the server itself: MinIO's ready endpoint, Vault's health, the master's
+JSON with an alive worker).
+
 In CI (PIPEZONE_CI=1) a test that needs a service FAILS when the service does not answer, with the tail of
 the service's log, so a broken install step cannot hide behind skips. Elsewhere it is skipped with the
 command that starts the service.
@@ -147,3 +151,128 @@ def require_mariadb() -> MariaDB:
             pytrace=False,
         )
     pytest.skip(f"{where} (start it with `{start}`)")
+
+
+# --------------------------------------------------------------------------- MinIO, Vault, Spark standalone
+
+
+@dataclass(frozen=True)
+class ScriptService:
+    """A server run by `setup/local/<name>.sh` (install / start / status), with the log to show on failure."""
+
+    name: str
+    log: Path
+    needs_install: bool  # built once per machine: `install` is a no-op when the pinned version is there
+
+    @property
+    def script(self) -> str:
+        return f"setup/local/{self.name}.sh"
+
+    def _call(self, step: str, timeout: int = 1800) -> tuple[int, str]:
+        import subprocess
+
+        proc = subprocess.run(
+            ["bash", self.script, step], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+    def problem(self) -> str | None:
+        code, out = self._call("status", timeout=60)
+        return None if code == 0 else (out.splitlines() or [f"{self.script} status exited {code}"])[-1]
+
+    def start(self) -> str | None:
+        for step in ("install", "start") if self.needs_install else ("start",):
+            code, out = self._call(step)
+            if code != 0:
+                return f"`{self.script} {step}` failed: {(out.splitlines() or ['no output'])[-1]}"
+        return None
+
+
+SERVICES_DIR = REPO_ROOT / ".pipezone" / "services"
+MINIO = ScriptService("minio", SERVICES_DIR / "minio" / "minio.log", needs_install=True)
+VAULT = ScriptService("vault", SERVICES_DIR / "vault" / "vault.log", needs_install=True)
+SPARK = ScriptService("spark", SERVICES_DIR / "spark" / "master.log", needs_install=False)
+
+
+def require_service(service: ScriptService) -> None:
+    """Return when `service` answers (started on demand, built first if needed); else FAIL in CI, skip elsewhere."""
+    problem = service.problem()
+    if problem is None:
+        return
+    started = service.start()
+    problem = service.problem() if started is None else started
+    if problem is None:
+        return
+    where = f"{service.name} is not running: {problem}"
+    start = f"bash {service.script} install && bash {service.script} start"
+    if in_ci():
+        pytest.fail(
+            f"{where}\nCI needs it (PIPEZONE_CI=1); .ci/run must run `make services-up`.\n"
+            f"last {LOG_TAIL_LINES} lines of {service.log.relative_to(REPO_ROOT)}:\n{log_tail(service.log)}",
+            pytrace=False,
+        )
+    pytest.skip(f"{where} (start it with `{start}`, or `make services-up`)")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The real stack as the `services` profile sees it (setup/local defaults, overridable like the scripts)."""
+
+    mariadb: MariaDB
+    minio_endpoint: str = "http://127.0.0.1:9000"
+    minio_user: str = "pipezone"
+    minio_password: str = field(default="pipezone-dev-secret", repr=False)
+    vault_addr: str = "http://127.0.0.1:8200"
+    vault_token: str = field(default="pipezone-dev-root", repr=False)
+    spark_master: str = "spark://127.0.0.1:7077"
+    spark_master_json: str = "http://127.0.0.1:8090/json/"
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to run on the services profile (Vault holds every credential)."""
+        return {"PIPEZONE_PROFILE": "services", "VAULT_ADDR": self.vault_addr, "VAULT_TOKEN": self.vault_token}
+
+    def s3(self) -> Any:
+        """A boto3 S3 client on MinIO (path-style, us-east-1)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.minio_endpoint,
+            aws_access_key_id=self.minio_user,
+            aws_secret_access_key=self.minio_password,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        )
+
+    def spark_apps(self) -> list[dict[str, Any]]:
+        """Applications the standalone master knows (running and completed)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.spark_master_json, timeout=10) as response:
+            state = json.load(response)
+        return [*state.get("activeapps", []), *state.get("completedapps", [])]
+
+
+def stack_params(environ: dict[str, str] | None = None) -> Stack:
+    env = os.environ if environ is None else environ
+    return Stack(
+        mariadb=mariadb_params(environ),
+        minio_endpoint=f"http://127.0.0.1:{env.get('PIPEZONE_MINIO_PORT') or 9000}",
+        minio_user=env.get("PIPEZONE_MINIO_USER") or "pipezone",
+        minio_password=env.get("PIPEZONE_MINIO_PASSWORD") or "pipezone-dev-secret",
+        vault_addr=f"http://127.0.0.1:{env.get('PIPEZONE_VAULT_PORT') or 8200}",
+        vault_token=env.get("PIPEZONE_VAULT_TOKEN") or "pipezone-dev-root",
+        spark_master=f"spark://127.0.0.1:{env.get('PIPEZONE_SPARK_MASTER_PORT') or 7077}",
+        spark_master_json=f"http://127.0.0.1:{env.get('PIPEZONE_SPARK_MASTER_UI_PORT') or 8090}/json/",
+    )
+
+
+def require_stack() -> Stack:
+    """MariaDB, MinIO, Vault and the Spark cluster, all answering (see require_service)."""
+    params = stack_params()
+    require_mariadb()
+    for service in (MINIO, VAULT, SPARK):
+        require_service(service)
+    return params

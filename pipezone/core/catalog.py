@@ -58,10 +58,12 @@ class Catalog:
         return self.profiles[name].spec
 
 
-def display_path(path: Path) -> str:
-    """Paths relative to the working directory when below it: shorter, and clickable in terminals."""
+def display_path(path: Path, cwd: Path | None = None) -> str:
+    """Paths relative to the working directory when below it: shorter, and clickable in terminals.
+    `path` should be absolute and `cwd` resolved (resolving per file costs ~0.2 ms: 1,000 flows parse)."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        absolute = path if path.is_absolute() else path.resolve()
+        return str(absolute.relative_to(cwd or Path.cwd().resolve()))
     except ValueError:
         return str(path)
 
@@ -74,7 +76,7 @@ def yaml_files(folder: Path) -> list[Path]:
 
 def file_kind(path: Path, doc: YamlDocument) -> str:
     """connections/, flows/ and profiles/ folders decide; elsewhere guess from the keys."""
-    parts = path.resolve().parts
+    parts = path.parts if path.is_absolute() else path.resolve().parts
     for folder, kind in (("connections", "connection"), ("profiles", "profile"), ("flows", "flow")):
         if folder in parts:
             return kind
@@ -83,8 +85,8 @@ def file_kind(path: Path, doc: YamlDocument) -> str:
     return "profile" if "state_store" in doc.data else "flow"
 
 
-def _load_file(catalog: Catalog, path: Path, duplicates: dict[str, list[Entry]]) -> None:
-    shown = display_path(path)
+def _load_file(catalog: Catalog, path: Path, duplicates: dict[str, list[Entry]], cwd: Path) -> None:
+    shown = display_path(path, cwd)
     try:
         doc = load_yaml(path, shown)
     except SpecError as err:
@@ -141,12 +143,14 @@ def load_catalog(metadata_dir: Path, extra: Iterable[Path] = ()) -> Catalog:
     duplicates: dict[str, list[Entry]] = {}
     seen: set[Path] = set()
     folders = ("connections", "profiles", "flows")
-    files = [f for folder in folders for f in yaml_files(metadata_dir / folder)] + list(extra)
+    metadata_dir = metadata_dir.resolve()  # files found below a resolved folder need no resolving of their own
+    files = [f for folder in folders for f in yaml_files(metadata_dir / folder)] + [p.resolve() for p in extra]
+    cwd = Path.cwd().resolve()
     for path in files:
-        if path.resolve() in seen:
+        if path in seen:
             continue
-        seen.add(path.resolve())
-        _load_file(catalog, path, duplicates)
+        seen.add(path)
+        _load_file(catalog, path, duplicates, cwd)
     catalog.problems += _duplicate_problems(duplicates)
     catalog.problems += cross_check(catalog)
     catalog.problems = sorted(set(catalog.problems))

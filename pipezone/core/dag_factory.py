@@ -14,6 +14,8 @@ only that task's DAG is built.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -83,11 +85,20 @@ class DagPlan:
 def project_file(file: str, root: Path) -> str:
     """A problem's file relative to the project root: the same text whatever the working directory."""
     path = Path(file)
-    path = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    path = Path(os.path.normpath(path if path.is_absolute() else _cwd() / path))  # no symlink lookups per file
     try:
-        return path.relative_to(root.resolve()).as_posix()
+        return path.relative_to(_resolved(root)).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+@functools.cache
+def _resolved(path: Path) -> Path:
+    return path.resolve()
+
+
+def _cwd() -> Path:
+    return _resolved(Path.cwd())
 
 
 def _file_kind(file: str) -> str:

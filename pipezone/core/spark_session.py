@@ -155,6 +155,13 @@ def s3a_conf(s3: S3Settings) -> dict[str, str]:
         prefix + "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
         prefix + "access.key": s3.access_key,
         prefix + "secret.key": s3.secret_key,
+        # Fail in about a minute, not five, when the store is down: Hadoop's defaults (7 s3a retries around
+        # 5 SDK attempts each, 30 s connect timeout) kept a step retrying a stopped MinIO for 325 s. Throttling
+        # keeps its own, larger retry budget (fs.s3a.retry.throttle.*). A profile's spark.conf overrides these.
+        prefix + "attempts.maximum": "2",
+        prefix + "retry.limit": "3",
+        prefix + "retry.interval": "500ms",
+        prefix + "connection.establish.timeout": "5s",
     }
 
 

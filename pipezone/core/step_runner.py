@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from pipezone.core.connection_spec import S3LakeConnection
 from pipezone.core.step_context import StepContext, StepResult
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from pipezone.core.runtime import Runtime
+    from pipezone.core.connection_spec import S3LakeConnection
+from pipezone.core.runtime import Runtime
 
 STEPS = ("extract", "bronze", "silver", "gold", "quality")
 
@@ -70,9 +72,17 @@ def summarize_error(err: BaseException) -> str:
     return REDACTOR.redact(first)[:500]
 
 
+LAKE_ERROR_MARKERS = ("org.apache.hadoop.fs.s3a.", "software.amazon.awssdk.", "s3a://")
+
+
 def _failure_line(ctx: StepContext, step: str, err: BaseException) -> str:
+    """Names what failed: the lake (its connection and endpoint) when the error came from s3a, else the
+    source connection for extract."""
     source = ctx.flow.source
     where = f" (connection {source.connection})" if source is not None and step == "extract" else ""
+    lake = ctx.runtime.connection(ctx.runtime.profile.lake)
+    if isinstance(lake, S3LakeConnection) and any(marker in str(err) for marker in LAKE_ERROR_MARKERS):
+        where = f" (lake {lake.name} at {lake.endpoint or f'https://s3.{lake.region}.amazonaws.com'})"
     return f"flow {ctx.flow.name}, step {step}{where}: {summarize_error(err)}"
 
 
