@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -142,15 +142,19 @@ def require_mariadb() -> MariaDB:
     problem = mariadb_problem(params) if started is None else started
     if problem is None:
         return params
-    where = f"MariaDB at {params.address} is not reachable: {problem}"
-    start = f"bash {MARIADB_SCRIPT} install && bash {MARIADB_SCRIPT} start"
+    unavailable(f"MariaDB at {params.address} is not reachable: {problem}", MARIADB_SCRIPT, MARIADB_LOG)
+
+
+def unavailable(where: str, script: str, log: Path) -> NoReturn:
+    """FAIL in CI (with the server's log tail): a broken install must not hide behind skips; skip elsewhere."""
+    start = f"bash {script} install && bash {script} start"
     if in_ci():
         pytest.fail(
-            f"{where}\nCI needs it (PIPEZONE_CI=1); .ci/run must run `{start}`.\n"
-            f"last {LOG_TAIL_LINES} lines of {MARIADB_LOG.relative_to(REPO_ROOT)}:\n{log_tail()}",
+            f"{where}\nCI needs it (PIPEZONE_CI=1); .ci/run must run `make services-up`.\n"
+            f"last {LOG_TAIL_LINES} lines of {log.relative_to(REPO_ROOT)}:\n{log_tail(log)}",
             pytrace=False,
         )
-    pytest.skip(f"{where} (start it with `{start}`)")
+    pytest.skip(f"{where} (start it with `{start}`, or `make services-up`)")
 
 
 # --------------------------------------------------------------------------- MinIO, Vault, Spark standalone
@@ -203,15 +207,7 @@ def require_service(service: ScriptService) -> None:
     problem = service.problem() if started is None else started
     if problem is None:
         return
-    where = f"{service.name} is not running: {problem}"
-    start = f"bash {service.script} install && bash {service.script} start"
-    if in_ci():
-        pytest.fail(
-            f"{where}\nCI needs it (PIPEZONE_CI=1); .ci/run must run `make services-up`.\n"
-            f"last {LOG_TAIL_LINES} lines of {service.log.relative_to(REPO_ROOT)}:\n{log_tail(service.log)}",
-            pytrace=False,
-        )
-    pytest.skip(f"{where} (start it with `{start}`, or `make services-up`)")
+    unavailable(f"{service.name} is not running: {problem}", service.script, service.log)
 
 
 @dataclass(frozen=True)
