@@ -14,7 +14,9 @@ def test_spark_launcher_defaults_to_spark_submit(tmp_path: Path) -> None:
     assert load_settings(environ=env, cwd=tmp_path).spark_launcher == "in-process"
 
 
-def test_unknown_spark_launcher_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_spark_launcher_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("PIPEZONE_SPARK_LAUNCHER", "yarn")
     assert main(["list"]) == 2
     assert capsys.readouterr().err == (
