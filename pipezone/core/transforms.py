@@ -39,13 +39,14 @@ def _drop(df: DataFrame, t: Transform) -> DataFrame:
 
 
 # Spark's one-argument trim() strips spaces only; tabs and line breaks are surrounding whitespace too.
-_WHITESPACE = " \t\n\r\f\v"
+# A regex, not trim(col, chars): Spark 4.2 deprecates the two-argument TRIM (a warning on every run).
+_SURROUNDING_WHITESPACE = r"^[ \t\n\r\f\x0B]+|[ \t\n\r\f\x0B]+$"
 
 
 def _trim(df: DataFrame, t: Transform) -> DataFrame:
     from pyspark.sql import functions as F
 
-    return df.withColumns({c: F.trim(F.col(f"`{c}`"), F.lit(_WHITESPACE)) for c in t.trim or []})
+    return df.withColumns({c: F.regexp_replace(F.col(f"`{c}`"), _SURROUNDING_WHITESPACE, "") for c in t.trim or []})
 
 
 def _lower(df: DataFrame, t: Transform) -> DataFrame:
