@@ -273,6 +273,11 @@ def test_s3_and_extra_conf() -> None:
         "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
         "access.key": "pipezone",
         "secret.key": SECRET,
+        # fail fast when the store is down (Hadoop's defaults retried a stopped MinIO for 325 s)
+        "attempts.maximum": "2",
+        "retry.limit": "3",
+        "retry.interval": "500ms",
+        "connection.establish.timeout": "5s",
     }
     assert conf["spark.sql.shuffle.partitions"] == "8"  # extra_conf wins...
     assert conf["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC -Dfoo=bar"  # ...but keeps UTC
@@ -303,3 +308,25 @@ def test_find_spark_submit_is_pyspark_own() -> None:
     path = find_spark_submit()
     assert path == Path(pyspark.__file__).parent / "bin" / "spark-submit"
     assert os.access(path, os.X_OK)
+
+
+def test_profile_conf_overrides_the_s3a_retry_defaults() -> None:
+    settings = SparkSettings(
+        jar_cache=Path("/cache"),
+        s3=S3Settings(endpoint="http://minio:9000", access_key="k", secret_key=SECRET),
+        extra_conf={"spark.hadoop.fs.s3a.retry.limit": "7"},
+    )
+    assert spark_conf(settings, FAKE_JARS)["spark.hadoop.fs.s3a.retry.limit"] == "7"
+
+
+def test_shared_jars_put_the_cache_on_the_executor_classpath_and_driver_host_binds() -> None:
+    master = "spark://127.0.0.1:7077"
+    settings = SparkSettings(jar_cache=Path("/cache"), master=master, shared_jars=True, driver_host="127.0.0.1")
+    conf = spark_conf(settings, FAKE_JARS)
+    classpath = os.pathsep.join(str(j) for j in FAKE_JARS)
+    assert conf["spark.executor.extraClassPath"] == conf["spark.driver.extraClassPath"] == classpath
+    assert "spark.jars" not in conf
+    assert conf["spark.driver.host"] == conf["spark.driver.bindAddress"] == "127.0.0.1"
+    shipped = spark_conf(SparkSettings(jar_cache=Path("/cache"), master=master), FAKE_JARS)
+    assert shipped["spark.jars"] == ",".join(str(j) for j in FAKE_JARS)
+    assert "spark.executor.extraClassPath" not in shipped and "spark.driver.host" not in shipped
