@@ -122,6 +122,11 @@ class S3LakeConnection(ConnectionSpec):
         description="Bucket per layer.",
     )
 
+    @property
+    def effective_endpoint(self) -> str:
+        """The endpoint s3a talks to: the configured one (MinIO), else the region's AWS endpoint."""
+        return self.endpoint or f"https://s3.{self.region}.amazonaws.com"
+
     def secret_refs(self) -> dict[str, str]:
         refs = {"secret_key": self.secret_key}
         if _SECRET_REF.match(self.access_key):

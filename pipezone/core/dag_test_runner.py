@@ -1,7 +1,8 @@
 """`pipezone run --airflow`: run flows through their Airflow DAGs with `dag.test()`, no scheduler needed.
 
 The DAGs are the ones the scheduler would run (built by the factory from the same metadata), and every
-task runs its step through the same SparkStepOperator (one spark-submit per step, Airflow's run id).
+task runs its step through the same SparkStepOperator with Airflow's run id (one spark-submit per step, or
+a Spark session shared by the tasks with PIPEZONE_SPARK_LAUNCHER=in-process).
 Runs land in Airflow's metadata database (AIRFLOW_HOME), so `make airflow` later shows them in the UI.
 Flows run in dependency order; a flow whose upstream failed is not run.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipezone.core.dag_factory import DAG_PREFIX, build_dags
-from pipezone.core.flow_runner import RunReport, StepOutcome, flow_order
+from pipezone.core.flow_runner import RunReport, StepOutcome, blocked_outcome, flow_order
 from pipezone.core.runtime import Runtime
 
 
@@ -36,7 +37,9 @@ def _task_outcomes(runtime: Runtime, flow: str, dag: Any, run: Any) -> list[Step
                 XComModel.dag_id == dag.dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value"
             )
         }
-    errors = {r.step: r.error for r in runtime.state.recent_runs(flow, limit=50) if r.run_id == run.run_id}
+    errors: dict[str, str | None] = {}
+    if any(state != "success" for state, _ in tis.values()):
+        errors = {r.step: r.error for r in runtime.state.recent_runs(flow, limit=50) if r.run_id == run.run_id}
     outcomes = []
     for task_id in [t.task_id for t in dag.topological_sort()]:
         state, seconds = tis.get(task_id, ("none", 0.0))
@@ -49,7 +52,7 @@ def _task_outcomes(runtime: Runtime, flow: str, dag: Any, run: Any) -> list[Step
 def run_dags(
     runtime: Runtime, flows: Sequence[str], progress: Callable[[str], None] = print
 ) -> list[tuple[str, RunReport]]:
-    """`dag.test()` each flow's DAG in dependency order; returns (Airflow run id, report) per DAG run."""
+    """`dag.test()` each flow's DAG in dependency order; returns (dag id, report) per flow."""
     reports: list[tuple[str, RunReport]] = []
     failed: set[str] = set()
     for flow in flow_order(runtime, flows):
@@ -57,9 +60,7 @@ def run_dags(
         blocked = runtime.flow(flow).upstream_flows() & failed
         if blocked:
             failed.add(flow)
-            report = RunReport(
-                "-", [StepOutcome(flow, "-", False, 0.0, f"not run: upstream {', '.join(blocked)} failed")]
-            )
+            report = RunReport("-", [blocked_outcome(flow, blocked)])
             reports.append((dag_id, report))
             progress(f"{dag_id}: not run, upstream {', '.join(sorted(blocked))} failed")
             continue

@@ -39,6 +39,11 @@ class RunReport:
         return all(o.ok for o in self.outcomes)
 
 
+def blocked_outcome(flow: str, blocked: set[str]) -> StepOutcome:
+    """A flow left unrun because an upstream flow failed."""
+    return StepOutcome(flow, "-", False, 0.0, f"not run: upstream {', '.join(sorted(blocked))} failed")
+
+
 def new_run_id() -> str:
     """Sortable and unique: 20261123T104512Z-1a2b3c4d."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -144,7 +149,7 @@ def run_flows(
         blocked = runtime.flow(flow).upstream_flows() & failed
         if blocked:
             failed.add(flow)
-            report.outcomes.append(StepOutcome(flow, "-", False, 0.0, f"not run: upstream {', '.join(blocked)} failed"))
+            report.outcomes.append(blocked_outcome(flow, blocked))
             progress(f"{flow}: not run, upstream {', '.join(sorted(blocked))} failed")
             continue
         for step in select_steps(runtime, flow, steps):

@@ -99,7 +99,7 @@ class Runtime:
         lake = self.connection(self.profile.lake)
         s3 = None
         if isinstance(lake, S3LakeConnection):
-            endpoint = lake.endpoint or f"https://s3.{lake.region}.amazonaws.com"
+            endpoint = lake.effective_endpoint
             s3 = S3Settings(
                 endpoint=endpoint,
                 access_key=self.reveal(lake.access_key, mask=False) or "",

@@ -19,8 +19,7 @@ from pipezone.core.step_context import StepContext, StepResult
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from pipezone.core.connection_spec import S3LakeConnection
-from pipezone.core.runtime import Runtime
+    from pipezone.core.runtime import Runtime
 
 STEPS = ("extract", "bronze", "silver", "gold", "quality")
 
@@ -82,7 +81,7 @@ def _failure_line(ctx: StepContext, step: str, err: BaseException) -> str:
     where = f" (connection {source.connection})" if source is not None and step == "extract" else ""
     lake = ctx.runtime.connection(ctx.runtime.profile.lake)
     if isinstance(lake, S3LakeConnection) and any(marker in str(err) for marker in LAKE_ERROR_MARKERS):
-        where = f" (lake {lake.name} at {lake.endpoint or f'https://s3.{lake.region}.amazonaws.com'})"
+        where = f" (lake {lake.name} at {lake.effective_endpoint})"
     return f"flow {ctx.flow.name}, step {step}{where}: {summarize_error(err)}"
 
 
