@@ -29,21 +29,10 @@ fi
 
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 
-say() { echo "mariadb: $*"; }
-die() { echo "mariadb: error: $*" >&2; exit 1; }
-
-log_tail() {
-    if [[ -s "$LOG" ]]; then
-        echo "mariadb: last 30 lines of $LOG:" >&2
-        tail -n 30 "$LOG" >&2
-    fi
-}
-
-fail_with_log() {
-    echo "mariadb: error: $*" >&2
-    log_tail
-    exit 1
-}
+NAME=mariadb
+LOGS=("$LOG")
+# shellcheck source=setup/local/lib.sh source-path=SCRIPTDIR/../..
+source "$ROOT/setup/local/lib.sh"
 
 # mariadbd refuses to run as root unless told to; as anyone else it runs as that user.
 as_user() { if [[ $(id -u) -eq 0 ]]; then echo "--user=root"; else echo "--user=$(id -un)"; fi; }
@@ -89,12 +78,7 @@ cmd_install() {
 
 # --------------------------------------------------------------------------- helpers
 
-server_pid() {
-    [[ -f "$PID_FILE" ]] || return 1
-    local pid
-    pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+server_pid() { pid_in "$PID_FILE" mariadbd; }
 
 answers() {
     mariadb-admin --no-defaults --protocol=socket --socket="$SOCKET" --user=root \
@@ -162,54 +146,27 @@ cmd_start() {
         cmd_stop
     fi
     rm -f "$PID_FILE" "$SOCKET"
-    if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
-        die "port $PORT on $HOST is taken by another process (set PIPEZONE_MARIADB_PORT)"
-    fi
+    require_free_port "$PORT" "set PIPEZONE_MARIADB_PORT"
     initialise
     local started=$SECONDS
-    echo "---- $(date -u '+%Y-%m-%dT%H:%M:%SZ') start on $HOST:$PORT" >>"$LOG"
+    start_marker "$LOG" "on $HOST:$PORT"
     setsid nohup mariadbd --no-defaults "$(as_user)" \
         --datadir="$DATA" --socket="$SOCKET" --pid-file="$PID_FILE" --log-error="$LOG" \
         --bind-address="$HOST" --port="$PORT" --skip-name-resolve \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
         --innodb-buffer-pool-size=128M --max-connections=200 \
         </dev/null >>"$LOG" 2>&1 &
-    local launcher=$!
-    until answers; do
-        if ! kill -0 "$launcher" 2>/dev/null; then
-            fail_with_log "mariadbd exited during start-up"
-        fi
-        if (( SECONDS - started >= WAIT_SECONDS )); then
-            kill "$launcher" 2>/dev/null || true
-            fail_with_log "mariadbd did not answer within ${WAIT_SECONDS} s"
-        fi
-        sleep 0.5
-    done
+    await_ready "$started" $! mariadbd
     provision || fail_with_log "could not create the database and user"
     say "running at $(address), started in $((SECONDS - started)) s"
 }
 
-cmd_stop() {
-    local pid
-    if ! pid=$(server_pid); then
-        rm -f "$PID_FILE"
-        say "not running"
-        return 0
-    fi
+stop_request() {  # a clean shutdown through the socket; TERM when the server does not answer
     mariadb-admin --no-defaults --protocol=socket --socket="$SOCKET" --user=root shutdown >/dev/null 2>&1 \
-        || kill -TERM "$pid" 2>/dev/null || true
-    local waited=0
-    while kill -0 "$pid" 2>/dev/null; do
-        if (( waited >= WAIT_SECONDS * 2 )); then
-            kill -KILL "$pid" 2>/dev/null || true
-            fail_with_log "mariadbd (pid $pid) did not stop within ${WAIT_SECONDS} s; killed"
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
-    rm -f "$PID_FILE"
-    say "stopped"
+        || kill -TERM "$1" 2>/dev/null || true
 }
+
+cmd_stop() { stop_server mariadbd "$PID_FILE"; }
 
 cmd_status() {
     if answers; then
@@ -221,10 +178,4 @@ cmd_status() {
     return 1
 }
 
-case "${1:-}" in
-    install) cmd_install ;;
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
-esac
+run_command "${1:-}" install start stop status

@@ -47,21 +47,10 @@ PORTS_FILE="$BASE/minio.ports"   # "API_PORT CONSOLE_PORT" of the running server
 
 export PATH="$PATH:/usr/local/go/bin"
 
-say() { echo "minio: $*"; }
-die() { echo "minio: error: $*" >&2; exit 1; }
-
-log_tail() {
-    if [[ -s "$LOG" ]]; then
-        echo "minio: last 30 lines of $LOG:" >&2
-        tail -n 30 "$LOG" >&2
-    fi
-}
-
-fail_with_log() {
-    echo "minio: error: $*" >&2
-    log_tail
-    exit 1
-}
+NAME=minio
+LOGS=("$LOG")
+# shellcheck source=setup/local/lib.sh source-path=SCRIPTDIR/../..
+source "$ROOT/setup/local/lib.sh"
 
 # --------------------------------------------------------------------------- install
 
@@ -127,24 +116,9 @@ cmd_install() {
 
 # --------------------------------------------------------------------------- helpers
 
-server_pid() {
-    [[ -f "$PID_FILE" ]] || return 1
-    local pid
-    pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-    # Guard against a recycled pid: it must still be a minio process.
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'minio server' || return 1
-    echo "$pid"
-}
+server_pid() { pid_in "$PID_FILE" 'minio server'; }
 
 answers() { curl -fsS -o /dev/null --max-time 2 "http://$HOST:$PORT/minio/health/ready" 2>/dev/null; }
-
-port_taken() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
-port_owner() {  # "pid/name" listening on a port, when ss can tell
-    command -v ss >/dev/null 2>&1 || return 0
-    ss -Hltnp "sport = :$1" 2>/dev/null | sed -n -E 's/.*users:\(\("([^"]+)",pid=([0-9]+).*/ (pid \2, \1)/p' | head -n1
-}
 
 recorded_ports() {  # the ports the running server was started with
     [[ -f "$PORTS_FILE" ]] || return 0
@@ -296,14 +270,12 @@ cmd_start() {
     rm -f "$PID_FILE" "$PORTS_FILE"
     local p
     for p in "$PORT" "$CONSOLE_PORT"; do
-        if port_taken "$p"; then
-            die "port $p on $HOST is taken by another process$(port_owner "$p") (set PIPEZONE_MINIO_PORT / PIPEZONE_MINIO_CONSOLE_PORT)"
-        fi
+        require_free_port "$p" "set PIPEZONE_MINIO_PORT / PIPEZONE_MINIO_CONSOLE_PORT"
     done
     [[ $PORT != "$CONSOLE_PORT" ]] || die "PIPEZONE_MINIO_PORT and PIPEZONE_MINIO_CONSOLE_PORT are both $PORT"
     mkdir -p "$DATA" "$BASE/certs"
     local started=$SECONDS
-    echo "---- $(date -u '+%Y-%m-%dT%H:%M:%SZ') start on $HOST:$PORT (console $HOST:$CONSOLE_PORT)" >>"$LOG"
+    start_marker "$LOG" "on $HOST:$PORT (console $HOST:$CONSOLE_PORT)"
     # Nothing from the caller's MINIO_* variables or ~/.minio (certificates there would turn TLS on).
     local var
     while read -r var; do unset "$var"; done < <(compgen -e | grep '^MINIO_' || true)
@@ -314,43 +286,14 @@ cmd_start() {
     local launcher=$!
     echo "$launcher" >"$PID_FILE"
     echo "$PORT $CONSOLE_PORT" >"$PORTS_FILE"
-    until answers; do
-        if ! kill -0 "$launcher" 2>/dev/null; then
-            rm -f "$PID_FILE" "$PORTS_FILE"
-            fail_with_log "minio exited during start-up"
-        fi
-        if (( SECONDS - started >= WAIT_SECONDS )); then
-            kill "$launcher" 2>/dev/null || true
-            rm -f "$PID_FILE" "$PORTS_FILE"
-            fail_with_log "minio did not answer within ${WAIT_SECONDS} s"
-        fi
-        sleep 0.5
-    done
+    await_ready "$started" "$launcher" minio "$PID_FILE" "$PORTS_FILE"
     ensure_buckets || fail_with_log "could not create the buckets"
     say "running (pid $launcher) at $(address), started in $((SECONDS - started)) s"
     console_line
 }
 
 cmd_stop() {
-    local pid
-    if ! pid=$(server_pid); then
-        rm -f "$PID_FILE" "$PORTS_FILE"
-        say "not running"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    local waited=0
-    while kill -0 "$pid" 2>/dev/null; do
-        if (( waited >= WAIT_SECONDS * 2 )); then
-            kill -KILL "$pid" 2>/dev/null || true
-            rm -f "$PID_FILE" "$PORTS_FILE"
-            fail_with_log "minio (pid $pid) did not stop within ${WAIT_SECONDS} s; killed"
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
-    rm -f "$PID_FILE" "$PORTS_FILE"
-    say "stopped"
+    stop_server minio "$PID_FILE" "$PORTS_FILE"
 }
 
 cmd_status() {
@@ -374,10 +317,4 @@ cmd_status() {
     return 1
 }
 
-case "${1:-}" in
-    install) cmd_install ;;
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
-esac
+run_command "${1:-}" install start stop status

@@ -33,25 +33,10 @@ WORK_DIR="$BASE/work"    # SPARK_WORKER_DIR: one folder per application (executo
 LOCAL_DIR="$BASE/local"  # SPARK_LOCAL_DIRS: shuffle and spill files
 CONF_DIR="$BASE/conf"    # SPARK_CONF_DIR, kept empty: no stray spark-env.sh / spark-defaults.conf
 
-say() { echo "spark: $*"; }
-die() { echo "spark: error: $*" >&2; exit 1; }
-
-log_tail() {
-    local log
-    for log in "$MASTER_LOG" "$WORKER_LOG"; do
-        if [[ -s "$log" ]]; then
-            # Only the latest run (after the last `---- start` marker); executor launch lines are long.
-            echo "spark: last 30 lines of $log (latest start):" >&2
-            tac "$log" | sed '/^---- /q' | tac | tail -n 30 | cut -c1-400 >&2
-        fi
-    done
-}
-
-fail_with_log() {
-    echo "spark: error: $*" >&2
-    log_tail
-    exit 1
-}
+NAME=spark
+LOGS=("$MASTER_LOG" "$WORKER_LOG")
+# shellcheck source=setup/local/lib.sh source-path=SCRIPTDIR/../..
+source "$ROOT/setup/local/lib.sh"
 
 # --------------------------------------------------------------------------- python / pyspark
 
@@ -143,15 +128,8 @@ cmd_install() {
 
 # --------------------------------------------------------------------------- helpers
 
-pid_from() {
-    local file=$1 pid
-    [[ -f "$file" ]] || return 1
-    pid=$(<"$file")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
-
-master_pid() { pid_from "$MASTER_PID_FILE"; }
-worker_pid() { pid_from "$WORKER_PID_FILE"; }
+master_pid() { pid_in "$MASTER_PID_FILE" deploy.master.Master; }
+worker_pid() { pid_in "$WORKER_PID_FILE" deploy.worker.Worker; }
 
 # A running cluster keeps the ports it was started with, whatever the environment says now.
 load_state() {
@@ -168,8 +146,6 @@ save_state() {
     printf 'MASTER_PORT=%s\nMASTER_UI_PORT=%s\nWORKER_UI_PORT=%s\n' \
         "$MASTER_PORT" "$MASTER_UI_PORT" "$WORKER_UI_PORT" >"$STATE_FILE"
 }
-
-port_taken() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 master_url() { echo "spark://$HOST:$MASTER_PORT"; }
 
@@ -208,7 +184,7 @@ daemon_env() {
 launch() {  # launch NAME PID_FILE LOG CLASS ARGS...: a detached daemon, its pid (the JVM's: spark-class execs java)
     local name=$1 pid_file=$2 log=$3
     shift 3
-    echo "---- $(date -u '+%Y-%m-%dT%H:%M:%SZ') start $name: $*" >>"$log"
+    start_marker "$log" "$name: $*"
     setsid nohup "$SPARK_HOME/bin/spark-class" "$@" </dev/null >>"$log" 2>&1 &
     echo $! >"$pid_file"
 }
@@ -224,25 +200,16 @@ start_worker() {
         --work-dir "$WORK_DIR" "$(master_url)"
 }
 
-# Stop one daemon: TERM, then KILL after the wait; its process group too (the worker's executors).
+# stop_daemon NAME PID_FILE CLASS: TERM, then KILL after the wait; its process group too (the worker's executors).
 stop_daemon() {
-    local name=$1 pid_file=$2 pid pgid
-    if ! pid=$(pid_from "$pid_file"); then
+    local name=$1 pid_file=$2 class=$3 pid pgid
+    if ! pid=$(pid_in "$pid_file" "$class"); then
         rm -f "$pid_file"
         return 0
     fi
     pgid=$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ') || pgid=""
     kill -TERM "$pid" 2>/dev/null || true
-    local waited=0
-    while kill -0 "$pid" 2>/dev/null; do
-        if (( waited >= WAIT_SECONDS * 2 )); then
-            say "$name (pid $pid) did not stop within ${WAIT_SECONDS} s; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
+    await_exit "$pid" "$name" || true
     # Anything left in the daemon's own process group (setsid made it the leader) is its child.
     if [[ $pgid == "$pid" ]] && kill -0 -- "-$pgid" 2>/dev/null; then
         kill -TERM -- "-$pgid" 2>/dev/null || true
@@ -268,28 +235,24 @@ cmd_start() {
     local started=$SECONDS pid
     if pid=$(master_pid) && ! master_json summary >/dev/null; then
         say "master pid $pid is running but does not answer; stopping it"
-        stop_daemon worker "$WORKER_PID_FILE"
-        stop_daemon master "$MASTER_PID_FILE"
+        stop_daemon worker "$WORKER_PID_FILE" deploy.worker.Worker
+        stop_daemon master "$MASTER_PID_FILE" deploy.master.Master
     fi
     if ! master_pid >/dev/null; then
         # A worker without our master is useless; start both afresh with the requested ports.
-        stop_daemon worker "$WORKER_PID_FILE"
+        stop_daemon worker "$WORKER_PID_FILE" deploy.worker.Worker
         MASTER_PORT="${PIPEZONE_SPARK_MASTER_PORT:-7077}"
         MASTER_UI_PORT="${PIPEZONE_SPARK_MASTER_UI_PORT:-8090}"
         WORKER_UI_PORT="${PIPEZONE_SPARK_WORKER_UI_PORT:-8091}"
         local port
         for port in "$MASTER_PORT" "$MASTER_UI_PORT" "$WORKER_UI_PORT"; do
-            if port_taken "$port"; then
-                die "port $port on $HOST is taken by another process (set PIPEZONE_SPARK_MASTER_PORT / _MASTER_UI_PORT / _WORKER_UI_PORT)"
-            fi
+            require_free_port "$port" "set PIPEZONE_SPARK_MASTER_PORT / _MASTER_UI_PORT / _WORKER_UI_PORT"
         done
         save_state
         start_master
     elif ! worker_pid >/dev/null; then
         rm -f "$WORKER_PID_FILE"
-        if port_taken "$WORKER_UI_PORT"; then
-            die "port $WORKER_UI_PORT on $HOST is taken by another process (set PIPEZONE_SPARK_WORKER_UI_PORT)"
-        fi
+        require_free_port "$WORKER_UI_PORT" "set PIPEZONE_SPARK_WORKER_UI_PORT"
     fi
     # The worker registers itself (and retries) while the master comes up.
     worker_pid >/dev/null || start_worker
@@ -311,8 +274,8 @@ cmd_stop() {
         say "not running"
         return 0
     fi
-    stop_daemon worker "$WORKER_PID_FILE"
-    stop_daemon master "$MASTER_PID_FILE"
+    stop_daemon worker "$WORKER_PID_FILE" deploy.worker.Worker
+    stop_daemon master "$MASTER_PID_FILE" deploy.master.Master
     say "stopped"
 }
 
@@ -338,11 +301,4 @@ cmd_apps() {
     master_json apps || die "the master at http://$HOST:$MASTER_UI_PORT/json/ does not answer (run 'start')"
 }
 
-case "${1:-}" in
-    install) cmd_install ;;
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    apps) cmd_apps ;;
-    *) echo "usage: $0 install|start|stop|status|apps" >&2; exit 2 ;;
-esac
+run_command "${1:-}" install start stop status apps

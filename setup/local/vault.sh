@@ -45,22 +45,10 @@ LOG="$BASE/vault.log"
 PID_FILE="$BASE/vault.pid"
 STATE_FILE="$BASE/vault.state"  # port and root token of the running server (mode 600)
 
-say() { echo "vault: $*"; }
-die() { echo "vault: error: $*" >&2; exit 1; }
-
-log_tail() {
-    local file=${1:-$LOG}
-    if [[ -s "$file" ]]; then
-        echo "vault: last 30 lines of $file:" >&2
-        tail -n 30 "$file" >&2
-    fi
-}
-
-fail_with_log() {
-    echo "vault: error: $1" >&2
-    log_tail "${2:-$LOG}"
-    exit 1
-}
+NAME=vault
+LOGS=("$LOG")
+# shellcheck source=setup/local/lib.sh source-path=SCRIPTDIR/../..
+source "$ROOT/setup/local/lib.sh"
 
 # --------------------------------------------------------------------------- install
 
@@ -142,15 +130,7 @@ cmd_install() {
 
 # --------------------------------------------------------------------------- helpers
 
-server_pid() {
-    [[ -f "$PID_FILE" ]] || return 1
-    local pid
-    pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-    # Guard against a reused pid: it must be our dev server.
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- ' server -dev ' || return 1
-    echo "$pid"
-}
+server_pid() { pid_in "$PID_FILE" ' server -dev '; }
 
 state() {  # state port|token: what the running server was started with, else the configured value
     local key=$1 line
@@ -284,53 +264,23 @@ cmd_start() {
         cmd_stop
     fi
     rm -f "$PID_FILE" "$STATE_FILE"
-    if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
-        die "port $PORT on $HOST is taken by another process (set PIPEZONE_VAULT_PORT)"
-    fi
+    require_free_port "$PORT" "set PIPEZONE_VAULT_PORT"
     local started=$SECONDS
-    echo "---- $(date -u '+%Y-%m-%dT%H:%M:%SZ') start on $HOST:$PORT" >>"$LOG"
+    start_marker "$LOG" "on $HOST:$PORT"
     # -dev-no-store-token: leave ~/.vault-token alone. The cluster listener takes the next port (PORT+1).
     (umask 077 && printf 'port=%s\ntoken=%s\n' "$PORT" "$TOKEN" >"$STATE_FILE")
     setsid nohup "$BAO" server -dev -dev-listen-address="$HOST:$PORT" -dev-root-token-id="$TOKEN" \
         -dev-no-store-token </dev/null >>"$LOG" 2>&1 &
     local launcher=$!
     echo "$launcher" >"$PID_FILE"
-    until answers; do
-        if ! kill -0 "$launcher" 2>/dev/null; then
-            rm -f "$PID_FILE" "$STATE_FILE"
-            fail_with_log "bao exited during start-up"
-        fi
-        if (( SECONDS - started >= WAIT_SECONDS )); then
-            kill "$launcher" 2>/dev/null || true
-            rm -f "$PID_FILE" "$STATE_FILE"
-            fail_with_log "bao did not answer within ${WAIT_SECONDS} s"
-        fi
-        sleep 0.2
-    done
+    await_ready "$started" "$launcher" bao "$PID_FILE" "$STATE_FILE"
     seed || fail_with_log "could not seed the secrets"
     say "running at $(address) (OpenBao $(server_version)), started in $((SECONDS - started)) s; seeded $(seeded)"
     say "VAULT_ADDR=$(address), VAULT_TOKEN=the root token (PIPEZONE_VAULT_TOKEN, default pipezone-dev-root); or: eval \"\$(bash setup/local/vault.sh env)\""
 }
 
 cmd_stop() {
-    local pid
-    if ! pid=$(server_pid); then
-        rm -f "$PID_FILE" "$STATE_FILE"
-        say "not running"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    local waited=0
-    while kill -0 "$pid" 2>/dev/null; do
-        if (( waited >= WAIT_SECONDS * 2 )); then
-            kill -KILL "$pid" 2>/dev/null || true
-            fail_with_log "bao (pid $pid) did not stop within ${WAIT_SECONDS} s; killed"
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
-    rm -f "$PID_FILE" "$STATE_FILE"
-    say "stopped"
+    stop_server bao "$PID_FILE" "$STATE_FILE"
 }
 
 cmd_status() {
@@ -352,11 +302,4 @@ cmd_env() {
     printf 'export VAULT_TOKEN=%q\n' "$TOKEN"
 }
 
-case "${1:-}" in
-    install) cmd_install ;;
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    env) cmd_env ;;
-    *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
-esac
+run_command "${1:-}" install start stop status env
