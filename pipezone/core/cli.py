@@ -7,13 +7,23 @@ only with --debug (or PIPEZONE_DEBUG=1). Heavy modules are imported per command 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipezone import __version__
 from pipezone.core.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipezone.core.flow_spec import BronzeLayer, FlowSpec, IncrementalSpec, SilverLayer
+    from pipezone.core.state_store import StateStore, Watermark, WatermarkValue
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -195,6 +205,10 @@ def _run_through_airflow(args: argparse.Namespace, runtime, flows: list[str], st
 def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     from pipezone.core.spec_view import render_table
 
+    if args.flow == "reset":
+        return cmd_state_reset(args, settings)
+    if args.reset_flow is not None or args.to is not None:
+        raise CliError("a second flow name and --to go with `pipezone state reset FLOW [--to VALUE]` only")
     runtime = _runtime(settings)
     if args.flow:
         runtime.flow(args.flow)
@@ -226,6 +240,128 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     print("\nRecent steps")
     print(render_table(rows) if runs else "  (none yet)")
     return EXIT_OK
+
+
+WATERMARK_EXAMPLES = {
+    "int": "an integer, e.g. 1200",
+    "float": "a number, e.g. 12.5",
+    "decimal": "a decimal number, e.g. 12.50",
+    "datetime": "an ISO date/time, e.g. 2024-02-01 or 2024-02-01T06:30:00Z (UTC unless an offset is given)",
+    "date": "an ISO date, e.g. 2024-02-01",
+    "str": "text",
+}
+INTEGER_TEXT = re.compile(r"[+-]?\d+")
+
+
+def cmd_state_reset(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete a flow's watermark (the next run re-reads the source) or move it with --to."""
+    if not args.reset_flow:
+        raise CliError("name the flow: pipezone state reset FLOW [--to VALUE]")
+    runtime = _runtime(settings)
+    flow = runtime.flow(args.reset_flow)
+    incremental = flow.source.incremental if flow.source else None
+    if incremental is None:
+        raise CliError(f"flow {flow.name} has no source.incremental: it reads its whole source every run")
+    store = runtime.state
+    with _flow_tables_held(store, flow):
+        previous = store.get_watermark(flow.name)
+        target = None if args.to is None else _parse_watermark(flow.name, incremental, previous, args.to)
+        store.reset_watermark(flow.name, target, cursor_column=incremental.cursor)
+    before = "(none)" if previous is None else previous.value
+    after = "(none)" if target is None else target
+    print(f"flow {flow.name}: watermark {before} -> {after}: {_next_run(flow, previous, target)}")
+    return EXIT_OK
+
+
+@contextmanager
+def _flow_tables_held(store: StateStore, flow: FlowSpec) -> Iterator[None]:
+    """Hold the leases of the flow's tables while resetting, so no step of it reads or moves the watermark."""
+    from pipezone.core.table_lease import LeaseHeld, flow_tables, hold_tables, this_process
+
+    holder = this_process("pipezone-state-reset", flow.name, "state reset")
+    try:
+        with hold_tables(store, flow_tables(flow), holder, wait_s=0):
+            yield
+    except LeaseHeld as err:
+        h = err.lease.holder
+        raise CliError(
+            f"flow {h.flow} is running (step {h.step}, run {h.run_id}, host {h.host}, pid {h.pid}):"
+            " reset after it finishes"
+        ) from None
+
+
+def _watermark_kind(incremental: IncrementalSpec, previous: Watermark | None, text: str) -> str:
+    """The stored watermark's type; before the first run, what initial_value (else VALUE itself) looks like."""
+    from pipezone.core.cursor_values import normalize
+    from pipezone.core.state_store import encode_watermark
+
+    if previous is not None:
+        return encode_watermark(previous.value)[0]
+    if incremental.initial_value is None:
+        return "int" if INTEGER_TEXT.fullmatch(text.strip()) else "datetime"
+    hint = normalize(incremental.initial_value)
+    if isinstance(hint, date):
+        return encode_watermark(hint)[0]
+    return "int" if isinstance(hint, int) or INTEGER_TEXT.fullmatch(str(hint).strip()) else "str"
+
+
+def _parse_watermark(flow: str, incremental: IncrementalSpec, previous: Watermark | None, text: str) -> WatermarkValue:
+    """`text` as a value of the watermark's type, or one line naming the flow, the value and the type."""
+    kind = _watermark_kind(incremental, previous, text)
+    try:
+        return _parse_as(kind, text)
+    except (ValueError, ArithmeticError):  # decimal.InvalidOperation is an ArithmeticError
+        raise CliError(
+            f"flow {flow}: --to {text!r} is not a valid watermark for cursor {incremental.cursor}"
+            f" (type {kind}): expected {WATERMARK_EXAMPLES[kind]}"
+        ) from None
+
+
+def _parse_as(kind: str, text: str) -> WatermarkValue:
+    from pipezone.core.cursor_values import normalize
+
+    value = text.strip()
+    if kind == "str":
+        return text
+    if kind == "int" and INTEGER_TEXT.fullmatch(value):
+        return int(value)
+    if kind == "float" and math.isfinite(number := float(value)):
+        return number
+    if kind == "decimal" and (exact := Decimal(value)).is_finite():
+        return exact
+    moment = normalize(value) if kind in ("datetime", "date") else None
+    if kind == "datetime" and isinstance(moment, datetime):
+        return moment
+    if isinstance(moment, date) and not isinstance(moment, datetime):
+        return moment if kind == "date" else datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    raise ValueError(f"not a {kind}: {text}")
+
+
+def _next_run(flow: FlowSpec, previous: Watermark | None, target: WatermarkValue | None) -> str:
+    """What the next run reads, and what that does to rows already loaded."""
+    incremental = flow.source.incremental
+    if target is None:
+        initial = incremental.initial_value
+        start = "the whole source" if initial is None else f"the source from initial_value {initial}"
+        return f"the next run reads {start}; {_reread_note(flow)}"
+    lookback = f" (less lookback {incremental.lookback})" if incremental.lookback else ""
+    reads = f"the next run reads rows with {incremental.cursor} after {target}{lookback}"
+    if previous is not None and target > previous.value:
+        return f"{reads}; rows between {previous.value} and {target} not read yet are skipped"
+    return f"{reads}; {_reread_note(flow)}"
+
+
+def _reread_note(flow: FlowSpec) -> str:
+    if flow.source.primary_key:
+        return "rows read again are not duplicated (bronze and silver skip versions they have, merge is forward-only)"
+    appended = [name for name in ("bronze", "silver") if _appends(getattr(flow.layers, name))]
+    if not appended:
+        return "rows read again replace what the layers hold (overwrite)"
+    return f"without source.primary_key, {' and '.join(appended)} append rows read again a second time"
+
+
+def _appends(layer: BronzeLayer | SilverLayer) -> bool:
+    return layer.enabled and layer.write_mode == "append"
 
 
 def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
@@ -282,9 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("state", help="watermarks and recent step runs")
-    p.add_argument("flow", nargs="?")
+    p = sub.add_parser(
+        "state",
+        help="watermarks and recent step runs; `state reset FLOW [--to VALUE]` deletes or moves a watermark",
+        usage="pipezone state [FLOW] [--limit N]\n       pipezone state reset FLOW [--to VALUE]",
+    )
+    p.add_argument("flow", nargs="?", help="only this flow; or `reset`, followed by the flow to reset")
+    p.add_argument("reset_flow", nargs="?", metavar="FLOW", help="with reset: the flow whose watermark to reset")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--to", metavar="VALUE", help="with reset: move the watermark to VALUE instead of deleting it")
     p.set_defaults(func=cmd_state)
 
     p = sub.add_parser("tables", help="row counts per layer for every flow, next to the source count")

@@ -44,3 +44,36 @@ def minus_lookback(value: CursorValue, lookback: str | int) -> CursorValue:
     if isinstance(value, int | float | Decimal) and isinstance(lookback, int):
         return value - lookback
     raise ValueError(f"lookback {lookback!r} does not fit cursor value {value!r}")
+
+
+def capped(hi: CursorValue | None, now: CursorValue | None, buffer: timedelta) -> CursorValue | None:
+    """The read's upper bound: the source's max cursor, but for time cursors no later than the source's
+    clock minus `buffer` (rows of transactions still in flight commit with earlier cursor values). A
+    DATE cursor reads closed days only (a day's rows can still arrive until it ends)."""
+    if hi is None or not isinstance(now, datetime):
+        return hi
+    limit = now - buffer
+    if isinstance(hi, datetime):
+        return min(hi, limit)
+    if isinstance(hi, date):
+        return min(hi, limit.date() - timedelta(days=1))
+    return hi
+
+
+def later(a: CursorValue, b: CursorValue) -> bool:
+    """a > b, comparing a date with a datetime by its midnight (UTC), so watermarks only move forward."""
+    if isinstance(a, datetime) != isinstance(b, datetime) and isinstance(a, date) and isinstance(b, date):
+        a, b = (x if isinstance(x, datetime) else datetime(x.year, x.month, x.day, tzinfo=UTC) for x in (a, b))
+    return a > b  # type: ignore[operator]
+
+
+def parse_cursor_text(text: str) -> CursorValue:
+    """A cursor value typed on the command line: an integer, a decimal, an ISO date/time, else the text."""
+    text = text.strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d+", text):
+        return Decimal(text)
+    value = normalize(text)
+    assert value is not None
+    return value

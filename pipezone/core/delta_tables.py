@@ -4,13 +4,19 @@
   `txnVersion` (the batch number), so Delta itself skips a retried commit.
 - MERGE is forward-only: a target row changes only when the incoming row is newer by cursor (or by
   batch on a cursor tie), so re-reading a window or replaying a batch changes nothing.
+- "Append" into bronze inserts only row versions the table does not hold yet (by key and row hash), so a
+  lookback re-read or a window read twice after a lost state update adds nothing.
+- Deletes are soft: a tombstone row (`_pz_deleted`) flags the target row and keeps its data.
+- SCD2 keeps every version with `_pz_valid_from` / `_pz_valid_to` / `_pz_is_current`.
 - Every commit carries `userMetadata` (run id, batch, window) for reconciliation and debugging.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,7 +28,26 @@ BATCH = "_pz_batch"
 EXTRACTED_AT = "_pz_extracted_at"
 INGEST_DATE = "_pz_ingest_date"
 LOADED_AT = "_pz_loaded_at"
-METADATA_COLUMNS = (RUN_ID, BATCH, EXTRACTED_AT, INGEST_DATE, LOADED_AT)
+DELETED = "_pz_deleted"
+DELETED_AT = "_pz_deleted_at"
+ROW_HASH = "_pz_row_hash"
+VALID_FROM = "_pz_valid_from"
+VALID_TO = "_pz_valid_to"
+IS_CURRENT = "_pz_is_current"
+METADATA_COLUMNS = (
+    RUN_ID,
+    BATCH,
+    EXTRACTED_AT,
+    INGEST_DATE,
+    LOADED_AT,
+    DELETED,
+    DELETED_AT,
+    ROW_HASH,
+    VALID_FROM,
+    VALID_TO,
+    IS_CURRENT,
+)
+_ACTION = "_pz_action"  # staging only, never written
 
 # Keep Delta's record of applied (appId, version) pairs bounded; retries happen within minutes.
 TABLE_PROPERTIES = {"delta.setTransactionRetentionDuration": "interval 30 days"}
@@ -54,22 +79,36 @@ def last_commit(spark: SparkSession, path: str) -> dict[str, Any] | None:
     return row.asDict(recursive=True)
 
 
-def commits_with_metadata(spark: SparkSession, path: str, limit: int = 50) -> list[dict[str, Any]]:
-    """Recent commits whose userMetadata is ours (parsed), newest first."""
+def commits_with_metadata(spark: SparkSession, path: str, limit: int | None = 50) -> list[dict[str, Any]]:
+    """Recent commits (all with limit None) whose userMetadata is ours (parsed), newest first, with the
+    commit's `version` and `timestamp` (aware UTC)."""
     if not table_exists(spark, path):
         return []
     from delta.tables import DeltaTable
 
-    rows = DeltaTable.forPath(spark, path).history(limit).select("version", "userMetadata").collect()
+    table = DeltaTable.forPath(spark, path)
+    history = table.history(limit) if limit else table.history()
     found = []
-    for row in rows:
+    for row in history.select("version", "timestamp", "userMetadata").collect():
         try:
             meta = json.loads(row["userMetadata"] or "")
         except ValueError:
             continue
         if isinstance(meta, dict):
-            found.append({"version": row["version"], **meta})
+            found.append({**meta, "version": row["version"], "timestamp": row["timestamp"].astimezone(UTC)})
     return found
+
+
+def newest_commit(spark: SparkSession, path: str, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The newest of our commits that `matches`: the recent ones first, the whole history only if needed."""
+    recent = commits_with_metadata(spark, path)
+    for commit in recent:
+        if matches(commit):
+            return commit
+    newest = last_commit(spark, path)
+    if newest is None or newest["version"] < 50:  # history(50) held every commit
+        return None
+    return next((c for c in commits_with_metadata(spark, path, limit=None) if matches(c)), None)
 
 
 def _metrics(commit: dict[str, Any] | None, rows_key: str, bytes_key: str) -> tuple[int, int]:
@@ -125,25 +164,20 @@ def forward_only_condition(cursor: str | None) -> str:
     )
 
 
-def merge(
+def _merge_commit(
     df: DataFrame,
     path: str,
+    build: Callable[[Any], Any],
     *,
-    keys: list[str],
-    cursor: str | None,
     app_id: str,
     version: int,
     metadata: dict[str, Any],
-    partition_by: list[str] | None = None,
 ) -> CommitInfo:
-    """Upsert by `keys`, forward-only; creates the table from `df` on the first run."""
+    """Run the MERGE that `build(DeltaMergeBuilder)` completes as one idempotent, annotated commit."""
     from delta.tables import DeltaTable
 
     spark = df.sparkSession
-    if not table_exists(spark, path):
-        return append(df, path, app_id=app_id, version=version, metadata=metadata, partition_by=partition_by)
     before = last_commit(spark, path)
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     conf = {
         "spark.databricks.delta.write.txnAppId": app_id,
         "spark.databricks.delta.write.txnVersion": str(version),
@@ -152,15 +186,7 @@ def merge(
     for key, value in conf.items():
         spark.conf.set(key, value)
     try:
-        (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(df.alias("s"), on)
-            .withSchemaEvolution()
-            .whenMatchedUpdateAll(condition=forward_only_condition(cursor))
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        build(DeltaTable.forPath(spark, path).alias("t")).execute()
     finally:
         for key in conf:
             spark.conf.unset(key)
@@ -172,6 +198,214 @@ def merge(
     return CommitInfo(
         version=after["version"], rows_written=rows, bytes_written=int(metrics.get("numTargetBytesAdded", 0) or 0)
     )
+
+
+def _on(keys: list[str]) -> str:
+    return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+
+def merge(
+    df: DataFrame,
+    path: str,
+    *,
+    keys: list[str],
+    cursor: str | None,
+    app_id: str,
+    version: int,
+    metadata: dict[str, Any],
+    partition_by: list[str] | None = None,
+) -> CommitInfo:
+    """Upsert by `keys`, forward-only; creates the table from `df` on the first run.
+
+    With a `_pz_deleted` column, tombstones (one per key at most) flag the matched row as deleted and keep
+    its data; a later live row of that key (a re-insert) clears the flag.
+    """
+    common = {"app_id": app_id, "version": version, "metadata": metadata}
+    tombstones = DELETED in df.columns
+    if not table_exists(df.sparkSession, path):
+        live = df.filter(f"NOT `{DELETED}`") if tombstones else df
+        return append(live, path, partition_by=partition_by, **common)
+    newer = forward_only_condition(cursor)
+    if not tombstones:
+        return _merge_commit(
+            df,
+            path,
+            lambda t: (
+                t.merge(df.alias("s"), _on(keys))
+                .withSchemaEvolution()
+                .whenMatchedUpdateAll(condition=newer)
+                .whenNotMatchedInsertAll()
+            ),
+            **common,
+        )
+    flagged = f"coalesce(t.`{DELETED}`, false)"
+    return _merge_commit(
+        df,
+        path,
+        lambda t: (
+            t.merge(df.alias("s"), _on(keys))
+            .withSchemaEvolution()
+            .whenMatchedUpdate(
+                condition=f"s.`{DELETED}` AND NOT {flagged} AND s.`{BATCH}` >= t.`{BATCH}`",
+                set={DELETED: "true", DELETED_AT: f"s.`{DELETED_AT}`", BATCH: f"s.`{BATCH}`", RUN_ID: f"s.`{RUN_ID}`"},
+            )
+            .whenMatchedUpdateAll(
+                condition=f"NOT s.`{DELETED}` AND (({newer}) OR ({flagged} AND s.`{BATCH}` > t.`{BATCH}`))"
+            )
+            .whenNotMatchedInsertAll(condition=f"NOT s.`{DELETED}`")
+        ),
+        **common,
+    )
+
+
+def insert_new_versions(
+    df: DataFrame,
+    path: str,
+    *,
+    keys: list[str],
+    app_id: str,
+    version: int,
+    metadata: dict[str, Any],
+    partition_by: list[str] | None = None,
+) -> CommitInfo:
+    """Append the rows whose (keys, `_pz_row_hash`) the table does not hold yet: an append that a
+    re-read window cannot duplicate. `df` must carry ROW_HASH (see `with_row_hash`)."""
+    common = {"app_id": app_id, "version": version, "metadata": metadata}
+    df = df.dropDuplicates([*keys, ROW_HASH])
+    if not table_exists(df.sparkSession, path):
+        return append(df, path, partition_by=partition_by, **common)
+    return _merge_commit(
+        df,
+        path,
+        lambda t: t.merge(df.alias("s"), _on([*keys, ROW_HASH])).withSchemaEvolution().whenNotMatchedInsertAll(),
+        **common,
+    )
+
+
+def with_row_hash(df: DataFrame) -> DataFrame:
+    """ROW_HASH: a 64-bit hash of the source's columns and the deleted flag (not our other metadata), which
+    identifies a row version whatever run read it."""
+    from pyspark.sql import functions as F
+
+    columns = [c for c in df.columns if not c.startswith("_pz_")] + ([DELETED] if DELETED in df.columns else [])
+    return df.withColumn(ROW_HASH, F.xxhash64(*[F.col(f"`{c}`") for c in columns]))
+
+
+def scd2(
+    df: DataFrame,
+    path: str,
+    *,
+    keys: list[str],
+    app_id: str,
+    version: int,
+    metadata: dict[str, Any],
+    partition_by: list[str] | None = None,
+) -> CommitInfo:
+    """Type-2 history. `df` holds events (live versions and tombstones, DELETED set) with VALID_FROM; a
+    version not newer than its key's current row is a replay and changes nothing. One MERGE closes each
+    touched key's current row and inserts the new versions, so a failure leaves the table as it was."""
+    from pyspark.sql import functions as F
+
+    spark = df.sparkSession
+    common = {"app_id": app_id, "version": version, "metadata": metadata}
+    current = None
+    if table_exists(spark, path):
+        target = spark.read.format("delta").load(path).filter(f"`{IS_CURRENT}`")
+        hashed = F.col(ROW_HASH) if ROW_HASH in target.columns else F.lit(None).cast("long")
+        current = target.select(*keys, F.col(VALID_FROM).alias("_pz_t_from"), hashed.alias("_pz_t_hash"))
+    events = _scd2_events(with_row_hash(df), keys, current)
+    inserts = events.filter(f"NOT `{DELETED}`").drop("_pz_first", "_pz_t_exists", DELETED)
+    inserts = inserts.withColumnRenamed("_pz_ends_deleted", DELETED)
+    if current is None:
+        return append(inserts, path, partition_by=partition_by, **common)
+    closes = events.filter("_pz_first AND _pz_t_exists").select(
+        *keys,
+        F.col(VALID_FROM).alias("_pz_close_at"),
+        F.col(DELETED).alias("_pz_close_deleted"),
+        F.col(BATCH).alias("_pz_close_batch"),
+        F.lit("close").alias(_ACTION),
+    )
+    ensure_columns(spark, path, inserts)
+    columns = inserts.columns
+    staged = inserts.withColumn(_ACTION, F.lit("insert")).unionByName(closes, allowMissingColumns=True)
+    on = f"s.`{_ACTION}` = 'close' AND t.`{IS_CURRENT}` AND " + _on(keys)
+    return _merge_commit(
+        staged,
+        path,
+        lambda t: (
+            t.merge(staged.alias("s"), on)
+            .withSchemaEvolution()
+            .whenMatchedUpdate(
+                set={
+                    VALID_TO: "s._pz_close_at",
+                    IS_CURRENT: "false",
+                    BATCH: "s._pz_close_batch",  # the layer above sees the closed version as news
+                    DELETED: "s._pz_close_deleted",
+                    DELETED_AT: "CASE WHEN s._pz_close_deleted THEN s._pz_close_at END",
+                }
+            )
+            .whenNotMatchedInsert(condition=f"s.`{_ACTION}` = 'insert'", values={c: f"s.`{c}`" for c in columns})
+        ),
+        **common,
+    )
+
+
+def _scd2_events(df: DataFrame, keys: list[str], current: DataFrame | None) -> DataFrame:
+    """The events newer than each key's current row (a version with the same start but other values is
+    newer too: two updates can share a cursor value), in order, each live one with its interval.
+
+    Order per key: batch, then a batch's live rows before its tombstone, then VALID_FROM. A live version
+    ends where the next event starts (VALID_TO); `_pz_ends_deleted` when that event is a tombstone.
+    `_pz_first` marks the event that closes the key's current row (`_pz_t_exists`).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    df = df.dropDuplicates([*keys, VALID_FROM, ROW_HASH])
+    if current is None:
+        df = df.withColumn("_pz_t_exists", F.lit(False))
+    else:
+        df = df.join(current, on=keys, how="left")
+        known = F.col("_pz_t_from").isNotNull()
+        start, was = F.col(VALID_FROM), F.col("_pz_t_from")
+        changed = (start == was) & ~F.col(ROW_HASH).eqNullSafe(F.col("_pz_t_hash"))
+        df = df.filter(~known | (start > was) | changed | F.col(DELETED)).drop("_pz_t_hash")
+        tombstone_at = F.greatest(F.col(VALID_FROM), F.coalesce(F.col("_pz_t_from"), F.col(VALID_FROM)))
+        df = df.withColumn(VALID_FROM, F.when(F.col(DELETED), tombstone_at).otherwise(F.col(VALID_FROM)))
+        df = df.withColumn("_pz_t_exists", known).drop("_pz_t_from")
+    order = Window.partitionBy(*keys).orderBy(F.col(BATCH), F.col(DELETED).cast("int"), F.col(VALID_FROM))
+    ends_deleted = F.coalesce(F.lead(DELETED).over(order), F.lit(False))
+    df = df.withColumns(
+        {
+            VALID_TO: F.lead(VALID_FROM).over(order),
+            "_pz_ends_deleted": ends_deleted,
+            "_pz_first": F.row_number().over(order) == 1,
+        }
+    )
+    # A tombstone with nothing before it (a key never loaded, or deleted twice) closes nothing.
+    df = df.filter(~F.col(DELETED) | F.col("_pz_first") & F.col("_pz_t_exists") | ~F.col("_pz_first"))
+    return df.withColumns(
+        {
+            IS_CURRENT: F.col(VALID_TO).isNull(),
+            DELETED_AT: F.when(F.col("_pz_ends_deleted"), F.col(VALID_TO)),
+        }
+    )
+
+
+def ensure_columns(spark: SparkSession, path: str, df: DataFrame) -> None:
+    """Add `df`'s columns the table lacks (explicit MERGE assignments don't evolve the schema themselves)."""
+    existing = {f.name.lower() for f in spark.read.format("delta").load(path).schema.fields}
+    missing = [f for f in df.schema.fields if f.name.lower() not in existing]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+
+
+def committed_batch(spark: SparkSession, path: str) -> int:
+    """The newest batch our commits to this table say they consumed (0 for none): the position a layer
+    reached even if the state update after its commit was lost."""
+    batches = [int(c["batch"]) for c in commits_with_metadata(spark, path) if "batch" in c]
+    return max(batches, default=0)
 
 
 def newest_batch(spark: SparkSession, path: str) -> int:
@@ -187,3 +421,21 @@ def newest_batch(spark: SparkSession, path: str) -> int:
 
 def row_count(spark: SparkSession, path: str) -> int:
     return spark.read.format("delta").load(path).count() if table_exists(spark, path) else 0
+
+
+def live_condition(columns: list[str]) -> str | None:
+    """SQL keeping the rows that stand for the source now: not soft-deleted, the current SCD2 version."""
+    parts = [f"NOT coalesce(`{DELETED}`, false)"] if DELETED in columns else []
+    parts += [f"coalesce(`{IS_CURRENT}`, true)"] if IS_CURRENT in columns else []
+    return " AND ".join(parts) or None
+
+
+def read_live(spark: SparkSession, path: str) -> DataFrame:
+    """The table's live rows (see `live_condition`): what gold, quality checks and counts look at."""
+    df = spark.read.format("delta").load(path)
+    condition = live_condition(df.columns)
+    return df.filter(condition) if condition else df
+
+
+def live_count(spark: SparkSession, path: str) -> int:
+    return read_live(spark, path).count() if table_exists(spark, path) else 0

@@ -10,11 +10,14 @@ Order of events, so that nothing is lost or duplicated:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pipezone.core import delta_tables as dt
-from pipezone.core.cursor_values import CursorValue, minus_lookback, normalize
+from pipezone.core.cursor_values import CursorValue, capped, later, minus_lookback, normalize, parse_cursor_text
+from pipezone.core.schema_drift import conform_to_table
 from pipezone.core.sources import source_adapter
+from pipezone.core.sources.base import HI_COLUMN, NOW_COLUMN
 from pipezone.core.step_context import StepContext, StepResult
 
 
@@ -49,7 +52,8 @@ def _window(ctx: StepContext, adapter: Any) -> tuple[CursorValue | None, CursorV
     stored = None if ctx.full_refresh else ctx.state.get_watermark(ctx.flow.name)
     watermark = normalize(stored.value if stored else source.incremental.initial_value)
     lo = minus_lookback(watermark, source.incremental.lookback) if watermark is not None else None
-    hi = normalize(_query_one(ctx, adapter.bounds_read_options(source)).get("pz_hi"))
+    bounds = _query_one(ctx, adapter.bounds_read_options(source))
+    hi = capped(normalize(bounds.get(HI_COLUMN)), normalize(bounds.get(NOW_COLUMN)), source.incremental.safety_buffer)
     return watermark, lo, hi
 
 
@@ -79,14 +83,28 @@ def _load(ctx: StepContext, adapter: Any, options: dict[str, str]) -> Any:
 
 
 def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
-    """If this run id already committed to raw, finish its bookkeeping instead of extracting again."""
-    for commit in dt.commits_with_metadata(ctx.spark, raw_path):
-        if commit.get("run_id") == ctx.run_id and commit.get("step") == "extract":
-            source = ctx.flow.source
-            hi = normalize(commit.get("hi"))
-            if source and source.incremental and hi is not None:
-                ctx.state.set_watermark(ctx.flow.name, source.incremental.cursor, hi, ctx.run_id)
-            return StepResult(skipped=True, note=f"batch {commit.get('batch')} already in raw for this run id")
+    """Repair a watermark update lost after raw's commit, then skip if this run id already extracted.
+
+    The newest live (non-backfill) extract commit in raw is the truth: its `hi` is where the watermark
+    must be unless the watermark was changed after that commit (`pipezone state reset`).
+    """
+    commit = dt.newest_commit(ctx.spark, raw_path, lambda m: m.get("step") == "extract" and not m.get("backfill"))
+    if commit is None:
+        return None
+    source = ctx.flow.source
+    hi = normalize(commit.get("hi"))
+    if source and source.incremental and hi is not None and not ctx.backfill:
+        stored = ctx.state.get_watermark(ctx.flow.name)
+        if (
+            stored is not None
+            and stored.last_run_id != commit.get("run_id")
+            and stored.updated_at < commit["timestamp"]
+        ):
+            value = normalize(stored.value)
+            if value is None or later(hi, value):
+                ctx.state.set_watermark(ctx.flow.name, source.incremental.cursor, hi, commit.get("run_id"))
+    if commit.get("run_id") == ctx.run_id and bool(commit.get("backfill")) == bool(ctx.backfill):
+        return StepResult(skipped=True, note=f"batch {commit.get('batch')} already in raw for this run id")
     return None
 
 
@@ -95,9 +113,84 @@ def next_batch(ctx: StepContext, raw_path: str) -> int:
     return dt.newest_batch(ctx.spark, raw_path) + 1
 
 
-def run_extract(ctx: StepContext) -> StepResult:
+def _stamped(df: Any, ctx: StepContext, batch: int) -> Any:
     from pyspark.sql import functions as F
 
+    columns = {
+        dt.RUN_ID: F.lit(ctx.run_id),
+        dt.BATCH: F.lit(batch).cast("long"),
+        dt.EXTRACTED_AT: F.current_timestamp(),
+        dt.INGEST_DATE: F.current_date(),
+    }
+    if dt.DELETED not in df.columns:
+        columns[dt.DELETED] = F.lit(False)
+    return df.withColumns(columns)
+
+
+def _snapshot_due(ctx: StepContext, raw_path: str) -> bool:
+    """Delete detection runs when the flow asks for it and its `every` has passed since the last one."""
+    source = ctx.flow.source
+    if source is None or source.deletes is None:
+        return False
+    if not source.deletes.every:
+        return True
+    last = dt.newest_commit(ctx.spark, raw_path, lambda m: bool(m.get("key_snapshot")))
+    return last is None or datetime.now(UTC) - last["timestamp"] >= source.deletes.every
+
+
+def _tombstones(ctx: StepContext, adapter: Any, raw_path: str) -> Any:
+    """Keys loaded and not deleted yet that the source no longer has, as `_pz_deleted` rows.
+
+    The key snapshot is read after the batch's window, so a key read in this batch and deleted since
+    is tombstoned too (a tombstone outranks the live row of its own batch downstream).
+    """
+    from pyspark.sql import functions as F
+
+    from pipezone.core.layer_steps import latest_events
+
+    source = ctx.flow.source
+    assert source is not None
+    keys = list(source.primary_key)
+    snapshot_sql = adapter.key_snapshot_query(source)
+    options = adapter.read_options(source, snapshot_sql, _partition_bounds(ctx, adapter, snapshot_sql))
+    in_source = _load(ctx, adapter, options)
+    if not dt.table_exists(ctx.spark, raw_path):
+        return None
+    raw = ctx.spark.read.format("delta").load(raw_path)
+    if dt.DELETED not in raw.columns:
+        raw = raw.withColumn(dt.DELETED, F.lit(False))
+    raw = raw.withColumn(dt.DELETED, F.coalesce(F.col(dt.DELETED), F.lit(False)))
+    events = latest_events(raw.select(*keys, dt.BATCH, dt.EXTRACTED_AT, dt.DELETED), keys, None)
+    live = events.filter(f"NOT `{dt.DELETED}`").select(*keys)
+    return live.join(in_source, on=keys, how="left_anti").withColumn(dt.DELETED, F.lit(True))
+
+
+def _backfill(ctx: StepContext, adapter: Any, raw_path: str) -> StepResult:
+    """A stateless `[start, end)` read into raw; the live watermark is neither read nor moved."""
+    source = ctx.flow.source
+    assert source is not None and ctx.backfill is not None
+    start, end = (v if not isinstance(v, str) else parse_cursor_text(v) for v in ctx.backfill)
+    if not later(end, start):
+        raise ValueError(f"backfill window [{start}, {end}) is empty: --end must be after --start")
+    window_sql = adapter.backfill_query(source, start, end)
+    options = adapter.read_options(source, window_sql, _partition_bounds(ctx, adapter, window_sql))
+    batch = next_batch(ctx, raw_path)
+    df = _stamped(_load(ctx, adapter, options), ctx, batch)
+    df, _ = conform_to_table(df, raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
+    meta = ctx.metadata("extract", batch=batch, backfill=True, start=start, end=end)
+    commit = dt.append(
+        df, raw_path, app_id=ctx.app_id("raw"), version=batch, metadata=meta, partition_by=[dt.INGEST_DATE]
+    )
+    details = {"backfill": [start, end], "batch": batch, "delta_version": commit.version}
+    return StepResult(
+        rows_read=commit.rows_written,
+        rows_written=commit.rows_written,
+        bytes_written=commit.bytes_written,
+        details=details,
+    )
+
+
+def run_extract(ctx: StepContext) -> StepResult:
     source = ctx.flow.source
     if source is None:
         return StepResult(skipped=True, note="gold-only flow: nothing to extract")
@@ -106,33 +199,46 @@ def run_extract(ctx: StepContext) -> StepResult:
     if done is not None:
         return done
     _, adapter = _jdbc_reader(ctx)
+    if ctx.backfill is not None:
+        return _backfill(ctx, adapter, raw_path)
     watermark, lo, hi = _window(ctx, adapter)
     window = {"watermark": watermark, "lo": lo, "hi": hi}
-    if source.incremental is not None and hi is None:
-        return StepResult(note="source table is empty", details=window)
-    if source.incremental is not None and watermark is not None and hi <= watermark and not source.incremental.lookback:
-        return StepResult(note="no new rows", details=window)
-    window_sql = adapter.window_query(source, lo, hi)
-    options = adapter.read_options(source, window_sql, _partition_bounds(ctx, adapter, window_sql))
+    incremental = source.incremental
+    nothing_new = incremental is not None and (
+        hi is None or (watermark is not None and not later(hi, watermark) and not incremental.lookback)
+    )
+    snapshot = _snapshot_due(ctx, raw_path)
+    if nothing_new and not snapshot:
+        return StepResult(note="source table is empty" if hi is None else "no new rows", details=window)
+    frames = []
+    if not nothing_new:
+        window_sql = adapter.window_query(source, lo, hi)
+        frames.append(
+            _load(ctx, adapter, adapter.read_options(source, window_sql, _partition_bounds(ctx, adapter, window_sql)))
+        )
+    tombstones = _tombstones(ctx, adapter, raw_path) if snapshot else None
+    if tombstones is not None:
+        frames.append(tombstones)
+    if not frames:
+        return StepResult(note="no new rows; nothing loaded yet to compare the key snapshot with", details=window)
     batch = next_batch(ctx, raw_path)
-    df = _load(ctx, adapter, options)
-    df = df.withColumns(
-        {
-            dt.RUN_ID: F.lit(ctx.run_id),
-            dt.BATCH: F.lit(batch).cast("long"),
-            dt.EXTRACTED_AT: F.current_timestamp(),
-            dt.INGEST_DATE: F.current_date(),
-        }
-    )
-    meta = ctx.metadata("extract", batch=batch, lo=lo, hi=hi)
+    df = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1], allowMissingColumns=True)
+    new_watermark = hi if watermark is None or (hi is not None and later(hi, watermark)) else watermark
+    meta = ctx.metadata("extract", batch=batch, lo=lo, hi=new_watermark, read_hi=hi, key_snapshot=snapshot)
+    df, _ = conform_to_table(_stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
     commit = dt.append(
-        df, raw_path, app_id=ctx.app_id("raw"), version=batch, metadata=meta, partition_by=[dt.INGEST_DATE]
+        df,
+        raw_path,
+        app_id=ctx.app_id("raw"),
+        version=batch,
+        metadata=meta,
+        partition_by=[dt.INGEST_DATE],
     )
-    if source.incremental is not None and hi is not None:
-        ctx.state.set_watermark(ctx.flow.name, source.incremental.cursor, hi, ctx.run_id)
+    if incremental is not None and new_watermark is not None:
+        ctx.state.set_watermark(ctx.flow.name, incremental.cursor, new_watermark, ctx.run_id)
     return StepResult(
         rows_read=commit.rows_written,
         rows_written=commit.rows_written,
         bytes_written=commit.bytes_written,
-        details={**window, "batch": batch, "delta_version": commit.version},
+        details={**window, "batch": batch, "delta_version": commit.version, "key_snapshot": snapshot},
     )

@@ -4,6 +4,8 @@ or all in this process's Spark session with --in-process (one JVM start instead 
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -77,23 +79,54 @@ def select_steps(runtime: Runtime, flow: str, wanted: Sequence[str] | None) -> l
     return [s for s in steps if s in wanted]
 
 
-def submit_command(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> list[str]:
+Backfill = tuple[str, str]  # [start, end) cursor values as the user wrote them
+
+
+def submit_command(
+    runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool, backfill: Backfill | None = None
+) -> list[str]:
     from pipezone.core.spark_session import find_spark_submit, submit_args
 
     settings = runtime.spark_settings(f"pipezone-{flow}-{step}")
     args = [str(find_spark_submit()), *submit_args(settings), str(jobs_dir(runtime) / f"{step}.py")]
     args += ["--flow", flow, "--run-id", run_id]
+    if backfill is not None:
+        args += ["--backfill-start", backfill[0], "--backfill-end", backfill[1]]
     return args + (["--full-refresh"] if full_refresh else [])
 
 
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+JVM_DIR = Path("/usr/lib/jvm")
+
+
 def child_env(runtime: Runtime) -> dict[str, str]:
+    """The environment of a spark-submit child: the parent's, completed so Spark can start anywhere.
+
+    Decisions, in order:
+    - base: the parent's environment as the config layer captured it (`Settings.environ`; `load_settings()`
+      takes the whole of `os.environ`), so nothing here reads the environment itself;
+    - PATH: the parent's, with this interpreter's bin dir (the venv's: spark-submit, python) put first and
+      the standard system dirs appended when missing: an empty or minimal environment (some Airflow
+      executors) still finds `bash`, `java` and the venv's scripts;
+    - JAVA_HOME: the parent's if set, else found (see `find_java_home`); its bin/ is appended to PATH when
+      no `java` is on PATH; left unset when no JDK is found (spark-submit then reports it);
+    - PYSPARK_PYTHON: the parent's if set (executors may use another interpreter), else this one;
+      PYSPARK_DRIVER_PYTHON: always this interpreter (the driver imports pipezone);
+    - PIPEZONE_HOME / PIPEZONE_METADATA / PIPEZONE_PROFILE from the runtime, TZ=UTC: always.
+    """
     env = dict(runtime.settings.environ)
+    env["PATH"] = child_path(env.get("PATH", ""))
+    java_home = env.get("JAVA_HOME") or find_java_home(env["PATH"])
+    if java_home:
+        env["JAVA_HOME"] = java_home
+        if shutil.which("java", path=env["PATH"]) is None:
+            env["PATH"] += os.pathsep + str(Path(java_home) / "bin")
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
     env.update(
         {
             "PIPEZONE_HOME": str(runtime.settings.project_root),
             "PIPEZONE_METADATA": str(runtime.settings.metadata_dir),
             "PIPEZONE_PROFILE": runtime.profile.name,
-            "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
             "TZ": "UTC",
         }
@@ -101,8 +134,30 @@ def child_env(runtime: Runtime) -> dict[str, str]:
     return env
 
 
-def _submit(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> tuple[bool, str]:
-    cmd = submit_command(runtime, flow, step, run_id, full_refresh)
+def child_path(path: str) -> str:
+    """`path` with this interpreter's bin dir first and the standard system dirs last, each only if missing."""
+    dirs = [d for d in path.split(os.pathsep) if d]
+    venv_bin = os.path.dirname(os.path.abspath(sys.executable))  # not resolved: a venv's python is a symlink
+    head = [] if venv_bin in dirs else [venv_bin]
+    return os.pathsep.join([*head, *dirs, *(d for d in SYSTEM_PATH if d not in dirs)])
+
+
+def find_java_home(path: str) -> str | None:
+    """A JDK for a parent without JAVA_HOME: `java` on `path` resolved to <home>/bin/java, else
+    /usr/lib/jvm/default-java, else the first (by name) /usr/lib/jvm/* holding bin/java."""
+    java = shutil.which("java", path=path)
+    if java:
+        real = Path(os.path.realpath(java))
+        if real.parent.name == "bin":
+            return str(real.parent.parent)
+    candidates = [JVM_DIR / "default-java", *sorted(JVM_DIR.glob("*"))] if JVM_DIR.is_dir() else []
+    return next((str(home) for home in candidates if (home / "bin" / "java").is_file()), None)
+
+
+def _submit(
+    runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool, backfill: Backfill | None = None
+) -> tuple[bool, str]:
+    cmd = submit_command(runtime, flow, step, run_id, full_refresh, backfill)
     proc = subprocess.run(
         cmd, cwd=runtime.settings.project_root, env=child_env(runtime), capture_output=True, text=True, check=False
     )
@@ -116,14 +171,16 @@ def _submit(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: b
     return False, f"spark-submit exited with {proc.returncode}: {' | '.join(tail)}"
 
 
-def run_in_process(runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool) -> tuple[bool, str]:
+def run_in_process(
+    runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool, backfill: Backfill | None = None
+) -> tuple[bool, str]:
     """The step in this process's Spark session (created once, reused by later steps): no JVM start per step."""
     from pipezone.core.step_context import StepContext
     from pipezone.core.step_runner import StepFailed, open_session, run_step, summary_line
 
     started = time.perf_counter()
     spark = open_session(runtime, "pipezone")
-    ctx = StepContext(runtime, spark, runtime.flow(flow), run_id, full_refresh)
+    ctx = StepContext(runtime, spark, runtime.flow(flow), run_id, full_refresh, backfill)
     try:
         result = run_step(ctx, step)
     except StepFailed as err:
@@ -139,9 +196,12 @@ def run_flows(
     full_refresh: bool = False,
     in_process: bool = False,
     run_id: str | None = None,
+    backfill: Backfill | None = None,
     progress: Callable[[str], None] = print,
 ) -> RunReport:
-    """Run each flow's steps in order; stop a flow at its first failed step, skip flows depending on it."""
+    """Run each flow's steps in order; stop a flow at its first failed step, skip flows depending on it.
+
+    With `backfill`, extract reads the stateless window [start, end) instead of the incremental one."""
     report = RunReport(run_id or new_run_id())
     failed: set[str] = set()
     execute = run_in_process if in_process else _submit
@@ -155,7 +215,7 @@ def run_flows(
         for step in select_steps(runtime, flow, steps):
             progress(f"{flow}: {step} ...")
             started = time.perf_counter()
-            ok, line = execute(runtime, flow, step, report.run_id, full_refresh)
+            ok, line = execute(runtime, flow, step, report.run_id, full_refresh, backfill)
             seconds = time.perf_counter() - started
             report.outcomes.append(StepOutcome(flow, step, ok, seconds, line))
             progress(f"{flow}: {step} {'ok' if ok else 'FAILED'} ({seconds:.1f} s) {line}")

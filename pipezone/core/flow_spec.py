@@ -6,7 +6,6 @@ referenced as `silver.<flow>` / `gold.<table>`.
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -25,11 +24,11 @@ from pipezone.core.spec_types import (
     SqlExpression,
     parse_duration,
 )
+from pipezone.core.sql_references import table_references
 
 WriteMode = Literal["append", "overwrite", "merge", "scd2"]
 LAYERS = ("raw", "bronze", "silver", "gold")
 Preset = Literal["@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"]
-TABLE_REFERENCE = re.compile(r"\b(silver|gold)\s*\.\s*`?([a-z][a-z0-9_]*)`?", re.IGNORECASE)
 
 
 def _scalar_to_text(value: Any) -> Any:
@@ -51,6 +50,13 @@ class IncrementalSpec(SpecModel):
     lookback: str | int = Field(
         default=0,
         description="Re-read this far behind the watermark (a duration for time cursors, a number for numeric).",
+    )
+    safety_buffer: Duration = Field(
+        default=timedelta(seconds=10),
+        description=(
+            "Time cursors: read only rows older than the source's clock minus this, so rows of transactions "
+            "still in flight are read by the next run instead of being skipped. Numeric cursors need lookback."
+        ),
     )
 
     @field_validator("initial_value", mode="before")
@@ -78,6 +84,17 @@ class ReadOptions(SpecModel):
     fetch_size: int = Field(default=10000, ge=1, description="Rows per round trip.")
 
 
+class DeleteDetection(SpecModel):
+    """Find rows deleted in the source by comparing its primary keys with the keys already loaded."""
+
+    detect: Literal["key_snapshot"] = Field(
+        default="key_snapshot", description="Read every primary key of the source and compare (a full key scan)."
+    )
+    every: Duration = Field(
+        default=timedelta(0), description="At most this often (0: every run); the scan reads all keys."
+    )
+
+
 class SourceSpec(SpecModel):
     """Which table (or query) to read, and how to read it incrementally."""
 
@@ -88,11 +105,16 @@ class SourceSpec(SpecModel):
     primary_key: list[Identifier] = Field(default_factory=list, description="Key columns for merge and dedup.")
     incremental: IncrementalSpec | None = None
     read: ReadOptions = Field(default_factory=ReadOptions)
+    deletes: DeleteDetection | None = Field(
+        default=None, description="Mark rows deleted in the source (_pz_deleted) by a primary-key snapshot."
+    )
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SourceSpec:
         if (self.table is None) == (self.query is None):
             raise PydanticCustomError("table_or_query", "set exactly one of 'table' or 'query'")
+        if self.deletes is not None and not self.primary_key:
+            raise PydanticCustomError("deletes_key", "deletes needs source.primary_key", {"at": "primary_key"})
         return self
 
 
@@ -172,7 +194,7 @@ class GoldTable(SpecModel):
 
     def references(self) -> set[tuple[str, str]]:
         """(layer, name) pairs this SQL reads."""
-        return {(m.group(1).lower(), m.group(2).lower()) for m in TABLE_REFERENCE.finditer(self.sql)}
+        return table_references(self.sql)
 
 
 class Layers(SpecModel):

@@ -6,21 +6,31 @@ analyst wrote runs unchanged on a local folder or on MinIO.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipezone.core import delta_tables as dt
-from pipezone.core.flow_spec import TABLE_REFERENCE, GoldTable
+from pipezone.core.flow_spec import GoldTable
 from pipezone.core.lake_layout import LakeLayout
+from pipezone.core.sql_references import rewrite_references
 from pipezone.core.step_context import StepContext, StepResult
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
-def resolve_references(sql: str, lake: LakeLayout) -> str:
-    """Replace silver.<flow> / gold.<table> with delta.`<path>`."""
 
-    def path(match) -> str:  # noqa: ANN001 - re.Match
-        layer, name = match.group(1).lower(), match.group(2).lower()
+def resolve_references(sql: str, lake: LakeLayout, spark: SparkSession | None = None) -> str:
+    """Replace silver.<flow> / gold.<table> with delta.`<path>`; a silver table with soft deletes or SCD2
+    history becomes a subquery of its live rows (given `spark` to read its columns)."""
+
+    def path(layer: str, name: str) -> str:
         location = lake.silver(name) if layer == "silver" else lake.gold(name)
-        return f"delta.`{location}`"
+        table = f"delta.`{location}`"
+        if layer != "silver" or spark is None or not dt.table_exists(spark, location):
+            return table
+        condition = dt.live_condition(spark.read.format("delta").load(location).columns)
+        return f"(SELECT * FROM {table} WHERE {condition})" if condition else table
 
-    return TABLE_REFERENCE.sub(path, sql)
+    return rewrite_references(sql, path)
 
 
 def _missing_inputs(ctx: StepContext, table: GoldTable) -> list[str]:
@@ -42,7 +52,7 @@ def run_gold(ctx: StepContext) -> StepResult:
         missing = _missing_inputs(ctx, table)
         if missing:
             raise RuntimeError(f"gold table {table.name}: input tables not written yet: {', '.join(missing)}")
-        df = ctx.spark.sql(resolve_references(table.sql, lake))
+        df = ctx.spark.sql(resolve_references(table.sql, lake, ctx.spark))
         version = ctx.state.get_progress(ctx.flow.name, f"gold:{table.name}") + 1
         meta = ctx.metadata("gold", table=table.name, batch=version)
         common = {"app_id": ctx.app_id(f"gold:{table.name}"), "version": version, "metadata": meta}

@@ -35,8 +35,10 @@ def source_count(runtime: Runtime, spark: SparkSession, flow_name: str) -> int |
     return int(reader.load().collect()[0]["n"])
 
 
-def _count(spark: SparkSession, path: str) -> str:
-    return str(dt.row_count(spark, path)) if dt.table_exists(spark, path) else "-"
+def _count(spark: SparkSession, path: str, *, live: bool = False) -> str:
+    if not dt.table_exists(spark, path):
+        return "-"
+    return str(dt.live_count(spark, path) if live else dt.row_count(spark, path))
 
 
 def layer_rows(runtime: Runtime, spark: SparkSession) -> list[list[str]]:
@@ -48,7 +50,7 @@ def layer_rows(runtime: Runtime, spark: SparkSession) -> list[list[str]]:
         if flow.source is None:
             continue
         source = source_count(runtime, spark, name)
-        silver = _count(spark, lake.silver(name))
+        silver = _count(spark, lake.silver(name), live=True)  # deleted rows and closed versions don't count
         match = "yes" if silver == str(source) else "NO"
         raw, bronze = _count(spark, lake.raw(flow)), _count(spark, lake.bronze(name))
         rows.append([name, str(source), raw, bronze, silver, match])

@@ -2,7 +2,15 @@
 
 Each layer remembers (in the state store) the last batch it consumed. A run takes the batches after
 it, up to the newest batch below, writes them with txnVersion = that newest batch (a retry is a Delta
-no-op), and only then records the new position. Nothing depends on the run id being new.
+no-op), and only then records the new position. If the process dies between the commit and the state
+update, the position is recovered from the table's own commit metadata, so the batches are not taken
+twice. Nothing depends on the run id being new.
+
+Rows are events: live row versions and, with delete detection, tombstones (`_pz_deleted`). Write modes:
+- append: the table keeps every distinct version of a row, once (a re-read version is not appended);
+- merge: one row per key, forward-only by cursor; tombstones flag the row and keep its data;
+- scd2: every version with `_pz_valid_from` / `_pz_valid_to` / `_pz_is_current`;
+- overwrite: the table becomes the latest live rows of the new batches.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipezone.core import delta_tables as dt
+from pipezone.core.schema_drift import conform_to_table
 from pipezone.core.standardize import snake_case, snake_case_columns
 from pipezone.core.step_context import StepContext, StepResult
 from pipezone.core.transforms import apply_transforms, latest_per_key, renamed
@@ -20,7 +29,8 @@ if TYPE_CHECKING:
 
 def _pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None, int, int]:
     """Rows of batches not yet consumed by `layer`, with the (previous, newest) batch numbers."""
-    previous = ctx.state.get_progress(ctx.flow.name, layer)
+    target = ctx.runtime.lake.table(layer, ctx.flow.name)
+    previous = max(ctx.state.get_progress(ctx.flow.name, layer), dt.committed_batch(ctx.spark, target))
     newest = dt.newest_batch(ctx.spark, below)
     if newest <= previous:
         return None, previous, newest
@@ -28,21 +38,75 @@ def _pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None
     return df.filter((df[dt.BATCH] > previous) & (df[dt.BATCH] <= newest)), previous, newest
 
 
-def _order_columns(ctx: StepContext, cursor: str | None) -> list[str]:
+def as_events(df: DataFrame) -> DataFrame:
+    """`_pz_deleted` (false for raw written before delete detection existed) and `_pz_deleted_at`."""
+    from pyspark.sql import functions as F
+
+    deleted = F.coalesce(F.col(dt.DELETED), F.lit(False)) if dt.DELETED in df.columns else F.lit(False)
+    df = df.withColumn(dt.DELETED, deleted)
+    return df.withColumn(dt.DELETED_AT, F.when(F.col(dt.DELETED), F.col(dt.EXTRACTED_AT)))
+
+
+def latest_events(df: DataFrame, keys: list[str], cursor: str | None) -> DataFrame:
+    """One event per key: the newest live version (by cursor, then batch), unless a tombstone of the
+    same or a later batch follows it (the key snapshot is taken after the batch's read)."""
+    if not keys:
+        return df
+    live = latest_per_key(df.filter(f"NOT `{dt.DELETED}`"), keys, _order_columns(cursor))
+    tombstones = latest_per_key(df.filter(f"`{dt.DELETED}`"), keys, [dt.BATCH])
+    return latest_per_key(live.unionByName(tombstones), keys, [dt.BATCH, dt.DELETED])
+
+
+def _order_columns(cursor: str | None) -> list[str]:
     return ([cursor] if cursor else []) + [dt.BATCH, dt.EXTRACTED_AT]
 
 
+def _with_valid_from(df: DataFrame, cursor: str | None) -> DataFrame:
+    """SCD2 validity starts at the source's cursor when it is a time, else when the row was extracted."""
+    from pyspark.sql import functions as F
+
+    kinds = {f.name: f.dataType.typeName() for f in df.schema.fields}
+    timed = cursor is not None and kinds.get(cursor) in ("timestamp", "timestamp_ntz", "date")
+    start = F.col(f"`{cursor}`").cast("timestamp") if timed else F.col(dt.EXTRACTED_AT)
+    return df.withColumn(dt.VALID_FROM, F.when(F.col(dt.DELETED), F.col(dt.EXTRACTED_AT)).otherwise(start))
+
+
+def _new_versions(ctx: StepContext, df: DataFrame, path: str, keys: list[str], cursor: str | None) -> DataFrame:
+    """Rows that differ from their key's latest version in the table (re-read versions are dropped)."""
+    df = dt.with_row_hash(df)
+    if not keys or not dt.table_exists(ctx.spark, path):
+        return df
+    table = ctx.spark.read.format("delta").load(path)
+    if dt.ROW_HASH not in table.columns:
+        return df
+    touched = table.join(df.select(*keys).distinct(), on=keys, how="left_semi")
+    held = latest_per_key(touched, keys, [dt.BATCH, *_order_columns(cursor)])
+    return df.join(held.select(*keys, dt.ROW_HASH), on=[*keys, dt.ROW_HASH], how="left_anti")
+
+
 def _write(
-    ctx: StepContext, df: DataFrame, path: str, layer: str, mode: str, keys: list[str], cursor: str | None, batch: int
+    ctx: StepContext, df: DataFrame, layer: str, keys: list[str], cursor: str | None, batch: int
 ) -> dt.CommitInfo:
-    meta = ctx.metadata(layer, batch=batch)
     settings = getattr(ctx.flow.layers, layer)
-    common = {"app_id": ctx.app_id(layer), "version": batch, "metadata": meta, "partition_by": settings.partition_by}
+    path = ctx.runtime.lake.table(layer, ctx.flow.name)
+    common = {
+        "app_id": ctx.app_id(layer),
+        "version": batch,
+        "metadata": ctx.metadata(layer, batch=batch),
+        "partition_by": settings.partition_by,
+    }
+    mode = settings.write_mode
+    df, _ = conform_to_table(
+        df, path, ctx.flow.schema_drift, f"{layer}.{ctx.flow.name}", for_merge=mode in ("merge", "scd2")
+    )
+    if mode == "append":
+        return dt.append(_new_versions(ctx, df, path, keys, cursor), path, **common)
+    if mode == "scd2":
+        return dt.scd2(_with_valid_from(df, cursor), path, keys=keys, **common)
+    events = latest_events(df, keys, cursor)
     if mode == "merge":
-        return dt.merge(df, path, keys=keys, cursor=cursor, **common)
-    if mode in ("append", "overwrite"):
-        return dt.append(df, path, overwrite=mode == "overwrite", **common)
-    raise ValueError(f"write_mode {mode} is not supported on layer {layer} yet")
+        return dt.merge(events, path, keys=keys, cursor=cursor, **common)
+    return dt.append(events.filter(f"NOT `{dt.DELETED}`"), path, overwrite=True, **common)
 
 
 def _keys(ctx: StepContext) -> tuple[list[str], str | None]:
@@ -64,8 +128,7 @@ def _commit(
 ) -> StepResult:
     """Write the layer, then (only after the commit) record the batches it consumed."""
     previous, newest = batches
-    path = ctx.runtime.lake.table(layer, ctx.flow.name)
-    commit = _write(ctx, df, path, layer, getattr(ctx.flow.layers, layer).write_mode, keys, cursor, newest)
+    commit = _write(ctx, df, layer, keys, cursor, newest)
     ctx.state.set_progress(ctx.flow.name, layer, newest, ctx.run_id)
     return StepResult(
         rows_read=rows_in,
@@ -81,22 +144,27 @@ def run_bronze(ctx: StepContext) -> StepResult:
     df, previous, newest = _pending(ctx, ctx.runtime.lake.raw(ctx.flow), "bronze")
     if df is None:
         return StepResult(note=f"no new raw batches (at batch {previous})")
-    df = snake_case_columns(df)
+    df = as_events(snake_case_columns(df)).drop(dt.INGEST_DATE)
     keys, cursor = _keys(ctx)
-    df = latest_per_key(df, keys, _order_columns(ctx, cursor)).drop(dt.INGEST_DATE)
+    if ctx.flow.layers.bronze.write_mode != "scd2":
+        df = latest_events(df, keys, cursor) if keys else df
     df = df.withColumn(dt.LOADED_AT, F.current_timestamp())
     return _commit(ctx, df, "bronze", keys, cursor, (previous, newest), df.count())
 
 
 def run_silver(ctx: StepContext) -> StepResult:
+    from pyspark.sql import functions as F
+
     df, previous, newest = _pending(ctx, ctx.runtime.lake.bronze(ctx.flow.name), "silver")
     if df is None:
         return StepResult(note=f"no new bronze batches (at batch {previous})")
     transforms = ctx.flow.layers.silver.transforms
     keys, cursor = _keys(ctx)
-    df = latest_per_key(df, keys, _order_columns(ctx, cursor))
+    df = as_events(df.drop(dt.ROW_HASH, dt.VALID_FROM, dt.VALID_TO, dt.IS_CURRENT))
+    if ctx.flow.layers.silver.write_mode != "scd2":
+        df = latest_events(df, keys, cursor)
     rows_in = df.count()
-    df = apply_transforms(df, transforms)
+    df = apply_transforms(df, transforms).withColumn(dt.LOADED_AT, F.current_timestamp())
     keys = renamed(keys, transforms)
     cursor = renamed([cursor], transforms)[0] if cursor else None
     return _commit(ctx, df, "silver", keys, cursor, (previous, newest), rows_in)

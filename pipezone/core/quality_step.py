@@ -7,7 +7,7 @@ Each check is one aggregate over the table, so a check costs one pass whatever i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core import delta_tables as dt
@@ -35,6 +35,9 @@ class Outcome:
     passed: bool
     observed: Any
     expected: Any
+
+
+_TIME_TYPES = {"date", "timestamp", "timestamp_ntz"}
 
 
 def _q(column: str) -> str:
@@ -74,13 +77,48 @@ def evaluate(df: DataFrame, check: Any) -> Outcome:
         bad = _count_where(df, f"NOT coalesce(({check.expression}), false)")
         return Outcome(f"expression({check.expression})", bad == 0, f"{bad} rows violate", "0")
     if isinstance(check, FreshnessCheck):
-        newest = df.selectExpr(f"max({_q(check.column)}) AS m").collect()[0]["m"]
-        if newest is not None and newest.tzinfo is None:
-            newest = newest.astimezone(UTC)
-        age = datetime.now(UTC) - newest if newest else None
-        ok = age is not None and age <= check.max_age
-        return Outcome(f"freshness({check.column})", ok, str(age), f"<= {check.max_age}")
+        return _freshness(df, check)
     raise TypeError(f"unknown check {check!r}")
+
+
+def _column_type(df: DataFrame, column: str) -> str | None:
+    """The column's Spark SQL type name (`date`, `timestamp`, `string`...), matched case-insensitively."""
+    for field in df.schema.fields:
+        if field.name.lower() == column.lower():
+            return field.dataType.simpleString()
+    return None
+
+
+def _as_utc(newest: date | datetime, type_name: str) -> datetime:
+    """The instant a collected max(column) stands for, as an aware UTC datetime.
+
+    DATE: the END of that day in UTC (the next midnight), so a date of today is never stale.
+    TIMESTAMP: PySpark hands back a naive datetime in this process's local time; it is read as local
+    time, as `cursor_values.normalize` does. TIMESTAMP_NTZ: a wall-clock value with no zone, read in the
+    Spark session time zone, which PipeZone pins to UTC (spark_session).
+    """
+    if isinstance(newest, datetime):
+        if type_name == "timestamp_ntz":
+            return newest.replace(tzinfo=UTC)
+        return newest.astimezone(UTC)  # aware values convert; naive = local time of this process
+    return datetime.combine(newest + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+def _freshness(df: DataFrame, check: FreshnessCheck) -> Outcome:
+    """Age of the newest value of a DATE or TIMESTAMP column against `max_age`; other types fail.
+
+    The age is never negative: today's date (its day not over yet) or a future timestamp is 0 old.
+    """
+    name, expected = f"freshness({check.column})", f"<= {check.max_age}"
+    type_name = _column_type(df, check.column)
+    if type_name not in _TIME_TYPES:
+        found = "not found" if type_name is None else f"is {type_name}"
+        return Outcome(name, False, f"column {check.column} {found}: not a date or timestamp", expected)
+    newest = df.selectExpr(f"max({_q(check.column)}) AS m").collect()[0]["m"]
+    if newest is None:
+        return Outcome(name, False, "no rows", expected)
+    age = max(datetime.now(UTC) - _as_utc(newest, type_name), timedelta(0))  # not over yet: age 0
+    return Outcome(name, age <= check.max_age, str(age), expected)
 
 
 def _table_path(ctx: StepContext, check: Any) -> str:
@@ -103,7 +141,7 @@ def run_quality(ctx: StepContext) -> StepResult:
         if path not in tables:
             if not dt.table_exists(ctx.spark, path):
                 raise QualityError(f"table {path} does not exist yet: run the flow's other steps first")
-            tables[path] = ctx.spark.read.format("delta").load(path).cache()
+            tables[path] = dt.read_live(ctx.spark, path).cache()
         outcome = evaluate(tables[path], check)
         status = "passed" if outcome.passed else ("failed" if check.severity == "error" else "warned")
         ctx.state.record_quality_check(

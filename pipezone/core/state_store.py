@@ -1,4 +1,4 @@
-"""Run history, incremental watermarks, registries and data-quality results, in SQLite or MySQL/MariaDB.
+"""Run history, incremental watermarks, table leases, registries and data-quality results, in SQLite or MySQL/MariaDB.
 
 The store is the second half of the commit protocol (Delta first, state second), so it must be exact:
 watermarks round-trip with a type tag, datetimes are stored as UTC with microseconds, and a retried step
@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
 import re
+import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -68,6 +72,10 @@ WatermarkValue = int | float | Decimal | datetime | date | str
 
 class StateStoreError(Exception):
     """A state-store failure, as one line that names the store (password masked)."""
+
+
+class _LeaseContended(Exception):
+    """A lease row changed between reading and writing it."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -200,6 +208,21 @@ quality_checks = Table(
 )
 
 
+table_leases = Table(
+    "table_leases",
+    metadata,
+    Column("resource", String(NAME_LEN), primary_key=True),
+    Column("holder_run_id", String(RUN_ID_LEN), nullable=False),
+    Column("holder_flow", String(NAME_LEN), nullable=False),
+    Column("holder_step", String(NAME_LEN), nullable=False),
+    Column("holder_host", String(255), nullable=False),
+    Column("holder_pid", Integer, nullable=False),
+    Column("acquired_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    **TABLE_OPTIONS,
+)
+
+
 @dataclass(frozen=True)
 class Watermark:
     """The last committed cursor value of one flow, typed as it was set."""
@@ -270,6 +293,27 @@ class FlowRecord:
     layers: tuple[str, ...]
     owner: str | None
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who writes a table: one process running one step of one run."""
+
+    run_id: str
+    flow: str
+    step: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A table's writer and until when its claim holds without a heartbeat."""
+
+    resource: str
+    holder: LeaseHolder
+    acquired_at: datetime
+    expires_at: datetime
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -785,6 +829,70 @@ class StateStore:
         with self._transaction() as conn:
             conn.execute(sa_delete(layer_progress).where(layer_progress.c.flow == flow))
 
+    # -- table leases -------------------------------------------------------------------------------------
+
+    def take_lease(self, resource: str, holder: LeaseHolder, ttl_s: float) -> Lease | None:
+        """Claim `resource` for `ttl_s` seconds: None when it is now `holder`'s, else the lease in the way.
+
+        A lease is free when there is none, it expired, its process is gone from this host (a killed step
+        must not block its re-run for a whole TTL), or it is `holder`'s own. Insert first; a takeover is a
+        compare-and-set on the row as read, so of two takers exactly one wins, on SQLite and MySQL alike.
+        """
+        for _ in range(20):
+            try:
+                return self._try_take_lease(resource, holder, ttl_s)
+            except _LeaseContended:
+                time.sleep(random.uniform(0.001, 0.05))  # another taker moved first: look again
+            except StateStoreError as exc:
+                if not _is_contention(exc.__cause__):
+                    raise
+                time.sleep(random.uniform(0.001, 0.05))  # InnoDB deadlock of racing duplicate inserts
+        raise StateStoreError(f"could not take lease {resource!r} in {self.display_url}: it keeps changing hands")
+
+    def _try_take_lease(self, resource: str, holder: LeaseHolder, ttl_s: float) -> Lease | None:
+        try:
+            with self._transaction() as conn:
+                conn.execute(insert(table_leases).values(resource=resource, **self._lease_values(holder, ttl_s)))
+            return None
+        except IntegrityError:
+            pass  # held, or was: look at it
+        with self._transaction() as conn:
+            row = conn.execute(select(table_leases).where(table_leases.c.resource == resource)).first()
+            if row is None:
+                raise _LeaseContended  # released meanwhile: insert again
+            current = _lease(row)
+            if not _lease_is_free(current, holder, self._now()):
+                return current
+            values = self._lease_values(holder, ttl_s)
+            if conn.execute(update(table_leases).where(_same_lease(current)).values(**values)).rowcount != 1:
+                raise _LeaseContended
+            return None
+
+    def _lease_values(self, holder: LeaseHolder, ttl_s: float) -> dict[str, Any]:
+        """The row for `holder`, timed at the last moment (a stale `now` would shorten the lease)."""
+        now = self._now()
+        return {**_holder_values(holder), "acquired_at": now, "expires_at": now + timedelta(seconds=ttl_s)}
+
+    def renew_lease(self, resource: str, holder: LeaseHolder, ttl_s: float) -> bool:
+        """Push `holder`'s lease on `resource` to now + `ttl_s`; False when the lease is no longer `holder`'s."""
+        expires_at = self._now() + timedelta(seconds=ttl_s)
+        with self._transaction() as conn:
+            renewed = conn.execute(
+                update(table_leases).where(_holder_is(resource, holder)).values(expires_at=expires_at)
+            )
+            return renewed.rowcount == 1
+
+    def release_lease(self, resource: str, holder: LeaseHolder) -> bool:
+        """Drop `holder`'s lease on `resource` (never someone else's); False when it was not `holder`'s."""
+        with self._transaction() as conn:
+            return conn.execute(sa_delete(table_leases).where(_holder_is(resource, holder))).rowcount == 1
+
+    def get_lease(self, resource: str) -> Lease | None:
+        """The lease row on `resource`, expired or not."""
+        with self._transaction() as conn:
+            row = conn.execute(select(table_leases).where(table_leases.c.resource == resource)).first()
+        return None if row is None else _lease(row)
+
     # -- data quality -------------------------------------------------------------------------------------
 
     def record_quality_check(
@@ -837,6 +945,59 @@ def _watermark(row: Any) -> Watermark:
         updated_at=row.updated_at,
         last_run_id=row.last_run_id,
     )
+
+
+def _lease(row: Any) -> Lease:
+    holder = LeaseHolder(row.holder_run_id, row.holder_flow, row.holder_step, row.holder_host, row.holder_pid)
+    return Lease(row.resource, holder, row.acquired_at, row.expires_at)
+
+
+def _holder_values(holder: LeaseHolder) -> dict[str, Any]:
+    return {
+        "holder_run_id": holder.run_id,
+        "holder_flow": holder.flow,
+        "holder_step": holder.step,
+        "holder_host": holder.host,
+        "holder_pid": holder.pid,
+    }
+
+
+def _holder_is(resource: str, holder: LeaseHolder) -> Any:
+    t = table_leases
+    return and_(t.c.resource == resource, *(t.c[k] == v for k, v in _holder_values(holder).items()))
+
+
+def _same_lease(lease: Lease) -> Any:
+    """The row exactly as read: a heartbeat or takeover since then makes the compare-and-set miss."""
+    return and_(_holder_is(lease.resource, lease.holder), table_leases.c.expires_at == lease.expires_at)
+
+
+def _is_contention(exc: BaseException | None) -> bool:
+    """MySQL's deadlock or lock-wait timeout: the statement may simply be run again."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "args", (None,))[:1] in ((1213,), (1205,))
+
+
+def _lease_is_free(lease: Lease, holder: LeaseHolder, now: datetime) -> bool:
+    if lease.expires_at <= now or lease.holder == holder:
+        return True
+    return lease.holder.host == socket.gethostname() and process_gone(lease.holder.pid)
+
+
+def process_gone(pid: int) -> bool:
+    """True when no process `pid` runs on this host; a zombie counts as gone (it will never renew)."""
+    if os.name != "posix" or pid <= 0:
+        return False  # cannot tell: rely on expiry
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # e.g. PermissionError: it exists, under another user
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def _flow_record(row: Any) -> FlowRecord:

@@ -19,6 +19,7 @@ class StepContext:
     flow: FlowSpec
     run_id: str
     full_refresh: bool = False
+    backfill: tuple[Any, Any] | None = None  # [start, end) cursor values of a backfill run
 
     @property
     def state(self):  # noqa: ANN201 - StateStore, imported lazily

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 from pipezone.core.connection_spec import S3LakeConnection
@@ -107,20 +108,38 @@ def register_specs(ctx: StepContext) -> None:
         )
 
 
+def _hold_tables(ctx: StepContext, step: str, stack: ExitStack) -> None:
+    """Hold the lake tables `step` writes; when another writer keeps one, log a failed attempt saying who."""
+    from pipezone.core.table_lease import LeaseHeld, hold_tables, step_tables, this_process
+
+    holder = this_process(ctx.run_id, ctx.flow.name, step)
+    try:
+        stack.enter_context(hold_tables(ctx.state, step_tables(ctx.flow, step), holder))
+    except LeaseHeld as err:
+        line = f"flow {ctx.flow.name}, step {step}: {err}"
+        log_id = ctx.state.start_step(ctx.run_id, ctx.flow.name, step)
+        ctx.state.finish_step(log_id, "failed", error=line)
+        raise StepFailed(line) from err
+
+
 def run_step(ctx: StepContext, step: str) -> StepResult:
-    """Run `step` for the context's flow and run id, recording it in pipeline_execution_logs."""
+    """Run `step` for the context's flow and run id as the only writer of its tables, recording it in
+    pipeline_execution_logs."""
     state = ctx.state
     register_specs(ctx)
     if state.step_succeeded(ctx.run_id, ctx.flow.name, step):
         return StepResult(skipped=True, note="already succeeded for this run id")
-    log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
-    started = time.perf_counter()
-    try:
-        result = _step_functions()[step](ctx)
-    except Exception as err:  # noqa: BLE001 - recorded, then re-raised as one line
-        line = _failure_line(ctx, step, err)
-        state.finish_step(log_id, "failed", error=line)
-        raise StepFailed(line) from err
+    with ExitStack() as leases:
+        _hold_tables(ctx, step, leases)
+        log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
+        started = time.perf_counter()
+        try:
+            result = _step_functions()[step](ctx)
+            leases.close()  # release before reporting success; raises LeaseLost if another writer took over
+        except Exception as err:  # noqa: BLE001 - recorded, then re-raised as one line
+            line = _failure_line(ctx, step, err)
+            state.finish_step(log_id, "failed", error=line)
+            raise StepFailed(line) from err
     details = {**result.details, "note": result.note, "duration_s": round(time.perf_counter() - started, 3)}
     state.finish_step(
         log_id,

@@ -25,7 +25,13 @@ def _cast(df: DataFrame, t: Transform) -> DataFrame:
 
 
 def _filter(df: DataFrame, t: Transform) -> DataFrame:
-    return df.filter(t.filter or "true")
+    """Tombstones carry only keys, so a filter on other columns must not drop them."""
+    from pyspark.sql import functions as F
+
+    keep = F.expr(t.filter or "true")
+    if "_pz_deleted" in df.columns:
+        keep = keep | F.col("_pz_deleted")
+    return df.filter(keep)
 
 
 def _derive(df: DataFrame, t: Transform) -> DataFrame:

@@ -4,11 +4,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from pipezone.core.cli import main
+from pipezone.core.state_store import LeaseHolder, StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "metadata"
@@ -118,3 +121,121 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == "metadata/flows/x.yaml:2:1: yaml: tab character: YAML indentation must use spaces\n"
     assert "Traceback" not in result.stderr
+
+
+# -- state reset ----------------------------------------------------------------------------------------
+
+SAFE_REREAD = "rows read again are not duplicated (bronze and silver skip versions they have, merge is forward-only)"
+
+
+@pytest.fixture
+def state_db(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StateStore]:
+    """The project with a default profile (state in .pipezone/state.db); the store, as another process sees it."""
+    monkeypatch.delenv("PIPEZONE_PROFILE", raising=False)
+    (project / "metadata" / "profiles").mkdir()
+    (project / "metadata" / "profiles" / "default.yaml").write_text("name: default\nlake: lake\nstate_store: state\n")
+    (project / "metadata" / "connections" / "state.yaml").write_text(
+        "name: state\ntype: sqlite\npath: .pipezone/state.db\n"
+    )
+    with StateStore(f"sqlite:///{project / '.pipezone' / 'state.db'}") as store:
+        yield store
+
+
+def test_state_reset_deletes_the_watermark(state_db: StateStore, capsys) -> None:
+    state_db.set_watermark("orders", "updated_at", datetime(2024, 3, 1, tzinfo=UTC), "run-1")
+    code, out, err = run(capsys, "state", "reset", "orders")
+    assert code == 0, err
+    assert out == (
+        "flow orders: watermark 2024-03-01 00:00:00+00:00 -> (none): the next run reads the whole source; "
+        f"{SAFE_REREAD}\n"
+    )
+    assert state_db.get_watermark("orders") is None
+    assert [state_db.get_lease(t) for t in ("raw.orders", "bronze.orders", "silver.orders")] == [None] * 3
+
+
+def test_state_reset_to_a_value_of_the_cursor_type(state_db: StateStore, capsys) -> None:
+    state_db.set_watermark("orders", "updated_at", datetime(2024, 3, 1, tzinfo=UTC), "run-1")
+    code, out, err = run(capsys, "state", "reset", "orders", "--to", "2024-02-01")
+    assert code == 0, err
+    assert out == (
+        "flow orders: watermark 2024-03-01 00:00:00+00:00 -> 2024-02-01 00:00:00+00:00: the next run reads rows "
+        f"with updated_at after 2024-02-01 00:00:00+00:00; {SAFE_REREAD}\n"
+    )
+    mark = state_db.get_watermark("orders")
+    assert (mark.value, mark.cursor_column, mark.last_run_id) == (datetime(2024, 2, 1, tzinfo=UTC), "updated_at", None)
+
+    code, out, err = run(capsys, "state", "reset", "orders", "--to", "2024-04-01T06:30:00+02:00")
+    assert code == 0, err
+    assert "rows between 2024-02-01 00:00:00+00:00 and 2024-04-01 04:30:00+00:00 not read yet are skipped" in out
+    assert state_db.get_watermark("orders").value == datetime(2024, 4, 1, 4, 30, tzinfo=UTC)
+
+
+def test_state_reset_keeps_a_numeric_watermark_numeric(state_db: StateStore, capsys) -> None:
+    state_db.set_watermark("orders", "updated_at", 120, "run-1")
+    code, out, err = run(capsys, "state", "reset", "orders", "--to", "100")
+    assert code == 0, err
+    assert out.startswith("flow orders: watermark 120 -> 100: the next run reads rows with updated_at after 100;")
+    assert state_db.get_watermark("orders").value == 100
+
+
+def test_state_reset_without_a_stored_watermark_infers_the_type(state_db: StateStore, capsys) -> None:
+    code, out, err = run(capsys, "state", "reset", "orders", "--to", "2024-01-01 12:00:00")
+    assert code == 0, err
+    assert out.startswith("flow orders: watermark (none) -> 2024-01-01 12:00:00+00:00: ")
+    assert state_db.get_watermark("orders").value == datetime(2024, 1, 1, 12, tzinfo=UTC)
+    state_db.reset_watermark("orders")
+    assert run(capsys, "state", "reset", "orders", "--to", "42")[0] == 0
+    assert state_db.get_watermark("orders").value == 42
+
+
+def test_state_reset_bad_value_is_one_line(state_db: StateStore, capsys) -> None:
+    state_db.set_watermark("orders", "updated_at", datetime(2024, 3, 1, tzinfo=UTC), "run-1")
+    code, out, err = run(capsys, "state", "reset", "orders", "--to", "yesterday")
+    assert code == 2 and out == ""
+    assert err == (
+        "pipezone: error: flow orders: --to 'yesterday' is not a valid watermark for cursor updated_at"
+        " (type datetime): expected an ISO date/time, e.g. 2024-02-01 or 2024-02-01T06:30:00Z"
+        " (UTC unless an offset is given)\n"
+    )
+    state_db.set_watermark("orders", "updated_at", 7, "run-1")
+    code, _, err = run(capsys, "state", "reset", "orders", "--to", "2024-02-01")
+    assert code == 2
+    assert "--to '2024-02-01' is not a valid watermark for cursor updated_at (type int): expected an integer" in err
+    assert state_db.get_watermark("orders").value == 7
+
+
+def test_state_reset_unknown_or_full_load_flow_is_one_line(state_db: StateStore, capsys) -> None:
+    code, _, err = run(capsys, "state", "reset", "nope")
+    assert code == 2
+    assert err == "pipezone: error: unknown flow 'nope' (flows: customers, orders)\n"
+    code, _, err = run(capsys, "state", "reset", "customers", "--to", "5")
+    assert code == 2
+    assert err == ("pipezone: error: flow customers has no source.incremental: it reads its whole source every run\n")
+    code, _, err = run(capsys, "state", "reset")
+    assert code == 2 and err == "pipezone: error: name the flow: pipezone state reset FLOW [--to VALUE]\n"
+
+
+def test_state_reset_is_refused_while_the_flow_runs(state_db: StateStore, capsys) -> None:
+    state_db.set_watermark("orders", "updated_at", 9, "run-1")
+    writer = LeaseHolder("scheduled__2", "orders", "silver", "etl-2", 4242)
+    assert state_db.take_lease("silver.orders", writer, ttl_s=120) is None
+    code, out, err = run(capsys, "state", "reset", "orders")
+    assert code == 2 and out == ""
+    assert err == (
+        "pipezone: error: flow orders is running (step silver, run scheduled__2, host etl-2, pid 4242):"
+        " reset after it finishes\n"
+    )
+    assert state_db.get_watermark("orders").value == 9
+    assert state_db.get_lease("raw.orders") is None  # taken for the attempt, given back
+    state_db.release_lease("silver.orders", writer)
+    assert run(capsys, "state", "reset", "orders")[0] == 0
+    assert state_db.get_watermark("orders") is None
+
+
+def test_state_still_shows_watermarks_and_rejects_reset_options(state_db: StateStore, capsys) -> None:
+    state_db.set_watermark("orders", "updated_at", 9, "run-1")
+    code, out, err = run(capsys, "state", "orders", "--limit", "5")
+    assert code == 0, err
+    assert out.startswith("Watermarks\n") and "orders" in out and "run-1" in out
+    code, _, err = run(capsys, "state", "orders", "--to", "5")
+    assert code == 2 and "--to go with `pipezone state reset FLOW [--to VALUE]` only" in err

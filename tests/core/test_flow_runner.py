@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from pipezone.core.flow_runner import run_flows, submit_command
+from pipezone.core import flow_runner
+from pipezone.core.flow_runner import child_env, find_java_home, run_flows, submit_command
+from pipezone.core.runtime import Runtime, load_runtime
+from pipezone.core.settings import load_settings
 
 pytestmark = pytest.mark.spark
 
@@ -98,3 +105,85 @@ def test_one_flow_end_to_end_through_spark_submit(project: Any, same_rows: Any) 
     assert {step: r.status for step, r in logs.items()} == dict.fromkeys(("extract", "bronze", "silver"), "success")
     same_rows(project.silver_rows("retail_products"), project.expected_silver("retail_products"), "silver")
     assert project.state.get_watermark("retail_products").value == project.source_max("retail_products")
+
+
+# ------------------------------------------------------------------------------------------ child_env
+
+REPO_METADATA = Path(__file__).resolve().parents[2] / "metadata"
+VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
+
+
+def bare_runtime(root: Path, environ: dict[str, str]) -> Runtime:
+    """A runtime over a copy of the repo's metadata, its settings built from `environ` only (no Spark)."""
+    if not (root / "metadata").exists():
+        shutil.copytree(REPO_METADATA, root / "metadata")
+    return load_runtime(load_settings(environ=environ, cwd=root))
+
+
+@pytest.fixture
+def empty_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process with no environment variables at all, as under a bare executor."""
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.usefixtures("empty_environ")
+def test_child_env_from_an_empty_environment_has_path_java_home_and_python(tmp_path: Path) -> None:
+    runtime = bare_runtime(tmp_path, {})
+    env = child_env(runtime)
+    path = env["PATH"].split(os.pathsep)
+    assert path[0] == VENV_BIN
+    assert {"/usr/local/bin", "/usr/bin", "/bin"} <= set(path)
+    assert (Path(env["JAVA_HOME"]) / "bin" / "java").is_file()
+    assert env["PYSPARK_PYTHON"] == env["PYSPARK_DRIVER_PYTHON"] == sys.executable
+    assert (env["PIPEZONE_HOME"], env["PIPEZONE_PROFILE"], env["TZ"]) == (str(tmp_path), "default", "UTC")
+
+
+def test_child_env_keeps_the_parents_own_choices(tmp_path: Path) -> None:
+    parent = {"PATH": "/opt/tools/bin:/usr/bin", "JAVA_HOME": "/opt/jdk", "PYSPARK_PYTHON": "/opt/py", "LANG": "C"}
+    env = child_env(bare_runtime(tmp_path, parent))
+    rest = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/sbin", "/bin"]
+    assert env["PATH"].split(os.pathsep) == [VENV_BIN, "/opt/tools/bin", "/usr/bin", *rest]
+    assert (env["JAVA_HOME"], env["PYSPARK_PYTHON"], env["LANG"]) == ("/opt/jdk", "/opt/py", "C")
+    assert env["PYSPARK_DRIVER_PYTHON"] == sys.executable  # the driver imports pipezone: always this one
+
+
+def fake_jdk(home: Path) -> Path:
+    java = home / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    return java
+
+
+def test_find_java_home_resolves_java_on_path_then_looks_in_the_jvm_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    java = fake_jdk(tmp_path / "jdks" / "jdk-17")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "java").symlink_to(java)  # as /usr/bin/java -> /etc/alternatives/java -> <home>/bin/java
+    assert find_java_home(str(links)) == str(tmp_path / "jdks" / "jdk-17")
+
+    jvm = tmp_path / "jvm"
+    (jvm / "a-jre-without-java").mkdir(parents=True)
+    fake_jdk(jvm / "b-jdk")
+    monkeypatch.setattr(flow_runner, "JVM_DIR", jvm)
+    assert find_java_home(str(tmp_path / "nothing")) == str(jvm / "b-jdk")
+    fake_jdk(jvm / "default-java")
+    assert find_java_home(str(tmp_path / "nothing")) == str(jvm / "default-java")
+    monkeypatch.setattr(flow_runner, "JVM_DIR", tmp_path / "none")
+    assert find_java_home(str(tmp_path / "nothing")) is None
+
+
+@pytest.mark.usefixtures("empty_environ")
+def test_a_child_started_from_an_empty_environment_finds_java_and_spark_submit(tmp_path: Path) -> None:
+    """A non-login shell: `bash -l` would reset PATH from /etc/profile and hide what child_env gives."""
+    env = child_env(bare_runtime(tmp_path, {}))
+    script = 'command -v java && command -v spark-submit && "$JAVA_HOME/bin/java" -version'
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    java, spark_submit = proc.stdout.split()
+    assert os.access(java, os.X_OK)
+    assert spark_submit == os.path.join(VENV_BIN, "spark-submit")
+    assert "version" in proc.stderr

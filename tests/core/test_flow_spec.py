@@ -105,3 +105,18 @@ def test_append_needs_no_primary_key() -> None:
     source = {"connection": "shop", "table": "events"}
     spec = flow(source=source, layers={"silver": {"write_mode": "append"}})
     assert spec.source.primary_key == []
+
+
+def test_incremental_safety_buffer_defaults_to_ten_seconds() -> None:
+    spec = flow(source={**BASE["source"], "incremental": {"cursor": "updated_at"}})
+    assert spec.source.incremental.safety_buffer == timedelta(seconds=10)
+    spec = flow(source={**BASE["source"], "incremental": {"cursor": "updated_at", "safety_buffer": "2m"}})
+    assert spec.source.incremental.safety_buffer == timedelta(minutes=2)
+
+
+def test_delete_detection_needs_a_primary_key() -> None:
+    spec = flow(source={**BASE["source"], "deletes": {"every": "6h"}})
+    assert spec.source.deletes.every == timedelta(hours=6)
+    assert flow(source={**BASE["source"], "deletes": {}}).source.deletes.every == timedelta(0)
+    with pytest.raises(ValidationError, match="deletes needs source.primary_key"):
+        flow(source={"connection": "shop", "table": "orders", "deletes": {}}, layers={"silver": {"write_mode": "append"}})

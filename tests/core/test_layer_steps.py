@@ -57,15 +57,17 @@ def test_incremental_run_shows_both_inserts_and_updates(demo: Any, flow: str) ->
 
 
 @pytest.mark.parametrize("flow", FLOWS)
-def test_bronze_appends_every_extracted_row(demo: Any, flow: str) -> None:
+def test_bronze_appends_every_new_row_version_once(demo: Any, flow: str) -> None:
     full, incremental = demo.full, demo.incremental
     assert rows(full, flow, "bronze") == rows(full, flow, "raw")
+    assert rows(incremental, flow, "raw") - rows(full, flow, "raw") == len(demo.window_keys[flow])
+    # The lookback re-reads rows that did not change: raw keeps the read, bronze only the new versions.
     gained = rows(incremental, flow, "bronze") - rows(full, flow, "bronze")
-    assert gained == rows(incremental, flow, "raw") - rows(full, flow, "raw") == len(demo.window_keys[flow])
+    assert gained == len(demo.changed_keys[flow])
     for phase in (full, incremental):
         bronze, silver = phase.logs[flow]["bronze"], phase.logs[flow]["silver"]
         assert bronze.status == silver.status == "success"
-        assert bronze.rows_written == bronze.rows_read
+        assert bronze.rows_written <= bronze.rows_read
 
 
 @pytest.mark.parametrize("flow", REFRESHED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -88,6 +89,45 @@ def test_freshness(spark: Any, good: Any, bad: Any) -> None:
     assert not stale.passed and stale.observed.startswith("2 days")
     empty = spark.createDataFrame([], SCHEMA)
     assert not evaluate(empty, fresh).passed  # no rows: nothing is fresh
+
+
+def test_freshness_of_a_date_counts_from_the_end_of_that_day_in_utc(spark: Any) -> None:
+    today = datetime.now(UTC).date()
+    days = spark.createDataFrame([(today - timedelta(days=3),), (today,)], "d DATE")
+    fresh = evaluate(days, check(FreshnessCheck, check="freshness", column="d", max_age="1h"))
+    assert fresh.passed, fresh  # today's date is fresh all day: it ends at the next midnight UTC
+    assert fresh.observed == "0:00:00"
+    old = spark.createDataFrame([(today - timedelta(days=3),)], "d DATE")
+    stale = evaluate(old, check(FreshnessCheck, check="freshness", column="d", max_age="1d"))
+    assert not stale.passed
+    assert stale.observed.startswith("2 days")  # ended 2 days and some hours ago
+
+
+def test_freshness_of_a_timestamp_is_exact_whatever_the_local_time_zone(
+    spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")  # PySpark collects TIMESTAMPs as naive local times
+    time.tzset()
+    try:
+        rows = [(NOW - timedelta(minutes=30),), (NOW - timedelta(days=1),)]
+        stamps = spark.createDataFrame(rows, "t TIMESTAMP")
+        assert evaluate(stamps, check(FreshnessCheck, check="freshness", column="t", max_age="45m")).passed
+        late = evaluate(stamps, check(FreshnessCheck, check="freshness", column="t", max_age="15m"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert not late.passed
+    assert late.observed.startswith("0:3")  # ~30 minutes, not hours off: naive was read as local time
+    ntz = spark.createDataFrame([(NOW.replace(tzinfo=None) - timedelta(minutes=30),)], "t TIMESTAMP_NTZ")
+    assert evaluate(ntz, check(FreshnessCheck, check="freshness", column="t", max_age="45m")).passed  # UTC
+
+
+def test_freshness_of_a_column_that_is_not_a_time_fails_with_a_clear_message(good: Any) -> None:
+    text = evaluate(good, check(FreshnessCheck, check="freshness", column="status", max_age="1h"))
+    assert not text.passed
+    assert text.observed == "column status is string: not a date or timestamp"
+    missing = evaluate(good, check(FreshnessCheck, check="freshness", column="nope", max_age="1h"))
+    assert (missing.passed, missing.observed) == (False, "column nope not found: not a date or timestamp")
 
 
 # --------------------------------------------------------------------------------------------- run_quality

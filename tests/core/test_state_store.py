@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +27,8 @@ from sqlalchemy.schema import CreateTable
 
 from pipezone.core.state_store import (
     VERSION_TABLE,
+    Lease,
+    LeaseHolder,
     StateStore,
     StateStoreError,
     alembic_config,
@@ -29,6 +36,7 @@ from pipezone.core.state_store import (
     encode_watermark,
     metadata,
     offline_migration_sql,
+    process_gone,
 )
 
 TABLES = {
@@ -38,6 +46,7 @@ TABLES = {
     "connections_registry",
     "flows_registry",
     "data_quality_checks",
+    "table_leases",
 }
 
 
@@ -74,7 +83,7 @@ def test_migrate_creates_schema_on_fresh_file_and_rerun_is_noop(tmp_path: Path) 
     with StateStore(url, auto_migrate=False) as s:
         assert s.schema_revision() is None
         s.migrate()
-        assert s.schema_revision() == "0002"
+        assert s.schema_revision() == "0003"
         s.set_watermark("f", "id", 7, "run-1")
         schema_before = _sqlite_schema(db)
         s.migrate()
@@ -430,3 +439,119 @@ def test_layer_progress_round_trip(tmp_path: Path) -> None:
     assert store.get_progress("customers", "bronze") == 0
     store.reset_progress("orders")
     assert store.get_progress("orders", "bronze") == 0
+
+
+# -- table leases ---------------------------------------------------------------------------------------
+
+A = LeaseHolder(run_id="run-a", flow="orders", step="silver", host="etl-1", pid=101)
+B = LeaseHolder(run_id="run-b", flow="orders", step="silver", host="etl-2", pid=202)
+
+
+def test_lease_blocks_other_holders_until_released(store: StateStore, clock: Clock) -> None:
+    assert store.take_lease("silver.orders", A, ttl_s=120) is None
+    blocking = store.take_lease("silver.orders", B, ttl_s=120)
+    assert blocking == Lease(
+        "silver.orders", A, datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 0, 2, tzinfo=UTC)
+    )
+    assert store.take_lease("gold.orders", B, ttl_s=120) is None  # another table is another lease
+    assert not store.release_lease("silver.orders", B)  # never someone else's
+    assert store.get_lease("silver.orders").holder == A
+    assert store.release_lease("silver.orders", A)
+    assert store.get_lease("silver.orders") is None
+    assert store.take_lease("silver.orders", B, ttl_s=120) is None
+
+
+def test_same_holder_takes_its_own_lease_again(store: StateStore, clock: Clock) -> None:
+    assert store.take_lease("silver.orders", A, ttl_s=10) is None
+    clock.tick(5)
+    assert store.take_lease("silver.orders", A, ttl_s=10) is None
+    assert store.get_lease("silver.orders").expires_at == datetime(2025, 1, 1, 0, 0, 15, tzinfo=UTC)
+    same_run_other_process = LeaseHolder("run-a", "orders", "silver", "etl-1", 102)
+    assert store.take_lease("silver.orders", same_run_other_process, ttl_s=10) is not None
+
+
+def test_renew_pushes_expiry_and_expired_lease_is_taken_over(store: StateStore, clock: Clock) -> None:
+    store.take_lease("silver.orders", A, ttl_s=10)
+    clock.tick(8)
+    assert store.renew_lease("silver.orders", A, ttl_s=10)
+    assert store.get_lease("silver.orders").expires_at == datetime(2025, 1, 1, 0, 0, 18, tzinfo=UTC)
+    clock.tick(9.999999)
+    assert store.take_lease("silver.orders", B, ttl_s=10) is not None  # one microsecond left
+    clock.tick(0.000001)
+    assert store.take_lease("silver.orders", B, ttl_s=10) is None
+    lease = store.get_lease("silver.orders")
+    assert (lease.holder, lease.acquired_at) == (B, datetime(2025, 1, 1, 0, 0, 18, tzinfo=UTC))
+    assert not store.renew_lease("silver.orders", A, ttl_s=10)  # A's heartbeat learns it lost the table
+    assert not store.release_lease("silver.orders", A)
+    assert store.get_lease("silver.orders").holder == B
+
+
+def test_lease_of_a_process_gone_from_this_host_is_free_at_once(store: StateStore) -> None:
+    host = socket.gethostname()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dying = LeaseHolder("run-a", "orders", "silver", host, child.pid)
+        assert store.take_lease("silver.orders", dying, ttl_s=120) is None
+        assert store.take_lease("silver.orders", B, ttl_s=120) is not None  # alive: still blocks
+        elsewhere = LeaseHolder("run-c", "orders", "silver", "not-" + host, child.pid)
+        assert store.take_lease("bronze.orders", elsewhere, ttl_s=120) is None
+        child.kill()
+        assert _eventually(lambda: process_gone(child.pid))  # killed, not yet reaped (a zombie): gone
+        child.wait()
+        assert process_gone(child.pid)
+        assert store.take_lease("silver.orders", B, ttl_s=120) is None
+        # The same pid on another host says nothing about that host's process: only expiry frees it.
+        assert store.take_lease("bronze.orders", B, ttl_s=120).holder == elsewhere
+    finally:
+        child.kill()
+        child.wait()
+    assert not process_gone(os.getpid())
+
+
+def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _race_for_lease(url: str, resource: str, takers: int = 8) -> list[int]:
+    """Start `takers` stores at once on one lease; the indexes of those that got it."""
+    winners: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(takers)
+
+    def worker(i: int) -> None:
+        try:
+            with StateStore(url) as s:
+                holder = LeaseHolder(f"run-{i}", "orders", "silver", "etl-9", 1000 + i)
+                barrier.wait()
+                if s.take_lease(resource, holder, ttl_s=60) is None:
+                    winners.append(i)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(takers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    return winners
+
+
+@pytest.mark.parametrize("expired_before", [False, True], ids=["free", "expired"])
+def test_concurrent_takers_exactly_one_wins(tmp_path: Path, expired_before: bool) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    past = datetime.now(UTC) - timedelta(hours=1)
+    with StateStore(url, clock=lambda: past) as old:
+        if expired_before:  # the takers race on the compare-and-set takeover, not on the insert
+            old.take_lease("silver.orders", A, ttl_s=10)
+        else:
+            old.migrate()
+    winners = _race_for_lease(url, "silver.orders")
+    assert len(winners) == 1
+    with StateStore(url) as s:
+        assert s.get_lease("silver.orders").holder.run_id == f"run-{winners[0]}"

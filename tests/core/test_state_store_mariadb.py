@@ -5,7 +5,11 @@ Each test gets its own scratch database `pz_test_<hex>`, dropped afterwards.
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -19,7 +23,15 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from pipezone.core.state_store import VERSION_TABLE, StateStore, StateStoreError, alembic_config, metadata
+from pipezone.core.state_store import (
+    VERSION_TABLE,
+    Lease,
+    LeaseHolder,
+    StateStore,
+    StateStoreError,
+    alembic_config,
+    metadata,
+)
 
 if TYPE_CHECKING:
     from services import MariaDB
@@ -33,6 +45,7 @@ TABLES = {
     "connections_registry",
     "flows_registry",
     "data_quality_checks",
+    "table_leases",
 }
 
 
@@ -98,7 +111,7 @@ def test_migrate_on_empty_database_then_again_is_a_noop(scratch_db: str) -> None
     with StateStore(scratch_db, auto_migrate=False) as s:
         assert s.schema_revision() is None
         s.migrate()
-        assert s.schema_revision() == "0002"
+        assert s.schema_revision() == "0003"
         s.set_watermark("f", "id", 7, "run-1")
         before = _schema(scratch_db)
         s.migrate()
@@ -156,7 +169,7 @@ def test_concurrent_first_migrations_serialize_on_the_named_lock(scratch_db: str
         t.join()
     assert errors == []
     with StateStore(scratch_db) as s:
-        assert s.schema_revision() == "0002"
+        assert s.schema_revision() == "0003"
 
 
 # -- watermarks -----------------------------------------------------------------------------------------
@@ -336,3 +349,107 @@ def test_wrong_password_is_one_line_without_the_password(scratch_db: str) -> Non
     assert "Access denied for user" in message
     assert "not-the-password-71c3" not in message and "***@" in message
     assert "\n" not in message
+
+
+# -- table leases ---------------------------------------------------------------------------------------
+
+A = LeaseHolder(run_id="run-a", flow="orders", step="silver", host="etl-1", pid=101)
+B = LeaseHolder(run_id="run-b", flow="orders", step="silver", host="etl-2", pid=202)
+
+
+def test_lease_take_block_renew_expire_release_on_mariadb(store: StateStore, clock: Clock) -> None:
+    assert store.take_lease("silver.orders", A, ttl_s=10) is None
+    assert store.take_lease("silver.orders", B, ttl_s=10) == Lease(
+        "silver.orders", A, datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 0, 0, 10, tzinfo=UTC)
+    )
+    assert store.renew_lease("silver.orders", A, ttl_s=10)  # same instant: still a match (found rows)
+    clock.tick(8.000001)
+    assert store.renew_lease("silver.orders", A, ttl_s=10)
+    assert store.get_lease("silver.orders").expires_at == datetime(2025, 1, 1, 0, 0, 18, 1, tzinfo=UTC)
+    clock.tick(9.999999)
+    assert store.take_lease("silver.orders", B, ttl_s=10) is not None
+    clock.tick(0.000001)
+    assert store.take_lease("silver.orders", B, ttl_s=10) is None  # expired: taken over
+    assert not store.renew_lease("silver.orders", A, ttl_s=10)
+    assert not store.release_lease("silver.orders", A)
+    assert store.release_lease("silver.orders", B)
+    assert store.get_lease("silver.orders") is None
+
+
+def test_lease_of_a_killed_process_on_this_host_is_free_on_mariadb(store: StateStore) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed = LeaseHolder("run-a", "orders", "silver", socket.gethostname(), child.pid)
+    assert store.take_lease("silver.orders", killed, ttl_s=120) is None
+    assert store.take_lease("silver.orders", B, ttl_s=120) is not None
+    child.kill()
+    child.wait()
+    assert store.take_lease("silver.orders", B, ttl_s=120) is None
+
+
+@pytest.mark.parametrize("expired_before", [False, True], ids=["free", "expired"])
+def test_concurrent_takers_exactly_one_wins_on_mariadb(scratch_db: str, expired_before: bool) -> None:
+    past = datetime.now(UTC) - timedelta(hours=1)
+    with StateStore(scratch_db, clock=lambda: past) as old:
+        old.migrate()
+        if expired_before:  # the takers race on the compare-and-set takeover, not on the insert
+            old.take_lease("silver.orders", A, ttl_s=10)
+    winners: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        try:
+            with StateStore(scratch_db) as s:
+                holder = LeaseHolder(f"run-{i}", "orders", "silver", "etl-9", 1000 + i)
+                barrier.wait()
+                if s.take_lease("silver.orders", holder, ttl_s=60) is None:
+                    winners.append(i)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(winners) == 1
+    with StateStore(scratch_db) as s:
+        assert s.get_lease("silver.orders").holder.run_id == f"run-{winners[0]}"
+
+
+def test_hold_tables_serializes_writers_and_heartbeats_on_mariadb(scratch_db: str) -> None:
+    from pipezone.core.table_lease import LeaseHeld, hold_tables, this_process
+
+    StateStore(scratch_db).migrate()
+    active, most, errors = [0], [0], []
+    lock = threading.Lock()
+
+    def writer(i: int) -> None:
+        try:
+            with (
+                StateStore(scratch_db) as s,
+                hold_tables(s, ["silver.orders"], this_process(f"run-{i}", "orders", "silver"), ttl_s=0.4, poll_s=0.02),
+            ):
+                with lock:
+                    active[0] += 1
+                    most[0] = max(most[0], active[0])
+                time.sleep(0.3)  # past the 0.1 s heartbeat a few times
+                with lock:
+                    active[0] -= 1
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and most[0] == 1
+    with StateStore(scratch_db) as s:
+        assert s.take_lease("silver.orders", B, ttl_s=120) is None
+        with (
+            pytest.raises(LeaseHeld, match=r"^table silver\.orders is being written by flow orders, step silver"),
+            hold_tables(s, ["silver.orders"], this_process("run-x", "orders", "silver"), wait_s=0.1),
+        ):
+            pytest.fail("must not get the table")

@@ -251,17 +251,35 @@ class SourceAdapter(ABC):
 
     def window_query(self, source: SourceSpec, lo: CursorValue | None, hi: CursorValue | None) -> str:
         """The `dbtable` for the window `(lo, hi]` on the cursor; no cursor (or no bounds) reads everything."""
+        return self._cursor_range(source, (">", lo), ("<=", hi))
+
+    def backfill_query(self, source: SourceSpec, start: CursorValue, end: CursorValue) -> str:
+        """The `dbtable` for a backfill's closed-open window `[start, end)` on the cursor."""
+        if self.cursor(source) is None:
+            raise SourceError("a backfill needs an incremental cursor, and this source has none", source.connection)
+        return self._cursor_range(source, (">=", start), ("<", end))
+
+    def _cursor_range(
+        self, source: SourceSpec, lower: tuple[str, CursorValue | None], upper: tuple[str, CursorValue | None]
+    ) -> str:
         with for_connection(source.connection):
             cursor = self.cursor(source)
             relation = self.relation(source)
             if cursor is None:
                 return relation
             column = self.ident(cursor)
-            conditions = [f"{column} > {self.literal(lo)}"] if lo is not None else []
-            conditions += [f"{column} <= {self.literal(hi)}"] if hi is not None else []
+            conditions = [f"{column} {op} {self.literal(value)}" for op, value in (lower, upper) if value is not None]
         if not conditions:
             return relation
         return f"(SELECT * FROM {relation} WHERE {' AND '.join(conditions)}) {WINDOW_ALIAS}"
+
+    def key_snapshot_query(self, source: SourceSpec) -> str:
+        """The `dbtable` holding every primary key of the source (for delete detection)."""
+        with for_connection(source.connection):
+            if not source.primary_key:
+                raise SourceError("delete detection needs a primary_key")
+            keys = ", ".join(self.ident(k) for k in source.primary_key)
+            return f"(SELECT {keys} FROM {self.relation(source)}) {WINDOW_ALIAS}"
 
     def bounds_query(self, source: SourceSpec) -> str:
         """One row: MAX(cursor) as pz_hi and the source's UTC now as pz_now, run BEFORE the read."""

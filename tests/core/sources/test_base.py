@@ -295,3 +295,23 @@ def test_default_custom_schema_hooks_are_empty() -> None:
     assert PG.bounds_read_options(source(table="t", incremental={"cursor": "id"})) == {
         "dbtable": '(SELECT MAX("id") AS "pz_hi", (now() AT TIME ZONE \'UTC\') AS "pz_now" FROM "t") pz_bounds'
     }
+
+
+def test_backfill_query_is_closed_open() -> None:
+    spec = source(table="orders", incremental={"cursor": "updated_at"})
+    assert PG.backfill_query(spec, datetime(2024, 1, 1), datetime(2024, 2, 1)) == (
+        "(SELECT * FROM \"orders\" WHERE \"updated_at\" >= TIMESTAMP '2024-01-01 00:00:00' "
+        "AND \"updated_at\" < TIMESTAMP '2024-02-01 00:00:00') pz_window"
+    )
+
+
+def test_backfill_needs_a_cursor() -> None:
+    with pytest.raises(SourceError, match="connection 'crm': a backfill needs an incremental cursor"):
+        PG.backfill_query(source(table="orders"), 1, 2)
+
+
+def test_key_snapshot_query_selects_the_primary_key() -> None:
+    spec = source(table="order_items", primary_key=["order_id", "line"])
+    assert PG.key_snapshot_query(spec) == '(SELECT "order_id", "line" FROM "order_items") pz_window'
+    with pytest.raises(SourceError, match="needs a primary_key"):
+        PG.key_snapshot_query(source(table="order_items"))
