@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipezone.core import delta_tables as dt
+from pipezone.core import failpoints
 from pipezone.core.cursor_values import CursorValue, capped, later, minus_lookback, normalize, parse_cursor_text
 from pipezone.core.schema_drift import conform_to_table
 from pipezone.core.sources import source_adapter
@@ -79,7 +80,26 @@ def _load(ctx: StepContext, adapter: Any, options: dict[str, str]) -> Any:
         reader, _ = _jdbc_reader(ctx)
         df = reader.options(**options).option("customSchema", schema).load()
     casts = adapter.post_read_casts(inferred)
-    return df.withColumns({name: F.expr(expr) for name, expr in casts.items()}) if casts else df
+    df = df.withColumns({name: F.expr(expr) for name, expr in casts.items()}) if casts else df
+    return _without_length_limits(df)
+
+
+def _without_length_limits(df: Any) -> Any:
+    """Plain strings for the source's CHAR/VARCHAR columns: Spark carries their length into Delta as a
+    write-time check, so a source that widens a column (or SQLite's TEXT, reported as varchar(0))
+    would make every later write fail. The lake keeps the values, not the source's limits."""
+    from pyspark.sql import functions as F
+
+    marked = [f.name for f in df.schema.fields if "__CHAR_VARCHAR_TYPE_STRING" in f.metadata]
+    if not marked:
+        return df
+    columns = [F.col(f"`{f.name}`") for f in df.schema.fields]
+    return df.select(
+        *[
+            c.alias(f.name, metadata={}) if f.name in marked else c
+            for c, f in zip(columns, df.schema.fields, strict=True)
+        ]
+    )
 
 
 def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
@@ -226,6 +246,7 @@ def run_extract(ctx: StepContext) -> StepResult:
     new_watermark = hi if watermark is None or (hi is not None and later(hi, watermark)) else watermark
     meta = ctx.metadata("extract", batch=batch, lo=lo, hi=new_watermark, read_hi=hi, key_snapshot=snapshot)
     df, _ = conform_to_table(_stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
+    failpoints.reach("extract.before_commit")
     commit = dt.append(
         df,
         raw_path,
@@ -234,6 +255,7 @@ def run_extract(ctx: StepContext) -> StepResult:
         metadata=meta,
         partition_by=[dt.INGEST_DATE],
     )
+    failpoints.reach("extract.after_commit")
     if incremental is not None and new_watermark is not None:
         ctx.state.set_watermark(ctx.flow.name, incremental.cursor, new_watermark, ctx.run_id)
     return StepResult(

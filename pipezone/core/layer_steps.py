@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipezone.core import delta_tables as dt
+from pipezone.core import failpoints
 from pipezone.core.schema_drift import conform_to_table
 from pipezone.core.standardize import snake_case, snake_case_columns
 from pipezone.core.step_context import StepContext, StepResult
@@ -128,7 +129,9 @@ def _commit(
 ) -> StepResult:
     """Write the layer, then (only after the commit) record the batches it consumed."""
     previous, newest = batches
+    failpoints.reach(f"{layer}.before_commit")
     commit = _write(ctx, df, layer, keys, cursor, newest)
+    failpoints.reach(f"{layer}.after_commit")
     ctx.state.set_progress(ctx.flow.name, layer, newest, ctx.run_id)
     return StepResult(
         rows_read=rows_in,

@@ -25,6 +25,7 @@ class Settings:
     debug: bool = False
     jar_cache: Path = Path(".pipezone/jars")
     spark_launcher: str = "spark-submit"
+    failpoints: tuple[str, ...] = ()  # fault-injection tests only (see failpoints.py)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def resolve_path(self, path: str | Path) -> Path:
@@ -70,6 +71,7 @@ def load_settings(
         debug=env.get("PIPEZONE_DEBUG", "") not in ("", "0", "false"),
         jar_cache=Path(env["PIPEZONE_JAR_CACHE"]) if env.get("PIPEZONE_JAR_CACHE") else root / ".pipezone" / "jars",
         spark_launcher=_launcher(env.get("PIPEZONE_SPARK_LAUNCHER")),
+        failpoints=tuple(p.strip() for p in env.get("PIPEZONE_FAILPOINTS", "").split(",") if p.strip()),
         environ=env,
     )
 

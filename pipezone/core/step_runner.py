@@ -127,10 +127,13 @@ def run_step(ctx: StepContext, step: str) -> StepResult:
     pipeline_execution_logs."""
     state = ctx.state
     register_specs(ctx)
+    done = StepResult(skipped=True, note="already succeeded for this run id")
     if state.step_succeeded(ctx.run_id, ctx.flow.name, step):
-        return StepResult(skipped=True, note="already succeeded for this run id")
+        return done
     with ExitStack() as leases:
         _hold_tables(ctx, step, leases)
+        if state.step_succeeded(ctx.run_id, ctx.flow.name, step):  # the writer we waited for ran this very step
+            return done
         log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
         started = time.perf_counter()
         try:

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from pipezone.core.state_store import Lease, LeaseHolder, StateStoreError
@@ -84,18 +84,16 @@ def _stderr(line: str) -> None:
 class TableLeases:
     """Leases held on some tables, renewed by a daemon thread until `close()`."""
 
-    def __init__(self, store: StateStore, holder: LeaseHolder, resources: Sequence[str], ttl_s: float) -> None:
+    def __init__(self, store: StateStore, holder: LeaseHolder, ttl_s: float) -> None:
         self.store = store
         self.holder = holder
-        self.resources = list(resources)
         self.ttl_s = ttl_s
+        self.resources: list[str] = []  # held, in the order taken
         self.lost: dict[str, Lease | None] = {}  # resource -> who holds it now (None: nobody)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start_heartbeat(self) -> None:
-        if not self.resources:
-            return
         name = f"pipezone-lease-{self.holder.flow}-{self.holder.step}"
         self._thread = threading.Thread(target=self._beat, name=name, daemon=True)
         self._thread.start()
@@ -106,7 +104,7 @@ class TableLeases:
 
     def renew(self) -> None:
         """Extend every lease still ours; remember the ones someone else took."""
-        for resource in self.resources:
+        for resource in list(self.resources):  # the taking thread may be appending
             if resource in self.lost:
                 continue
             try:
@@ -185,20 +183,15 @@ def hold_tables(
     wait_s = DEFAULT_WAIT_S if wait_s is None else wait_s
     ttl_s = DEFAULT_TTL_S if ttl_s is None else ttl_s
     poll_s = POLL_S if poll_s is None else poll_s
-    leases = TableLeases(store, holder, sorted(set(resources)), ttl_s)
+    wanted = sorted(set(resources))
+    leases = TableLeases(store, holder, ttl_s)
+    if wanted:
+        leases.start_heartbeat()  # before waiting for a later table, so the ones taken first stay ours
     deadline = time.monotonic() + wait_s
-    taken: list[str] = []
     try:
-        for resource in leases.resources:
+        for resource in wanted:
             _take(store, resource, holder, ttl_s, deadline, wait_s, poll_s, notify)
-            taken.append(resource)
-    except BaseException:
-        for resource in reversed(taken):
-            with suppress(StateStoreError):  # the original error matters more; the lease expires anyway
-                store.release_lease(resource, holder)
-        raise
-    leases.start_heartbeat()
-    try:
+            leases.resources.append(resource)
         yield leases
     finally:
         leases.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -99,11 +99,21 @@ def test_run_extract_again_with_the_same_run_id_writes_nothing(demo: Any) -> Non
     assert project.state.get_watermark(RERUN_FLOW).value == watermark.value
 
 
-def test_a_crash_between_the_raw_commit_and_the_watermark_is_repaired_without_writing(demo: Any) -> None:
+def _previous_watermark_as_of_before_the_commit(project: Any, flow: str, value: Any, monkeypatch: Any) -> None:
+    """The state a crash after raw's commit leaves: the watermark of the run before, written before the commit."""
+    commit = dt.newest_commit(project.spark, project.path("raw", flow), lambda m: m.get("step") == "extract")
+    monkeypatch.setattr(project.state, "_now", lambda: commit["timestamp"] - timedelta(seconds=1))
+    project.state.set_watermark(flow, "updated_at", value, "the-run-before")
+    monkeypatch.undo()
+
+
+def test_a_crash_between_the_raw_commit_and_the_watermark_is_repaired_without_writing(
+    demo: Any, monkeypatch: Any
+) -> None:
     """Raw has the run's batch but the watermark is still the previous one: the re-run only moves the watermark."""
     project = demo.project
     before = project.layers(RERUN_FLOW)
-    project.state.set_watermark(RERUN_FLOW, "updated_at", demo.full.watermarks[RERUN_FLOW], "crashed")
+    _previous_watermark_as_of_before_the_commit(project, RERUN_FLOW, demo.full.watermarks[RERUN_FLOW], monkeypatch)
     result = run_extract(project.ctx(RERUN_FLOW, demo.incremental.run_id))
     assert result.skipped
     assert project.layers(RERUN_FLOW) == before

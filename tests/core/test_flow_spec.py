@@ -119,4 +119,6 @@ def test_delete_detection_needs_a_primary_key() -> None:
     assert spec.source.deletes.every == timedelta(hours=6)
     assert flow(source={**BASE["source"], "deletes": {}}).source.deletes.every == timedelta(0)
     with pytest.raises(ValidationError, match="deletes needs source.primary_key"):
-        flow(source={"connection": "shop", "table": "orders", "deletes": {}}, layers={"silver": {"write_mode": "append"}})
+        flow(
+            source={"connection": "shop", "table": "orders", "deletes": {}}, layers={"silver": {"write_mode": "append"}}
+        )

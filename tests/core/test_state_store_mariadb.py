@@ -429,12 +429,12 @@ def test_hold_tables_serializes_writers_and_heartbeats_on_mariadb(scratch_db: st
         try:
             with (
                 StateStore(scratch_db) as s,
-                hold_tables(s, ["silver.orders"], this_process(f"run-{i}", "orders", "silver"), ttl_s=0.4, poll_s=0.02),
+                hold_tables(s, ["silver.orders"], this_process(f"run-{i}", "orders", "silver"), ttl_s=1, poll_s=0.02),
             ):
                 with lock:
                     active[0] += 1
                     most[0] = max(most[0], active[0])
-                time.sleep(0.3)  # past the 0.1 s heartbeat a few times
+                time.sleep(0.6)  # past the 0.25 s heartbeat twice
                 with lock:
                     active[0] -= 1
         except BaseException as exc:  # noqa: BLE001 - collected for the assertion

@@ -197,9 +197,9 @@ def test_lease_of_a_killed_process_on_this_host_is_taken_at_once(store: StateSto
 
 
 def test_heartbeat_keeps_the_lease_past_its_ttl(store: StateStore) -> None:
-    with hold_tables(store, ["silver.orders"], me(), ttl_s=0.4):
+    with hold_tables(store, ["silver.orders"], me(), ttl_s=1):
         first = store.get_lease("silver.orders").expires_at
-        time.sleep(1.0)  # 2.5 TTLs: only renewals keep it
+        time.sleep(2)  # two TTLs: only renewals keep it
         later = store.get_lease("silver.orders").expires_at
         assert later > first and later > datetime.now(UTC)
         assert store.take_lease("silver.orders", OTHER, ttl_s=60) is not None
@@ -234,6 +234,16 @@ def test_tables_taken_before_a_blocked_one_are_released(store: StateStore) -> No
     with pytest.raises(LeaseHeld), hold_tables(store, ["silver.orders", "gold.a"], me(), wait_s=0):
         pass
     assert store.get_lease("gold.a") is None  # sorted first, taken, then given back
+
+
+def test_tables_taken_first_stay_ours_while_waiting_for_a_later_one(store: StateStore) -> None:
+    store.take_lease("silver.orders", OTHER, ttl_s=120)
+    timer = threading.Timer(1.2, store.release_lease, args=("silver.orders", OTHER))
+    timer.start()
+    with hold_tables(store, ["silver.orders", "gold.a"], me(), wait_s=10, ttl_s=0.4, poll_s=0.05, notify=print):
+        # gold.a was taken 1.2 s (three TTLs) ago: only the heartbeat kept it
+        assert store.take_lease("gold.a", OTHER, ttl_s=60) is not None
+    timer.join()
 
 
 # -- run_step -------------------------------------------------------------------------------------------
@@ -318,3 +328,24 @@ def test_run_step_whose_lease_was_taken_fails(runtime: Runtime, monkeypatch: pyt
         run_step(context(runtime, "run-1"), "silver")
     [record] = runtime.state.recent_runs("retail_orders")
     assert record.status == "failed" and "lost the lease" in record.error
+
+
+def test_run_step_that_waited_for_its_own_run_id_skips(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Airflow retry next to its still-running first attempt: once the first one succeeds, nothing is left."""
+    monkeypatch.setattr(table_lease, "POLL_S", 0.02)
+    fake_silver(monkeypatch, lambda ctx: pytest.fail("must not run twice"))
+    first_attempt = LeaseHolder("run-1", "retail_orders", "silver", "etl-2", 4242)
+    state = runtime.state
+    state.take_lease("silver.retail_orders", first_attempt, ttl_s=120)
+
+    def first_attempt_finishes() -> None:
+        time.sleep(0.3)
+        state.finish_step(state.start_step("run-1", "retail_orders", "silver"), "success")
+        state.release_lease("silver.retail_orders", first_attempt)
+
+    thread = threading.Thread(target=first_attempt_finishes)
+    thread.start()
+    result = run_step(context(runtime, "run-1"), "silver")
+    thread.join()
+    assert result.skipped and result.note == "already succeeded for this run id"
+    assert [r.status for r in state.recent_runs("retail_orders")] == ["success"]

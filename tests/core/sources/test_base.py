@@ -300,7 +300,7 @@ def test_default_custom_schema_hooks_are_empty() -> None:
 def test_backfill_query_is_closed_open() -> None:
     spec = source(table="orders", incremental={"cursor": "updated_at"})
     assert PG.backfill_query(spec, datetime(2024, 1, 1), datetime(2024, 2, 1)) == (
-        "(SELECT * FROM \"orders\" WHERE \"updated_at\" >= TIMESTAMP '2024-01-01 00:00:00' "
+        '(SELECT * FROM "orders" WHERE "updated_at" >= TIMESTAMP \'2024-01-01 00:00:00\' '
         "AND \"updated_at\" < TIMESTAMP '2024-02-01 00:00:00') pz_window"
     )
 
