@@ -195,9 +195,11 @@ def _backfill(ctx: StepContext, adapter: Any, raw_path: str) -> StepResult:
     window_sql = adapter.backfill_query(source, start, end)
     options = adapter.read_options(source, window_sql, _partition_bounds(ctx, adapter, window_sql))
     batch = next_batch(ctx, raw_path)
-    df = _stamped(_load(ctx, adapter, options), ctx, batch)
+    read = _load(ctx, adapter, options)
+    columns = [c for c in read.columns if not c.startswith("_pz_")]
+    df = _stamped(read, ctx, batch)
     df, _ = conform_to_table(df, raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
-    meta = ctx.metadata("extract", batch=batch, backfill=True, start=start, end=end)
+    meta = ctx.metadata("extract", batch=batch, backfill=True, start=start, end=end, columns=columns)
     commit = dt.append(
         df, raw_path, app_id=ctx.app_id("raw"), version=batch, metadata=meta, partition_by=[dt.INGEST_DATE]
     )
@@ -244,7 +246,10 @@ def run_extract(ctx: StepContext) -> StepResult:
     batch = next_batch(ctx, raw_path)
     df = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1], allowMissingColumns=True)
     new_watermark = hi if watermark is None or (hi is not None and later(hi, watermark)) else watermark
-    meta = ctx.metadata("extract", batch=batch, lo=lo, hi=new_watermark, read_hi=hi, key_snapshot=snapshot)
+    columns = [c for c in frames[0].columns if not c.startswith("_pz_")]  # what the source has now
+    meta = ctx.metadata(
+        "extract", batch=batch, lo=lo, hi=new_watermark, read_hi=hi, key_snapshot=snapshot, columns=columns
+    )
     df, _ = conform_to_table(_stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
     failpoints.reach("extract.before_commit")
     commit = dt.append(

@@ -39,6 +39,25 @@ def _pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None
     return df.filter((df[dt.BATCH] > previous) & (df[dt.BATCH] <= newest)), previous, newest
 
 
+def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int, int]) -> DataFrame:
+    """Leave out the columns no consumed batch read from the source (dropped there): Delta then keeps the
+    target's values for updated rows instead of overwriting them with NULL. Raw's commit metadata lists
+    each batch's source columns (batch numbers are shared by every layer)."""
+    previous, newest = batches
+    raw = ctx.runtime.lake.raw(ctx.flow)
+    wanted = set(range(previous + 1, newest + 1))
+    commits: list[dict] = []
+    for limit in (50, None):  # the recent history first, all of it only when a batch is older
+        commits = [c for c in dt.commits_with_metadata(ctx.spark, raw, limit=limit) if c.get("batch") in wanted]
+        if {c["batch"] for c in commits} == wanted:
+            break
+    if {c["batch"] for c in commits} != wanted or any("columns" not in c for c in commits):
+        return df  # a batch's commit is gone from the log, or predates `columns`: keep everything
+    read = {snake_case(name) for c in commits for name in c["columns"]}
+    dropped = [c for c in df.columns if not c.startswith("_pz_") and snake_case(c) not in read]
+    return df.drop(*dropped) if dropped else df
+
+
 def as_events(df: DataFrame) -> DataFrame:
     """`_pz_deleted` (false for raw written before delete detection existed) and `_pz_deleted_at`."""
     from pyspark.sql import functions as F
@@ -147,7 +166,7 @@ def run_bronze(ctx: StepContext) -> StepResult:
     df, previous, newest = _pending(ctx, ctx.runtime.lake.raw(ctx.flow), "bronze")
     if df is None:
         return StepResult(note=f"no new raw batches (at batch {previous})")
-    df = as_events(snake_case_columns(df)).drop(dt.INGEST_DATE)
+    df = as_events(without_dropped_columns(ctx, snake_case_columns(df), (previous, newest))).drop(dt.INGEST_DATE)
     keys, cursor = _keys(ctx)
     if ctx.flow.layers.bronze.write_mode != "scd2":
         df = latest_events(df, keys, cursor) if keys else df
@@ -163,7 +182,8 @@ def run_silver(ctx: StepContext) -> StepResult:
         return StepResult(note=f"no new bronze batches (at batch {previous})")
     transforms = ctx.flow.layers.silver.transforms
     keys, cursor = _keys(ctx)
-    df = as_events(df.drop(dt.ROW_HASH, dt.VALID_FROM, dt.VALID_TO, dt.IS_CURRENT))
+    df = df.drop(dt.ROW_HASH, dt.VALID_FROM, dt.VALID_TO, dt.IS_CURRENT)
+    df = as_events(without_dropped_columns(ctx, df, (previous, newest)))
     if ctx.flow.layers.silver.write_mode != "scd2":
         df = latest_events(df, keys, cursor)
     rows_in = df.count()

@@ -53,6 +53,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 
+from pipezone.core import failpoints
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Not `alembic_version`: the store may share a MySQL database with Airflow, which uses that name.
 VERSION_TABLE = "pipezone_alembic_version"
@@ -707,7 +709,7 @@ class StateStore:
             "updated_at": self._now(),
             "last_run_id": run_id,
         }
-        self._upsert(incremental_state, {"flow": flow}, values)
+        self._upsert(incremental_state, {"flow": flow}, values, step_state=True)
 
     def reset_watermark(
         self, flow: str, to: WatermarkValue | None = None, *, cursor_column: str | None = None
@@ -793,16 +795,23 @@ class StateStore:
         self._upsert(table, {"name": name}, {**values, "updated_at": self._now()})
         return True
 
-    def _upsert(self, table: Table, keys: dict[str, Any], values: dict[str, Any]) -> None:
-        """Portable upsert: update, else insert, and on a concurrent insert update again."""
+    def _upsert(self, table: Table, keys: dict[str, Any], values: dict[str, Any], *, step_state: bool = False) -> None:
+        """Portable upsert: update, else insert, and on a concurrent insert update again.
+
+        `step_state`: a step's own position (watermark, layer progress), where a fault test may kill the
+        process inside the transaction (failpoint `<step>.state_update`)."""
         where = and_(*(table.c[name] == value for name, value in keys.items()))
         for _ in range(3):
             with self._transaction() as conn:
                 if conn.execute(update(table).where(where).values(**values)).rowcount:
+                    if step_state:
+                        failpoints.reach_step("state_update")
                     return
                 try:
                     with conn.begin_nested():
                         conn.execute(insert(table).values({**keys, **values}))
+                    if step_state:
+                        failpoints.reach_step("state_update")
                     return
                 except IntegrityError:
                     continue
@@ -822,7 +831,7 @@ class StateStore:
     def set_progress(self, flow: str, layer: str, batch: int, run_id: str | None) -> None:
         """Record that `layer` consumed batches up to `batch` (call after the Delta commit)."""
         values = {"batch": batch, "last_run_id": run_id, "updated_at": self._now()}
-        self._upsert(layer_progress, {"flow": flow, "layer": layer}, values)
+        self._upsert(layer_progress, {"flow": flow, "layer": layer}, values, step_state=True)
 
     def reset_progress(self, flow: str) -> None:
         """Forget every layer's position for `flow` (used with a full rebuild)."""

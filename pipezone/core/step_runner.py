@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
+from pipezone.core import failpoints
 from pipezone.core.connection_spec import S3LakeConnection
 from pipezone.core.step_context import StepContext, StepResult
 
@@ -174,22 +175,29 @@ def open_session(runtime: Runtime, app_name: str) -> SparkSession:
 
 
 def job_main(step: str, argv: Sequence[str] | None = None) -> int:
-    """Entry point of spark/jobs/<step>.py: `--flow NAME --run-id ID [--full-refresh]`."""
+    """Entry point of spark/jobs/<step>.py: `--flow NAME --run-id ID [--full-refresh]
+    [--backfill-start S --backfill-end E]`."""
     parser = argparse.ArgumentParser(prog=f"spark/jobs/{step}.py")
     parser.add_argument("--flow", required=True)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--full-refresh", action="store_true")
+    parser.add_argument("--backfill-start")
+    parser.add_argument("--backfill-end")
     args = parser.parse_args(argv)
+    backfill = (args.backfill_start, args.backfill_end) if args.backfill_start or args.backfill_end else None
     started = time.perf_counter()
     try:
         from pipezone.core.runtime import load_runtime
         from pipezone.core.settings import load_settings
 
-        runtime = load_runtime(load_settings())
+        settings = load_settings()
+        failpoints.arm(settings.failpoints)
+        runtime = load_runtime(settings)
         flow = runtime.flow(args.flow)
         spark = open_session(runtime, f"pipezone-{flow.name}-{step}")
-        ctx = StepContext(runtime, spark, flow, args.run_id, args.full_refresh)
-        result = run_step(ctx, step)
+        ctx = StepContext(runtime, spark, flow, args.run_id, args.full_refresh, backfill)
+        with failpoints.in_step(step):
+            result = run_step(ctx, step)
     except Exception as err:  # noqa: BLE001 - one line, never a traceback
         message = str(err) if isinstance(err, StepFailed) else f"flow {args.flow}, step {step}: {summarize_error(err)}"
         print(f"pipezone: error: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,236 @@
+"""Exactly-once across crashes, on the real stack (`services` profile: Spark standalone cluster, MinIO lake,
+MariaDB source and state, Vault credentials), every step a real spark-submit as Airflow runs it.
+
+For each failpoint (pipezone/core/failpoints.py) the source changes (inserts, updates, deletes), the flow
+runs with that point armed, so the step's driver process is SIGKILLed there: before its Delta commit,
+after the commit but before the state update, or inside the state store's transaction. Then the flow
+runs again, unarmed, with a new run id. After every rerun, each layer must equal the source:
+
+- raw: no row version twice (the flow has no lookback, so raw re-reads nothing by design), and its
+  latest event per key is the source;
+- bronze: no row version twice, and its latest event per key is the source;
+- silver: its live rows are the source, row for row; deleted keys are flagged, never duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pipezone.core import delta_tables as dt
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from services import Stack
+
+pytestmark = [pytest.mark.services, pytest.mark.spark]
+
+REPO = Path(__file__).resolve().parents[2]
+PIPEZONE = str(Path(sys.executable).with_name("pipezone"))
+STATE_DB = "pz_fault_state"
+SHOP_DB = "pz_fault_shop"
+FLOW = "fault_orders"
+PREFIXES = {"raw": "fault_shop/", "bronze": f"{FLOW}/", "silver": f"{FLOW}/"}
+POINTS = (
+    "extract.before_commit",
+    "extract.after_commit",
+    "extract.state_update",
+    "bronze.after_commit",
+    "bronze.state_update",
+    "silver.after_commit",
+    "silver.state_update",
+)
+
+CONNECTION = """\
+name: fault_shop
+type: mariadb
+host: 127.0.0.1
+port: {port}
+database: pz_fault_shop
+user: ${{vault:secret/pipezone/mariadb#user}}
+password: ${{vault:secret/pipezone/mariadb#password}}
+"""
+
+FLOW_YAML = f"""\
+name: {FLOW}
+source:
+  connection: fault_shop
+  table: orders
+  primary_key: [id]
+  incremental:
+    cursor: updated_at
+  deletes:
+    every: 0s
+"""
+
+
+@dataclass
+class Shop:
+    root: Path
+    stack: Stack
+    env: dict[str, str] = field(repr=False)
+    clock: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0))
+    next_id: int = 1
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PIPEZONE, *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+
+    def sql(self, statement: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
+        conn = self.stack.mariadb.connect(SHOP_DB)
+        try:
+            with conn.cursor() as cur:
+                if rows is None:
+                    cur.execute(statement)
+                else:
+                    cur.executemany(statement, rows)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def change(self, inserts: int, updates: int, deletes: int) -> None:
+        """Source changes stamped in the past (the extract's safety buffer never hides them)."""
+        self.clock += timedelta(minutes=1)
+        when = self.clock - timedelta(days=1)
+        rows = [(i, f"c{i % 7}", Decimal(i) / 4, "new", when) for i in range(self.next_id, self.next_id + inserts)]
+        self.next_id += inserts
+        self.sql("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", rows)
+        self.sql(
+            f"UPDATE orders SET status = 'paid', amount = amount + 1, updated_at = '{when}' ORDER BY id LIMIT {updates}"
+        )
+        self.sql(f"DELETE FROM orders ORDER BY id DESC LIMIT {deletes}")
+
+    def source(self) -> dict[int, tuple[Any, ...]]:
+        rows = self.sql("SELECT id, customer, amount, status, updated_at FROM orders")
+        return {r[0]: (r[1], r[2], r[3], r[4].replace(tzinfo=UTC)) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    from services import require_stack
+
+    stack = require_stack()
+    root = tmp_path_factory.mktemp("faults") / "project"
+    shutil.copytree(REPO / "metadata", root / "metadata")
+    for name in ("retail_customers", "retail_products", "retail_orders", "retail_order_items", "retail_daily_revenue"):
+        (root / "metadata" / "flows" / f"{name}.yaml").unlink()
+    state = root / "metadata" / "connections" / "services_state.yaml"
+    state.write_text(state.read_text().replace("database: pipezone\n", f"database: {STATE_DB}\n"))
+    (root / "metadata" / "connections" / "fault_shop.yaml").write_text(CONNECTION.format(port=stack.mariadb.port))
+    (root / "metadata" / "flows" / f"{FLOW}.yaml").write_text(FLOW_YAML)
+    conn = stack.mariadb.connect()
+    try:
+        with conn.cursor() as cur:
+            for db in (STATE_DB, SHOP_DB):
+                cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+                cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
+            cur.execute(
+                f"CREATE TABLE `{SHOP_DB}`.orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, "
+                "amount DECIMAL(12,2) NOT NULL, status VARCHAR(10) NOT NULL, updated_at DATETIME(6) NOT NULL)"
+            )
+    finally:
+        conn.close()
+    s3 = stack.s3()
+    for bucket, prefix in PREFIXES.items():
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEZONE_", "VAULT_"))}
+    env |= stack.env() | {"PIPEZONE_HOME": str(root), "PIPEZONE_JAR_CACHE": str(REPO / ".pipezone" / "jars")}
+    yield Shop(root, stack, env)
+
+
+@pytest.fixture(scope="module")
+def lake(spark: SparkSession, shop: Shop) -> SparkSession:
+    """The tests' Spark session, reading MinIO's buckets through s3a."""
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001 - the public way to set it at runtime
+    for key, value in {
+        "fs.s3a.endpoint": shop.stack.minio_endpoint,
+        "fs.s3a.access.key": shop.stack.minio_user,
+        "fs.s3a.secret.key": shop.stack.minio_password,
+        "fs.s3a.path.style.access": "true",
+        "fs.s3a.connection.ssl.enabled": "false",
+        "fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    }.items():
+        conf.set(key, value)
+    return spark
+
+
+def _events(spark: SparkSession, path: str) -> list[Any]:
+    return spark.read.format("delta").load(path).collect()
+
+
+def _latest_live(rows: list[Any]) -> dict[int, tuple[Any, ...]]:
+    """Per key, the newest event (by batch; a tombstone after the live row of its batch), if live."""
+    latest: dict[int, Any] = {}
+    for r in sorted(rows, key=lambda r: (r[dt.BATCH], bool(r[dt.DELETED]))):
+        latest[r["id"]] = r
+    return {
+        k: (r["customer"], r["amount"], r["status"], r["updated_at"].astimezone(UTC))
+        for k, r in latest.items()
+        if not r[dt.DELETED]
+    }
+
+
+def _no_version_twice(rows: list[Any], where: str) -> None:
+    versions = [(r["id"], r["updated_at"], bool(r[dt.DELETED])) for r in rows if not r[dt.DELETED]]
+    assert len(versions) == len(set(versions)), f"{where}: a row version appears twice"
+
+
+def assert_every_layer_equals_the_source(spark: SparkSession, shop: Shop) -> None:
+    source = shop.source()
+    raw = _events(spark, f"s3a://raw/{PREFIXES['raw']}orders")
+    bronze = _events(spark, f"s3a://bronze/{FLOW}")
+    silver = _events(spark, f"s3a://silver/{FLOW}")
+    for name, rows in (("raw", raw), ("bronze", bronze)):
+        _no_version_twice(rows, name)
+        assert _latest_live(rows) == source, f"{name}: latest events differ from the source"
+    live = {
+        r["id"]: (r["customer"], r["amount"], r["status"], r["updated_at"].astimezone(UTC))
+        for r in silver
+        if not r[dt.DELETED]
+    }
+    assert live == source, "silver differs from the source"
+    assert len(silver) == len({r["id"] for r in silver}), "silver: a key twice"
+
+
+@pytest.fixture(scope="module")
+def loaded(shop: Shop) -> Shop:
+    shop.change(inserts=60, updates=0, deletes=0)
+    proc = shop.run("run", FLOW)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return shop
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_step_killed_at_any_point_then_rerun_leaves_every_layer_equal_to_the_source(
+    loaded: Shop, lake: SparkSession, point: str
+) -> None:
+    loaded.change(inserts=7, updates=5, deletes=2)
+    killed = loaded.run("run", FLOW, env={"PIPEZONE_FAILPOINTS": point})
+    step = point.split(".")[0]
+    out = killed.stdout + killed.stderr
+    assert killed.returncode != 0, out[-2000:]
+    assert f"{FLOW}: {step} FAILED" in out, out[-2000:]  # died at the point, in that step
+
+    rerun = loaded.run("run", FLOW)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert_every_layer_equals_the_source(lake, loaded)
