@@ -241,6 +241,29 @@ class Stack:
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
         )
 
+    def delete_prefixes(self, prefixes: dict[str, list[str]]) -> None:
+        """Delete every object under bucket -> prefixes (the lake tables a test module writes)."""
+        s3 = self.s3()
+        for bucket, names in prefixes.items():
+            for prefix in names:
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                    keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                    if keys:
+                        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+
+    def recreate_databases(self, *names: str, table_sql: str | None = None) -> None:
+        """Drop and create these MariaDB databases; `table_sql` then runs once (e.g. a CREATE TABLE)."""
+        conn = self.mariadb.connect()
+        try:
+            with conn.cursor() as cur:
+                for db in names:
+                    cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+                    cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
+                if table_sql:
+                    cur.execute(table_sql)
+        finally:
+            conn.close()
+
     def spark_apps(self) -> list[dict[str, Any]]:
         """Applications the standalone master knows (running and completed)."""
         import json
@@ -249,6 +272,14 @@ class Stack:
         with urllib.request.urlopen(self.spark_master_json, timeout=10) as response:
             state = json.load(response)
         return [*state.get("activeapps", []), *state.get("completedapps", [])]
+
+
+def orders_table_sql(database: str) -> str:
+    """The integration tests' MariaDB `orders` source table."""
+    return (
+        f"CREATE TABLE `{database}`.orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, "
+        "amount DECIMAL(12,2) NOT NULL, status VARCHAR(10) NOT NULL, updated_at DATETIME(6) NOT NULL)"
+    )
 
 
 def stack_params(environ: dict[str, str] | None = None) -> Stack:

@@ -4,8 +4,8 @@
   `txnVersion` (the batch number), so Delta itself skips a retried commit.
 - MERGE is forward-only: a target row changes only when the incoming row is newer by cursor (or by
   batch on a cursor tie), so re-reading a window or replaying a batch changes nothing.
-- "Append" into bronze inserts only row versions the table does not hold yet (by key and row hash), so a
-  lookback re-read or a window read twice after a lost state update adds nothing.
+- Each row version carries a hash of its source columns (`_pz_row_hash`), so bronze can append only the
+  versions that differ from a key's latest one: a lookback re-read adds nothing.
 - Deletes are soft: a tombstone row (`_pz_deleted`) flags the target row and keeps its data.
 - SCD2 keeps every version with `_pz_valid_from` / `_pz_valid_to` / `_pz_is_current`.
 - Every commit carries `userMetadata` (run id, batch, window) for reconciliation and debugging.
@@ -254,30 +254,6 @@ def merge(
             )
             .whenNotMatchedInsertAll(condition=f"NOT s.`{DELETED}`")
         ),
-        **common,
-    )
-
-
-def insert_new_versions(
-    df: DataFrame,
-    path: str,
-    *,
-    keys: list[str],
-    app_id: str,
-    version: int,
-    metadata: dict[str, Any],
-    partition_by: list[str] | None = None,
-) -> CommitInfo:
-    """Append the rows whose (keys, `_pz_row_hash`) the table does not hold yet: an append that a
-    re-read window cannot duplicate. `df` must carry ROW_HASH (see `with_row_hash`)."""
-    common = {"app_id": app_id, "version": version, "metadata": metadata}
-    df = df.dropDuplicates([*keys, ROW_HASH])
-    if not table_exists(df.sparkSession, path):
-        return append(df, path, partition_by=partition_by, **common)
-    return _merge_commit(
-        df,
-        path,
-        lambda t: t.merge(df.alias("s"), _on([*keys, ROW_HASH])).withSchemaEvolution().whenNotMatchedInsertAll(),
         **common,
     )
 

@@ -16,6 +16,7 @@ Runs against SQLite and against MariaDB (tests/services.py; a failure, not a ski
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -245,7 +246,14 @@ def run_property(spark: SparkSession, root: Path, source: Source, environ: dict[
             runtime.state.close()
 
 
-SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+# Each example runs Spark several times: a few per suite run (derandomized, so CI is repeatable); set
+# PIPEZONE_PROPERTY_EXAMPLES (and unset derandomization with PIPEZONE_PROPERTY_RANDOM=1) to search deeper.
+SETTINGS = settings(
+    max_examples=int(os.environ.get("PIPEZONE_PROPERTY_EXAMPLES", "3")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=os.environ.get("PIPEZONE_PROPERTY_RANDOM") != "1",
+)
 
 
 @SETTINGS

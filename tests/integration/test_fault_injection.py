@@ -40,7 +40,7 @@ PIPEZONE = str(Path(sys.executable).with_name("pipezone"))
 STATE_DB = "pz_fault_state"
 SHOP_DB = "pz_fault_shop"
 FLOW = "fault_orders"
-PREFIXES = {"raw": "fault_shop/", "bronze": f"{FLOW}/", "silver": f"{FLOW}/"}
+PREFIXES = {"raw": ["fault_shop/"], "bronze": [f"{FLOW}/"], "silver": [f"{FLOW}/"]}
 POINTS = (
     "extract.before_commit",
     "extract.after_commit",
@@ -124,7 +124,7 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    from services import require_stack
+    from services import orders_table_sql, require_stack
 
     stack = require_stack()
     root = tmp_path_factory.mktemp("faults") / "project"
@@ -135,24 +135,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     state.write_text(state.read_text().replace("database: pipezone\n", f"database: {STATE_DB}\n"))
     (root / "metadata" / "connections" / "fault_shop.yaml").write_text(CONNECTION.format(port=stack.mariadb.port))
     (root / "metadata" / "flows" / f"{FLOW}.yaml").write_text(FLOW_YAML)
-    conn = stack.mariadb.connect()
-    try:
-        with conn.cursor() as cur:
-            for db in (STATE_DB, SHOP_DB):
-                cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-                cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
-            cur.execute(
-                f"CREATE TABLE `{SHOP_DB}`.orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, "
-                "amount DECIMAL(12,2) NOT NULL, status VARCHAR(10) NOT NULL, updated_at DATETIME(6) NOT NULL)"
-            )
-    finally:
-        conn.close()
-    s3 = stack.s3()
-    for bucket, prefix in PREFIXES.items():
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    stack.recreate_databases(STATE_DB, SHOP_DB, table_sql=orders_table_sql(SHOP_DB))
+    stack.delete_prefixes(PREFIXES)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEZONE_", "VAULT_"))}
     env |= stack.env() | {"PIPEZONE_HOME": str(root), "PIPEZONE_JAR_CACHE": str(REPO / ".pipezone" / "jars")}
     yield Shop(root, stack, env)
@@ -197,7 +181,7 @@ def _no_version_twice(rows: list[Any], where: str) -> None:
 
 def assert_every_layer_equals_the_source(spark: SparkSession, shop: Shop) -> None:
     source = shop.source()
-    raw = _events(spark, f"s3a://raw/{PREFIXES['raw']}orders")
+    raw = _events(spark, f"s3a://raw/{PREFIXES['raw'][0]}orders")
     bronze = _events(spark, f"s3a://bronze/{FLOW}")
     silver = _events(spark, f"s3a://silver/{FLOW}")
     for name, rows in (("raw", raw), ("bronze", bronze)):

@@ -109,32 +109,16 @@ def _shop_rows(start: int, count: int, when: datetime) -> list[tuple[object, ...
 
 
 def _prepare_mariadb(stack: Stack) -> None:
-    conn = stack.mariadb.connect()
+    from services import orders_table_sql
+
+    stack.recreate_databases(STATE_DB, SHOP_DB, table_sql=orders_table_sql(SHOP_DB))
+    conn = stack.mariadb.connect(SHOP_DB)
     try:
         with conn.cursor() as cur:
-            for db in (STATE_DB, SHOP_DB):
-                cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
-                cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
-            cur.execute(
-                f"CREATE TABLE `{SHOP_DB}`.orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, "
-                "amount DECIMAL(12,2) NOT NULL, status VARCHAR(10) NOT NULL, updated_at DATETIME(6) NOT NULL)"
-            )
             when = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
-            cur.executemany(
-                f"INSERT INTO `{SHOP_DB}`.orders VALUES (%s, %s, %s, %s, %s)", _shop_rows(1, SHOP_ROWS, when)
-            )
+            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", _shop_rows(1, SHOP_ROWS, when))
     finally:
         conn.close()
-
-
-def _clean_lake(stack: Stack) -> None:
-    s3 = stack.s3()
-    for bucket, prefixes in LAKE_TABLES.items():
-        for prefix in prefixes:
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +134,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     (root / "metadata" / "flows" / "shop_orders.yaml").write_text(SHOP_FLOW)
     create_retail_db(root / ".pipezone" / "demo" / "retail.db")
     _prepare_mariadb(stack)
-    _clean_lake(stack)
+    stack.delete_prefixes(LAKE_TABLES)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEZONE_", "VAULT_"))}
     env |= stack.env() | {"PIPEZONE_HOME": str(root), "PIPEZONE_JAR_CACHE": str(REPO / ".pipezone" / "jars")}
     yield Project(root, stack, env)
