@@ -57,11 +57,12 @@ class SparkStepOperator(BaseOperator):
         flow = runtime.flow(self.flow)
         run_id = str(context["run_id"])
         full_refresh = wants_full_refresh(context)
+        backfill = backfill_window(context)
         self.links = task_links(runtime, flow, self.step)
         if runtime.settings.spark_launcher == "in-process":
-            return self._run_in_process(runtime, run_id, full_refresh)
+            return self._run_in_process(runtime, run_id, full_refresh, backfill)
         try:
-            command = submit_command(runtime, self.flow, self.step, run_id, full_refresh)
+            command = submit_command(runtime, self.flow, self.step, run_id, full_refresh, backfill)
         except Exception as err:  # noqa: BLE001 - e.g. a secret that does not resolve: one line
             raise AirflowException(f"flow {self.flow}, step {self.step}: {err}") from None
         _mask_secrets(command)
@@ -82,13 +83,15 @@ class SparkStepOperator(BaseOperator):
             raise AirflowFailException(f"flow {self.flow}, step {self.step}: {err}") from None
         return runtime
 
-    def _run_in_process(self, runtime: Runtime, run_id: str, full_refresh: bool) -> str:
+    def _run_in_process(
+        self, runtime: Runtime, run_id: str, full_refresh: bool, backfill: tuple[str, str] | None
+    ) -> str:
         """PIPEZONE_SPARK_LAUNCHER=in-process: a Spark session in the task's own process (kept across tasks
         when they share the process, as under `dag.test()`), for the embedded default's quick runs."""
         from pipezone.core.flow_runner import run_in_process
 
         self.log.info("flow %s, step %s, run id %s (in-process Spark session)", self.flow, self.step, run_id)
-        ok, line = run_in_process(runtime, self.flow, self.step, run_id, full_refresh)
+        ok, line = run_in_process(runtime, self.flow, self.step, run_id, full_refresh, backfill)
         self.log.info("%s", line)
         if not ok:
             raise AirflowException(line)
@@ -156,6 +159,18 @@ def wants_full_refresh(context: Any) -> bool:
     conf = getattr(context.get("dag_run"), "conf", None) or {}
     params = context.get("params") or {}
     return bool(conf.get("full_refresh") or params.get("full_refresh"))
+
+
+def backfill_window(context: Any) -> tuple[str, str] | None:
+    """A run triggered with config `{"backfill": {"start": S, "end": E}}` reads the window [S, E) instead
+    of the incremental one (as `pipezone backfill`); anything malformed fails the task in one line."""
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    window = conf.get("backfill")
+    if window is None:
+        return None
+    if not isinstance(window, dict) or not window.get("start") or not window.get("end"):
+        raise AirflowFailException(f'backfill config {window!r}: expected {{"start": "...", "end": "..."}}')
+    return str(window["start"]), str(window["end"])
 
 
 def _mask_secrets(command: Sequence[str]) -> None:

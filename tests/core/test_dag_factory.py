@@ -383,3 +383,21 @@ def test_the_plugin_registers_the_operator_links() -> None:
     spec.loader.exec_module(module)
     names = [link.name for link in module.PipeZoneLinksPlugin.operator_extra_links]
     assert names == [link.name for link in SparkStepOperator.operator_extra_links] == ["Spark UI", "Lake location"]
+
+
+def test_trigger_config_selects_full_refresh_and_backfill_windows() -> None:
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipezone.core.spark_step_operator import backfill_window, wants_full_refresh
+
+    def context(conf: dict) -> dict:
+        return {"dag_run": SimpleNamespace(conf=conf), "params": {}}
+
+    assert not wants_full_refresh(context({})) and wants_full_refresh(context({"full_refresh": True}))
+    assert backfill_window(context({})) is None
+    window = {"backfill": {"start": "2024-01-01", "end": "2024-02-01"}}
+    assert backfill_window(context(window)) == ("2024-01-01", "2024-02-01")
+    with pytest.raises(AirflowFailException, match='backfill config .*expected {"start"'):
+        backfill_window(context({"backfill": {"start": "2024-01-01"}}))
