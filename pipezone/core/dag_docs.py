@@ -186,7 +186,7 @@ def flow_doc(
     footer = [
         'Full refresh (re-read the whole source): trigger with config `{"full_refresh": true}`.',
         "",
-        'Backfill a cursor window [S, E) without touching the watermark: trigger with config '
+        "Backfill a cursor window [S, E) without touching the watermark: trigger with config "
         '`{"backfill": {"start": "S", "end": "E"}}` (or `pipezone backfill`).',
         "",
         f"Run one step by hand: `pipezone run {flow.name} --steps STEP --run-id RUN_ID`.",
