@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 def _pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None, int, int]:
     """Rows of batches not yet consumed by `layer`, with the (previous, newest) batch numbers."""
     target = ctx.runtime.lake.table(layer, ctx.flow.name)
-    previous = max(ctx.state.get_progress(ctx.flow.name, layer), dt.committed_batch(ctx.spark, target))
+    stored = ctx.state.get_progress(ctx.flow.name, layer)
+    previous = max(stored, dt.committed_batch(ctx.spark, target))
+    if previous > stored:  # the state update after this layer's last commit was lost: repair it first
+        ctx.state.set_progress(ctx.flow.name, layer, previous, ctx.run_id)
     newest = dt.newest_batch(ctx.spark, below)
     if newest <= previous:
         return None, previous, newest
