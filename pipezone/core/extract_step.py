@@ -239,14 +239,15 @@ def run_extract(ctx: StepContext) -> StepResult:
             _load(ctx, adapter, adapter.read_options(source, window_sql, _partition_bounds(ctx, adapter, window_sql)))
         )
     tombstones = _tombstones(ctx, adapter, raw_path) if snapshot else None
-    if tombstones is not None:
+    if tombstones is not None and (frames or not tombstones.isEmpty()):
         frames.append(tombstones)
     if not frames:
-        return StepResult(note="no new rows; nothing loaded yet to compare the key snapshot with", details=window)
+        return StepResult(note="no new rows, no deleted keys", details=window)
     batch = next_batch(ctx, raw_path)
     df = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1], allowMissingColumns=True)
     new_watermark = hi if watermark is None or (hi is not None and later(hi, watermark)) else watermark
-    columns = [c for c in frames[0].columns if not c.startswith("_pz_")]  # what the source has now
+    # The source's columns now, as this batch read them (None: a batch of tombstones only, which says nothing).
+    columns = None if nothing_new else [c for c in frames[0].columns if not c.startswith("_pz_")]
     meta = ctx.metadata(
         "extract", batch=batch, lo=lo, hi=new_watermark, read_hi=hi, key_snapshot=snapshot, columns=columns
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipezone.core import failpoints
 from pipezone.core.cross_checks import find_cycles
 from pipezone.core.runtime import RunError, Runtime
 from pipezone.core.step_runner import STEPS
@@ -179,10 +180,12 @@ def run_in_process(
     from pipezone.core.step_runner import StepFailed, open_session, run_step, summary_line
 
     started = time.perf_counter()
+    failpoints.arm(runtime.settings.failpoints)
     spark = open_session(runtime, "pipezone")
     ctx = StepContext(runtime, spark, runtime.flow(flow), run_id, full_refresh, backfill)
     try:
-        result = run_step(ctx, step)
+        with failpoints.in_step(step):
+            result = run_step(ctx, step)
     except StepFailed as err:
         return False, str(err)
     return True, summary_line(flow, step, run_id, result, time.perf_counter() - started)

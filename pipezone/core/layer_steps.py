@@ -56,7 +56,10 @@ def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int,
             break
     if {c["batch"] for c in commits} != wanted or any("columns" not in c for c in commits):
         return df  # a batch's commit is gone from the log, or predates `columns`: keep everything
-    read = {snake_case(name) for c in commits for name in c["columns"]}
+    reads = [c["columns"] for c in commits if c["columns"] is not None]  # None: tombstones only
+    if not reads:
+        return df
+    read = {snake_case(name) for columns in reads for name in columns}
     dropped = [c for c in df.columns if not c.startswith("_pz_") and snake_case(c) not in read]
     return df.drop(*dropped) if dropped else df
 
