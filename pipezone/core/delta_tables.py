@@ -226,26 +226,14 @@ def merge(
         live = df.filter(f"NOT `{DELETED}`") if tombstones else df
         return append(live, path, partition_by=partition_by, **common)
     newer = forward_only_condition(cursor)
-    if not tombstones:
-        return _merge_commit(
-            df,
-            path,
-            lambda t: (
-                t.merge(df.alias("s"), _on(keys))
-                .withSchemaEvolution()
-                .whenMatchedUpdateAll(condition=newer)
-                .whenNotMatchedInsertAll()
-            ),
-            **common,
-        )
     flagged = f"coalesce(t.`{DELETED}`, false)"
-    return _merge_commit(
-        df,
-        path,
-        lambda t: (
-            t.merge(df.alias("s"), _on(keys))
-            .withSchemaEvolution()
-            .whenMatchedUpdate(
+
+    def build(t: Any) -> Any:
+        merge = t.merge(df.alias("s"), _on(keys)).withSchemaEvolution()
+        if not tombstones:
+            return merge.whenMatchedUpdateAll(condition=newer).whenNotMatchedInsertAll()
+        return (
+            merge.whenMatchedUpdate(
                 condition=f"s.`{DELETED}` AND NOT {flagged} AND s.`{BATCH}` >= t.`{BATCH}`",
                 set={DELETED: "true", DELETED_AT: f"s.`{DELETED_AT}`", BATCH: f"s.`{BATCH}`", RUN_ID: f"s.`{RUN_ID}`"},
             )
@@ -253,9 +241,9 @@ def merge(
                 condition=f"NOT s.`{DELETED}` AND (({newer}) OR ({flagged} AND s.`{BATCH}` > t.`{BATCH}`))"
             )
             .whenNotMatchedInsertAll(condition=f"NOT s.`{DELETED}`")
-        ),
-        **common,
-    )
+        )
+
+    return _merge_commit(df, path, build, **common)
 
 
 def with_row_hash(df: DataFrame) -> DataFrame:
