@@ -68,6 +68,13 @@ def _partition_bounds(ctx: StepContext, adapter: Any, window_sql: str) -> tuple[
     return row.get("pz_lo"), row.get("pz_hi")
 
 
+def _read(ctx: StepContext, adapter: Any, dbtable: str) -> Any:
+    """The source rows of `dbtable` (a window, a key snapshot, a backfill range), split as the flow asks."""
+    source = ctx.flow.source
+    assert source is not None
+    return _load(ctx, adapter, adapter.read_options(source, dbtable, _partition_bounds(ctx, adapter, dbtable)))
+
+
 def _load(ctx: StepContext, adapter: Any, options: dict[str, str]) -> Any:
     """Read the window; drivers that type some columns badly get a customSchema and casts after."""
     from pyspark.sql import functions as F
@@ -166,20 +173,15 @@ def _tombstones(ctx: StepContext, adapter: Any, raw_path: str) -> Any:
     """
     from pyspark.sql import functions as F
 
-    from pipezone.core.layer_steps import latest_events
+    from pipezone.core.layer_steps import as_events, latest_events
 
     source = ctx.flow.source
     assert source is not None
-    keys = list(source.primary_key)
-    snapshot_sql = adapter.key_snapshot_query(source)
-    options = adapter.read_options(source, snapshot_sql, _partition_bounds(ctx, adapter, snapshot_sql))
-    in_source = _load(ctx, adapter, options)
     if not dt.table_exists(ctx.spark, raw_path):
-        return None
-    raw = ctx.spark.read.format("delta").load(raw_path)
-    if dt.DELETED not in raw.columns:
-        raw = raw.withColumn(dt.DELETED, F.lit(False))
-    raw = raw.withColumn(dt.DELETED, F.coalesce(F.col(dt.DELETED), F.lit(False)))
+        return None  # nothing loaded yet: no key can have gone
+    keys = list(source.primary_key)
+    in_source = _read(ctx, adapter, adapter.key_snapshot_query(source))
+    raw = as_events(ctx.spark.read.format("delta").load(raw_path))
     events = latest_events(raw.select(*keys, dt.BATCH, dt.EXTRACTED_AT, dt.DELETED), keys, None)
     live = events.filter(f"NOT `{dt.DELETED}`").select(*keys)
     return live.join(in_source, on=keys, how="left_anti").withColumn(dt.DELETED, F.lit(True))
@@ -192,10 +194,8 @@ def _backfill(ctx: StepContext, adapter: Any, raw_path: str) -> StepResult:
     start, end = (v if not isinstance(v, str) else parse_cursor_text(v) for v in ctx.backfill)
     if not later(end, start):
         raise ValueError(f"backfill window [{start}, {end}) is empty: --end must be after --start")
-    window_sql = adapter.backfill_query(source, start, end)
-    options = adapter.read_options(source, window_sql, _partition_bounds(ctx, adapter, window_sql))
     batch = next_batch(ctx, raw_path)
-    read = _load(ctx, adapter, options)
+    read = _read(ctx, adapter, adapter.backfill_query(source, start, end))
     columns = [c for c in read.columns if not c.startswith("_pz_")]
     df = _stamped(read, ctx, batch)
     df, _ = conform_to_table(df, raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
@@ -234,10 +234,7 @@ def run_extract(ctx: StepContext) -> StepResult:
         return StepResult(note="source table is empty" if hi is None else "no new rows", details=window)
     frames = []
     if not nothing_new:
-        window_sql = adapter.window_query(source, lo, hi)
-        frames.append(
-            _load(ctx, adapter, adapter.read_options(source, window_sql, _partition_bounds(ctx, adapter, window_sql)))
-        )
+        frames.append(_read(ctx, adapter, adapter.window_query(source, lo, hi)))
     tombstones = _tombstones(ctx, adapter, raw_path) if snapshot else None
     if tombstones is not None and (frames or not tombstones.isEmpty()):
         frames.append(tombstones)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipezone.core.delta_tables import DELETED
 from pipezone.core.flow_spec import Transform
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ def _filter(df: DataFrame, t: Transform) -> DataFrame:
     from pyspark.sql import functions as F
 
     keep = F.expr(t.filter or "true")
-    if "_pz_deleted" in df.columns:
-        keep = keep | F.col("_pz_deleted")
+    if DELETED in df.columns:
+        keep = keep | F.col(DELETED)
     return df.filter(keep)
 
 
