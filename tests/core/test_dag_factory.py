@@ -295,7 +295,7 @@ def test_operator_submits_the_step_with_airflow_run_id(orders_task, monkeypatch:
 
     calls = []
 
-    def fake_submit(runtime, flow, step, run_id, full_refresh):
+    def fake_submit(runtime, flow, step, run_id, full_refresh, backfill=None):
         calls.append((flow, step, run_id, full_refresh, runtime.profile.name))
         line = f"pipezone {step} {flow} run={run_id}: rows in 3, rows out 3, 10 bytes in 0.1 s"
         return [sys.executable, "-c", f"import sys; print('spark says hi', file=sys.stderr); print({line!r})"]
@@ -346,7 +346,7 @@ def test_operator_reads_the_profile_at_execution_time(orders_task, tmp_path, mon
 
     masters = []
 
-    def fake_submit(runtime, flow, step, run_id, full_refresh):
+    def fake_submit(runtime, flow, step, run_id, full_refresh, backfill=None):
         masters.append(runtime.profile.spark.master)
         return [sys.executable, "-c", "print('pipezone ok')"]
 
