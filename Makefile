@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1su
 JARS   := .pipezone/jars
 PYTEST_ARGS ?=
 
-.PHONY: help install jars demo test lint schema validate clean services-up services-down services-status airflow up down
+.PHONY: help install jars demo test lint schema validate clean services-up services-down services-status airflow up down \
+	bench bench-quick
 
 help:
 	@echo "make demo      build the demo SQLite shop and run its flows on the embedded default"
@@ -19,6 +20,8 @@ help:
 	@echo "make services-up / services-down / services-status   the real stack on this machine (no Docker)"
 	@echo "make up / down    the full stack in Docker (setup/docker): Airflow :8080, Spark :8090, MinIO :9001, Vault :8200"
 	@echo "make airflow   airflow standalone with PipeZone's dags/ and plugins/ (UI on :8080)"
+	@echo "make bench     ingest, incremental latency, DAG parse and memory benchmarks -> docs/benchmarks.md (~45 min)"
+	@echo "make bench-quick   the same at 200k rows, under 10 minutes -> .pipezone/bench/quick.md"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "PipeZone needs Python 3.11 (set PYTHON=...)")'
@@ -125,3 +128,18 @@ down:
 
 clean:
 	rm -rf .pipezone/lake .pipezone/state.db .pipezone/demo .pytest_cache
+
+# Benchmarks (bench/): MariaDB (and MinIO for the full run) from setup/local, started and installed on first
+# use; dag-factory in its own venv (it must not share this project's environment) for the parse comparison.
+DAGFACTORY_VENV := .pipezone/bench/dagfactory-venv
+DAGFACTORY_PY := $(DAGFACTORY_VENV)/bin/python
+
+$(DAGFACTORY_PY):
+	$(PYTHON) -m venv $(DAGFACTORY_VENV)
+	$(DAGFACTORY_VENV)/bin/pip install --quiet -c constraints.txt dag-factory==1.1.0 apache-airflow==3.3.2
+
+bench: jars $(DAGFACTORY_PY)
+	$(PY) bench/run.py --dag-factory-python $(DAGFACTORY_PY) --docs docs/benchmarks.md
+
+bench-quick: jars $(DAGFACTORY_PY)
+	$(PY) bench/run.py --quick --dag-factory-python $(DAGFACTORY_PY)

@@ -146,14 +146,8 @@ def median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10,100,1000", help="comma-separated flow counts")
-    parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per size (median reported)")
-    parser.add_argument("--dag-factory-python", help="python of a separate venv with dag-factory==1.1.0")
-    args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
-
+def run(sizes: list[int], repeat: int, dag_factory_python: str | None) -> list[dict[str, object]]:
+    """One record per size: medians of `repeat` fresh processes, contenders alternating."""
     work = Path(tempfile.mkdtemp(prefix="pipezone-dag-parse-"))
     base_env = {
         **os.environ,
@@ -163,37 +157,45 @@ def main(argv: list[str] | None = None) -> int:
     }
     for key in ("PIPEZONE_METADATA", "PIPEZONE_PROFILE", "_AIRFLOW_PARSING_CONTEXT_DAG_ID"):
         base_env.pop(key, None)
-    rows = []
+    records: list[dict[str, object]] = []
     try:
         for n in sizes:
             project = pipezone_project(work / f"pipezone-{n}", n)
             pz_env = {**base_env, "PIPEZONE_HOME": str(project)}
-            df_dags = dag_factory_folder(work / f"dagfactory-{n}", n) if args.dag_factory_python else None
+            df_dags = dag_factory_folder(work / f"dagfactory-{n}", n) if dag_factory_python else None
             pz_runs, df_runs = [], []
-            for _ in range(args.repeat):  # alternate, so both see the same machine load
+            for _ in range(repeat):  # alternate, so both see the same machine load
                 pz_runs.append(measure(sys.executable, REPO / "dags", pz_env))
-                if df_dags is not None:
-                    df_runs.append(measure(args.dag_factory_python, df_dags, base_env))
+                if df_dags is not None and dag_factory_python:
+                    df_runs.append(measure(dag_factory_python, df_dags, base_env))
             for label, runs in (("pipezone", pz_runs), ("dag-factory", df_runs)):
                 if runs and (runs[0]["dags"] != n or runs[0]["errors"] or runs[0]["tasks"] != 4 * n):
                     raise SystemExit(f"{label} at N={n}: {runs[0]}")
-            rows.append((n, pz_runs, df_runs))
-            print(f"N={n}: pipezone {median(pz_runs, 'parse_s'):.3f} s", file=sys.stderr, flush=True)
+            record: dict[str, object] = {
+                "bench": "parse",
+                "flows": n,
+                "repeat": repeat,
+                "pipezone_parse_s": round(median(pz_runs, "parse_s"), 3),
+                "pipezone_process_s": round(median(pz_runs, "wall_s"), 3),
+            }
+            if df_runs:
+                record["dag_factory_parse_s"] = round(median(df_runs, "parse_s"), 3)
+                record["dag_factory_process_s"] = round(median(df_runs, "wall_s"), 3)
+            records.append(record)
+            print(f"bench: parse {n} flows: {record}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return records
 
-    header = f"{'flows':>6}  {'pipezone parse':>14}  {'(process)':>9}"
-    if args.dag_factory_python:
-        header += f"  {'dag-factory parse':>17}  {'(process)':>9}  {'ratio':>6}"
-    print(header)
-    for n, pz_runs, df_runs in rows:
-        pz = median(pz_runs, "parse_s")
-        line = f"{n:>6}  {pz:>12.3f} s  {median(pz_runs, 'wall_s'):>7.2f} s"
-        if df_runs:
-            df = median(df_runs, "parse_s")
-            line += f"  {df:>15.3f} s  {median(df_runs, 'wall_s'):>7.2f} s  {df / pz:>5.1f}x"
-        print(line)
-    print(f"(median of {args.repeat} fresh processes; parse = DagBag(dags/) after `import airflow`, 4 tasks per DAG)")
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1000", help="comma-separated flow counts")
+    parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per size (median reported)")
+    parser.add_argument("--dag-factory-python", help="python of a separate venv with dag-factory==1.1.0")
+    args = parser.parse_args(argv)
+    records = run([int(s) for s in args.sizes.split(",")], args.repeat, args.dag_factory_python)
+    print(json.dumps(records, indent=1))
     return 0
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pipezone.core import arrow_extract, failpoints
 from pipezone.core import delta_tables as dt
-from pipezone.core import failpoints
 from pipezone.core.cursor_values import CursorValue, capped, later, minus_lookback, normalize, parse_cursor_text
 from pipezone.core.schema_drift import conform_to_table
 from pipezone.core.sources import source_adapter
@@ -68,11 +68,13 @@ def _partition_bounds(ctx: StepContext, adapter: Any, window_sql: str) -> tuple[
     return row.get("pz_lo"), row.get("pz_hi")
 
 
-def _read(ctx: StepContext, adapter: Any, dbtable: str) -> Any:
-    """The source rows of `dbtable` (a window, a key snapshot, a backfill range), split as the flow asks."""
+def _read(ctx: StepContext, adapter: Any, dbtable: str, bounds_over: str | None = None) -> Any:
+    """The source rows of `dbtable` (a window, a key snapshot, a backfill range), split as the flow asks;
+    the split's stride comes from MIN/MAX over `bounds_over` (default: `dbtable` itself)."""
     source = ctx.flow.source
     assert source is not None
-    return _load(ctx, adapter, adapter.read_options(source, dbtable, _partition_bounds(ctx, adapter, dbtable)))
+    bounds = _partition_bounds(ctx, adapter, bounds_over or dbtable)
+    return _load(ctx, adapter, adapter.read_options(source, dbtable, bounds))
 
 
 def _load(ctx: StepContext, adapter: Any, options: dict[str, str]) -> Any:
@@ -107,6 +109,15 @@ def _without_length_limits(df: Any) -> Any:
             for c, f in zip(columns, df.schema.fields, strict=True)
         ]
     )
+
+
+def _char_lengths(ctx: StepContext, adapter: Any, dbtable: str) -> dict[str, int]:
+    """CHAR(n) columns of `dbtable` and their n, as Spark's JDBC schema reports them (Spark pads their values
+    to n on read; another reader must do the same to write identical rows)."""
+    reader, _ = _jdbc_reader(ctx)
+    fields = reader.options(dbtable=dbtable).load().schema.fields
+    kinds = {f.name: f.metadata.get("__CHAR_VARCHAR_TYPE_STRING", "") for f in fields}
+    return {name: int(kind[5:-1]) for name, kind in kinds.items() if kind.startswith("char(")}
 
 
 def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
@@ -152,6 +163,43 @@ def _stamped(df: Any, ctx: StepContext, batch: int) -> Any:
     if dt.DELETED not in df.columns:
         columns[dt.DELETED] = F.lit(False)
     return df.withColumns(columns)
+
+
+def _append_raw(
+    ctx: StepContext,
+    adapter: Any,
+    df: Any,
+    raw_path: str,
+    batch: int,
+    meta: dict[str, Any],
+    bulk: tuple[str | None, str],
+) -> tuple[dt.CommitInfo, str]:
+    """Append the batch to raw and say how it was read: through Arrow when the bulk path is open
+    (`bulk` = (url, window)), else over JDBC."""
+    url, window_sql = bulk
+    if url is not None:
+        try:
+            target = arrow_extract.Target(df.schema, _char_lengths(ctx, adapter, window_sql), raw_stats_columns(ctx))
+            return arrow_extract.append(ctx, adapter, url, window_sql, target, raw_path, batch, meta), "arrow"
+        except arrow_extract.ArrowUnsupported as err:  # nothing written: the JDBC path reads it instead
+            print(f"pipezone: flow {ctx.flow.name}: bulk path not used ({err}); reading over JDBC", flush=True)
+    commit = dt.append(
+        df,
+        raw_path,
+        app_id=ctx.app_id("raw"),
+        version=batch,
+        metadata=meta,
+        partition_by=[dt.INGEST_DATE],
+        stats_on=raw_stats_columns(ctx),
+    )
+    return commit, "jdbc"
+
+
+def raw_stats_columns(ctx: StepContext) -> list[str]:
+    """The source columns worth file statistics in raw: the primary key and the cursor."""
+    source = ctx.flow.source
+    assert source is not None
+    return [*source.primary_key, *([source.incremental.cursor] if source.incremental else [])]
 
 
 def _snapshot_due(ctx: StepContext, raw_path: str) -> bool:
@@ -223,6 +271,13 @@ def run_extract(ctx: StepContext) -> StepResult:
     _, adapter = _jdbc_reader(ctx)
     if ctx.backfill is not None:
         return _backfill(ctx, adapter, raw_path)
+    return _extract_window(ctx, adapter, raw_path)
+
+
+def _extract_window(ctx: StepContext, adapter: Any, raw_path: str) -> StepResult:
+    """The live run: read the window (and the key snapshot when due), append it, then move the watermark."""
+    source = ctx.flow.source
+    assert source is not None
     watermark, lo, hi = _window(ctx, adapter)
     window = {"watermark": watermark, "lo": lo, "hi": hi}
     incremental = source.incremental
@@ -233,8 +288,12 @@ def run_extract(ctx: StepContext) -> StepResult:
     if nothing_new and not snapshot:
         return StepResult(note="source table is empty" if hi is None else "no new rows", details=window)
     frames = []
+    window_sql = adapter.window_query(source, lo, hi)
     if not nothing_new:
-        frames.append(_read(ctx, adapter, adapter.window_query(source, lo, hi)))
+        # A window open below is (nearly) the whole table: the table's own MIN/MAX of the split column is an
+        # index lookup, where MIN/MAX over the window scans it. Bounds only set the stride, never filter.
+        whole = adapter.relation(source) if lo is None and source.table is not None else None
+        frames.append(_read(ctx, adapter, window_sql, bounds_over=whole))
     tombstones = _tombstones(ctx, adapter, raw_path) if snapshot else None
     if tombstones is not None and (frames or not tombstones.isEmpty()):
         frames.append(tombstones)
@@ -250,20 +309,22 @@ def run_extract(ctx: StepContext) -> StepResult:
     )
     df, _ = conform_to_table(_stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
     failpoints.reach("extract.before_commit")
-    commit = dt.append(
-        df,
-        raw_path,
-        app_id=ctx.app_id("raw"),
-        version=batch,
-        metadata=meta,
-        partition_by=[dt.INGEST_DATE],
-    )
+    with ctx.timed("read_write"):
+        bulk = arrow_extract.source_url(ctx, adapter, raw_path) if len(frames) == 1 and not nothing_new else None
+        commit, read_path = _append_raw(ctx, adapter, df, raw_path, batch, meta, (bulk, window_sql))
     failpoints.reach("extract.after_commit")
-    if incremental is not None and new_watermark is not None:
-        ctx.state.set_watermark(ctx.flow.name, incremental.cursor, new_watermark, ctx.run_id)
+    with ctx.timed("state"):
+        if incremental is not None and new_watermark is not None:
+            ctx.state.set_watermark(ctx.flow.name, incremental.cursor, new_watermark, ctx.run_id)
     return StepResult(
         rows_read=commit.rows_written,
         rows_written=commit.rows_written,
         bytes_written=commit.bytes_written,
-        details={**window, "batch": batch, "delta_version": commit.version, "key_snapshot": snapshot},
+        details={
+            **window,
+            "batch": batch,
+            "delta_version": commit.version,
+            "key_snapshot": snapshot,
+            "read_path": read_path,
+        },
     )

@@ -82,6 +82,11 @@ class ReadOptions(SpecModel):
         default=None, description="Numeric/date column to split on (default: the single-column primary key)."
     )
     fetch_size: int = Field(default=10000, ge=1, description="Rows per round trip.")
+    initial_load: Literal["auto", "jdbc"] = Field(
+        default="auto",
+        description="auto: a flow's first load from MySQL/MariaDB streams Arrow batches (binary protocol, "
+        "num_partitions connections) straight into raw, without the JVM; later reads use JDBC. jdbc: JDBC always.",
+    )
 
 
 class DeleteDetection(SpecModel):

@@ -42,6 +42,20 @@ def _pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None
     return df.filter((df[dt.BATCH] > previous) & (df[dt.BATCH] <= newest)), previous, newest
 
 
+def _pending_rows(ctx: StepContext, below: str, df: DataFrame, batches: tuple[int, int]) -> int:
+    """Rows of the pending batches: from their append commits' metrics when the recent log has them all
+    (no pass over the data), else counted."""
+    previous, newest = batches
+    wanted = set(range(previous + 1, newest + 1))
+    rows = {}
+    for commit in dt.commits_with_metadata(ctx.spark, below):
+        if commit.get("batch") in wanted:
+            rows[commit["batch"]] = dt.appended_rows(commit)
+    if set(rows) == wanted and None not in rows.values():
+        return sum(rows.values())
+    return df.count()
+
+
 def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int, int]) -> DataFrame:
     """Leave out the columns no consumed batch read from the source (dropped there): Delta then keeps the
     target's values for updated rows instead of overwriting them with NULL. Raw's commit metadata lists
@@ -125,14 +139,15 @@ def _write(
     df, _ = conform_to_table(
         df, path, ctx.flow.schema_drift, f"{layer}.{ctx.flow.name}", for_merge=mode in ("merge", "scd2")
     )
+    stats_on = [*keys, *([cursor] if cursor else [])]
     if mode == "append":
-        return dt.append(_new_versions(ctx, df, path, keys, cursor), path, **common)
+        return dt.append(_new_versions(ctx, df, path, keys, cursor), path, stats_on=stats_on, **common)
     if mode == "scd2":
         return dt.scd2(_with_valid_from(df, cursor), path, keys=keys, **common)
     events = latest_events(df, keys, cursor)
     if mode == "merge":
         return dt.merge(events, path, keys=keys, cursor=cursor, **common)
-    return dt.append(events.filter(f"NOT `{dt.DELETED}`"), path, overwrite=True, **common)
+    return dt.append(events.filter(f"NOT `{dt.DELETED}`"), path, overwrite=True, stats_on=stats_on, **common)
 
 
 def _keys(ctx: StepContext) -> tuple[list[str], str | None]:
@@ -155,9 +170,11 @@ def _commit(
     """Write the layer, then (only after the commit) record the batches it consumed."""
     previous, newest = batches
     failpoints.reach(f"{layer}.before_commit")
-    commit = _write(ctx, df, layer, keys, cursor, newest)
+    with ctx.timed("read_write"):
+        commit = _write(ctx, df, layer, keys, cursor, newest)
     failpoints.reach(f"{layer}.after_commit")
-    ctx.state.set_progress(ctx.flow.name, layer, newest, ctx.run_id)
+    with ctx.timed("state"):
+        ctx.state.set_progress(ctx.flow.name, layer, newest, ctx.run_id)
     return StepResult(
         rows_read=rows_in,
         rows_written=commit.rows_written,
@@ -172,12 +189,25 @@ def run_bronze(ctx: StepContext) -> StepResult:
     df, previous, newest = _pending(ctx, ctx.runtime.lake.raw(ctx.flow), "bronze")
     if df is None:
         return StepResult(note=f"no new raw batches (at batch {previous})")
+    rows_in = _pending_rows(ctx, ctx.runtime.lake.raw(ctx.flow), df, (previous, newest))
     df = as_events(without_dropped_columns(ctx, snake_case_columns(df), (previous, newest))).drop(dt.INGEST_DATE)
     keys, cursor = _keys(ctx)
-    if ctx.flow.layers.bronze.write_mode != "scd2":
-        df = latest_events(df, keys, cursor) if keys else df
+    if ctx.flow.layers.bronze.write_mode != "scd2" and keys and not _one_table_read(ctx, (previous, newest)):
+        df = latest_events(df, keys, cursor)
     df = df.withColumn(dt.LOADED_AT, F.current_timestamp())
-    return _commit(ctx, df, "bronze", keys, cursor, (previous, newest), df.count())
+    return _commit(ctx, df, "bronze", keys, cursor, (previous, newest), rows_in)
+
+
+def _one_table_read(ctx: StepContext, batches: tuple[int, int]) -> bool:
+    """Whether the pending raw rows are one read of a source table without tombstones: the table's primary
+    key then holds each key once, and bronze can skip ranking versions (three shuffles of every row)."""
+    previous, newest = batches
+    source = ctx.flow.source
+    if newest != previous + 1 or source is None or source.table is None:
+        return False
+    raw = ctx.runtime.lake.raw(ctx.flow)
+    commit = dt.newest_commit(ctx.spark, raw, lambda m: m.get("step") == "extract" and m.get("batch") == newest)
+    return commit is not None and commit.get("key_snapshot") is False and not commit.get("backfill")
 
 
 def run_silver(ctx: StepContext) -> StepResult:
@@ -188,11 +218,11 @@ def run_silver(ctx: StepContext) -> StepResult:
         return StepResult(note=f"no new bronze batches (at batch {previous})")
     transforms = ctx.flow.layers.silver.transforms
     keys, cursor = _keys(ctx)
+    rows_in = _pending_rows(ctx, ctx.runtime.lake.bronze(ctx.flow.name), df, (previous, newest))
     df = df.drop(dt.ROW_HASH, dt.VALID_FROM, dt.VALID_TO, dt.IS_CURRENT)
     df = as_events(without_dropped_columns(ctx, df, (previous, newest)))
     if ctx.flow.layers.silver.write_mode != "scd2":
         df = latest_events(df, keys, cursor)
-    rows_in = df.count()
     df = apply_transforms(df, transforms).withColumn(dt.LOADED_AT, F.current_timestamp())
     keys = renamed(keys, transforms)
     cursor = renamed([cursor], transforms)[0] if cursor else None

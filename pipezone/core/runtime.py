@@ -22,7 +22,7 @@ from pipezone.core.secrets import SecretResolver, resolver_for
 from pipezone.core.settings import Settings
 
 if TYPE_CHECKING:
-    from pipezone.core.spark_session import SparkSettings
+    from pipezone.core.spark_session import S3Settings, SparkSettings
     from pipezone.core.state_store import StateStore
 
 
@@ -92,22 +92,28 @@ class Runtime:
         )
         return url.render_as_string(hide_password=False)
 
+    def lake_s3(self) -> S3Settings | None:
+        """The lake's S3 endpoint and keys (revealed), or None for a lake on a local folder."""
+        from pipezone.core.spark_session import S3Settings
+
+        lake = self.connection(self.profile.lake)
+        if not isinstance(lake, S3LakeConnection):
+            return None
+        endpoint = lake.effective_endpoint
+        return S3Settings(
+            endpoint=endpoint,
+            access_key=self.reveal(lake.access_key, mask=False) or "",
+            secret_key=self.reveal(lake.secret_key) or "",
+            region=lake.region,
+            path_style=lake.path_style,
+            ssl=endpoint.startswith("https"),
+        )
+
     def spark_settings(self, app_name: str) -> SparkSettings:
-        from pipezone.core.spark_session import S3Settings, SparkSettings
+        from pipezone.core.spark_session import SparkSettings
 
         spark = self.profile.spark
-        lake = self.connection(self.profile.lake)
-        s3 = None
-        if isinstance(lake, S3LakeConnection):
-            endpoint = lake.effective_endpoint
-            s3 = S3Settings(
-                endpoint=endpoint,
-                access_key=self.reveal(lake.access_key, mask=False) or "",
-                secret_key=self.reveal(lake.secret_key) or "",
-                region=lake.region,
-                path_style=lake.path_style,
-                ssl=endpoint.startswith("https"),
-            )
+        s3 = self.lake_s3()
         return SparkSettings(
             jar_cache=self.settings.jar_cache,
             master=spark.master,

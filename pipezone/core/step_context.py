@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +23,16 @@ class StepContext:
     run_id: str
     full_refresh: bool = False
     backfill: tuple[Any, Any] | None = None  # [start, end) cursor values of a backfill run
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, kept in the run history
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the block's wall time to `phase`, so a slow run shows where its time went."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - started
 
     @property
     def state(self):  # noqa: ANN201 - StateStore, imported lazily

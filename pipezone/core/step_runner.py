@@ -144,7 +144,13 @@ def run_step(ctx: StepContext, step: str) -> StepResult:
             line = _failure_line(ctx, step, err)
             state.finish_step(log_id, "failed", error=line)
             raise StepFailed(line) from err
-    details = {**result.details, "note": result.note, "duration_s": round(time.perf_counter() - started, 3)}
+    duration = time.perf_counter() - started
+    details = {
+        **result.details,
+        "note": result.note,
+        "duration_s": round(duration, 3),
+        "phases_s": _phases(ctx, duration),
+    }
     state.finish_step(
         log_id,
         "skipped" if result.skipped else "success",
@@ -154,6 +160,13 @@ def run_step(ctx: StepContext, step: str) -> StepResult:
         details=json.loads(json.dumps(details, default=str)),
     )
     return result
+
+
+def _phases(ctx: StepContext, duration: float) -> dict[str, float]:
+    """Seconds per phase; `prepare` is the rest of the step (history, bounds queries, schema checks)."""
+    timed = {phase: seconds for phase, seconds in ctx.phases.items() if phase != "session"}
+    phases = {**ctx.phases, "prepare": max(0.0, duration - sum(timed.values()))}
+    return {phase: round(seconds, 3) for phase, seconds in phases.items()}
 
 
 def summary_line(flow: str, step: str, run_id: str, result: StepResult, seconds: float) -> str:
@@ -194,8 +207,10 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
         failpoints.arm(settings.failpoints)
         runtime = load_runtime(settings)
         flow = runtime.flow(args.flow)
+        session_started = time.perf_counter()
         spark = open_session(runtime, f"pipezone-{flow.name}-{step}")
         ctx = StepContext(runtime, spark, flow, args.run_id, args.full_refresh, backfill)
+        ctx.phases["session"] = time.perf_counter() - session_started
         with failpoints.in_step(step):
             result = run_step(ctx, step)
     except Exception as err:  # noqa: BLE001 - one line, never a traceback

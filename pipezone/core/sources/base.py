@@ -186,6 +186,13 @@ class SourceAdapter(ABC):
             props["user"] = conn.user
         return props
 
+    def arrow_url(self, conn: ConnectionSpec, resolver: SecretResolver) -> str | None:
+        """A connectorx URL (credentials revealed) for the Arrow bulk path, or None: JDBC only.
+
+        Adapters offer it only where the native driver reads exactly what JDBC would; a connection with
+        its own options (TLS, driver flags) stays on JDBC, which understands them."""
+        return None
+
     # ------------------------------------------------------------------ identifiers
 
     def quote(self, identifier: str) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import quote as url_quote
 
 from pipezone.core.connection_spec import ConnectionSpec
 from pipezone.core.flow_spec import ReadOptions
+from pipezone.core.secrets import SecretResolver
 from pipezone.core.sources.base import SourceAdapter, for_connection, host_port, query_string
 
 # Connector/J buffers the whole result set in memory unless the statement's fetch size is exactly
@@ -52,6 +53,17 @@ class MySqlAdapter(SourceAdapter):
             jdbc = self.jdbc_connection(conn)
             database = url_quote(jdbc.database, safe="")
             return f"jdbc:mysql://{host_port(jdbc)}/{database}{query_string(self.url_options(jdbc))}"
+
+    def arrow_url(self, conn: ConnectionSpec, resolver: SecretResolver) -> str | None:
+        """`mysql://user:password@host:port/db` for connectorx; None when the connection sets options."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            if jdbc.options:
+                return None
+            props = self._credentials(jdbc, resolver)
+            user, password = (url_quote(props.get(key, ""), safe="") for key in ("user", "password"))
+            database = url_quote(jdbc.database, safe="")
+            return f"mysql://{user}:{password}@{host_port(jdbc)}/{database}"
 
     def string_literal(self, value: str) -> str:
         """Backslash is an escape character in MySQL string literals by default."""

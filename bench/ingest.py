@@ -1,0 +1,98 @@
+"""Bulk ingest: a generated MariaDB table of N rows into bronze Delta, next to the physical reference (the
+MariaDB client streaming the same SELECT to /dev/null) and a pandas read_sql -> Parquet baseline.
+
+Contenders alternate within each repeat, so all of them see the same machine load. PipeZone runs are
+the real `pipezone run FLOW --steps extract,bronze` on an empty lake: two spark-submit applications,
+JVM starts included. Its throughput is quoted to bronze (the whole run) and to raw (the extract step).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness import REPO, MariaDB, Project, measured, step_seconds
+
+
+def _record(contender: str, rows: int, mb: float, m: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "bench": "ingest",
+        "contender": contender,
+        "rows": rows,
+        "seconds": round(m.seconds, 3),
+        "rows_per_s": round(rows / m.seconds),
+        "mb_per_s": round(mb / m.seconds, 2),
+        "peak_rss_mb": round(m.peak_rss_mb),
+        **extra,
+    }
+
+
+def client(source: MariaDB, table: str, rows: int, mb: float) -> dict[str, Any]:
+    m = measured(source.client_command(f"SELECT * FROM {table}"), env=source.client_env(), discard_stdout=True)
+    return _record("mariadb client", rows, mb, m.check("mariadb client"))
+
+
+def pandas(source: MariaDB, table: str, rows: int, mb: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="pipezone-bench-pandas-") as out:
+        cmd = [
+            sys.executable,
+            str(REPO / "bench" / "pandas_baseline.py"),
+            "--table",
+            table,
+            "--out",
+            str(Path(out) / "part.parquet"),
+        ]
+        env = source.client_env() | {"BENCH_PORT": str(source.port), "BENCH_USER": source.user}
+        m = measured(cmd, env=env).check("pandas baseline")
+    return _record("pandas read_sql -> parquet", rows, mb, m)
+
+
+def pipezone(
+    project: Project, table: str, rows: int, mb: float, partitions: int, lake: str, memory: str = "2g"
+) -> dict[str, Any]:
+    flow = project.flow(table, partitions)
+    project.wipe(flow, table)
+    m = project.run(f"bench_{lake}_{memory}", flow, "--steps", "extract,bronze").check(f"pipezone run {flow}")
+    steps = step_seconds(m.stdout, flow)
+    logs = {log["step"]: log for log in project.step_logs()}
+    if logs["bronze"]["rows_written"] != rows:
+        raise SystemExit(f"bench: bronze has {logs['bronze']['rows_written']} rows, expected {rows}")
+    extract = steps["extract"]
+    return _record(
+        "pipezone",
+        rows,
+        mb,
+        m,
+        lake=lake,
+        partitions=partitions,
+        driver_memory=memory,
+        steps_s=steps,
+        phases_s={step: log["details"].get("phases_s") for step, log in logs.items()},
+        raw_rows_per_s=round(rows / extract),
+        raw_mb_per_s=round(mb / extract, 2),
+    )
+
+
+def run(
+    source: MariaDB, project: Project, sizes: list[int], partitions: list[int], lakes: list[str], repeat: int
+) -> list[dict[str, Any]]:
+    results = []
+    for rows in sizes:
+        table = source.ensure_table(rows)
+        mb = source.table_mb(table)
+        for attempt in range(repeat):
+            runs = [client(source, table, rows, mb), pandas(source, table, rows, mb)]
+            runs += [pipezone(project, table, rows, mb, p, "local") for p in partitions]
+            runs += [pipezone(project, table, rows, mb, max(partitions), lake) for lake in lakes if lake != "local"]
+            for r in runs:
+                r |= {"repeat": attempt, "table_mb": round(mb, 1)}
+                where = f" ({r['lake']}, {r['partitions']} partitions)" if r["contender"] == "pipezone" else ""
+                print(
+                    f"bench: ingest {rows:,} rows, {r['contender']}{where}: {r['seconds']:.1f} s, "
+                    f"{r['rows_per_s']:,} rows/s, peak RSS {r['peak_rss_mb']} MB",
+                    flush=True,
+                )
+            results += runs
+    return results

@@ -1,0 +1,131 @@
+"""`make bench` / `make bench-quick`: every benchmark in one run, one JSON file per run, and a Markdown report.
+
+    .venv/bin/python bench/run.py [--quick] [--dag-factory-python PY] [--docs docs/benchmarks.md]
+
+Full run: ingest of 1M and 10M rows (numPartitions 1, 2, 4 on the local lake; the best on MinIO),
+incremental latency on the 10M-row table, DAG parse at 10, 100 and 1,000 flows. Quick run (under 10
+minutes): 200k rows, 2 partitions, local lake, parse at 10 and 100 flows. The JSON lands in
+.pipezone/bench/results/; the report in --docs (the full run: docs/benchmarks.md) or, for a quick run,
+.pipezone/bench/quick.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dag_parse  # noqa: E402
+import incremental  # noqa: E402
+import ingest  # noqa: E402
+import report  # noqa: E402
+from harness import REPO, MariaDB, Project, start_services  # noqa: E402
+
+FULL = {
+    "sizes": [1_000_000, 10_000_000],
+    "partitions": [1, 2, 4],
+    "lakes": ["local", "minio"],
+    "incremental_rows": 10_000_000,
+    "parse_sizes": [10, 100, 1000],
+    "parse_repeat": 3,
+}
+QUICK = {
+    "sizes": [200_000],
+    "partitions": [2],
+    "lakes": ["local"],
+    "incremental_rows": 200_000,
+    "parse_sizes": [10, 100],
+    "parse_repeat": 1,
+}
+
+
+def _command_output(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    except OSError:
+        return "?"
+    return (proc.stdout + proc.stderr).strip().splitlines()[0] if (proc.stdout + proc.stderr).strip() else "?"
+
+
+def environment(source: MariaDB) -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    packages = {
+        name: metadata.version(name)
+        for name in ("pyspark", "delta-spark", "apache-airflow", "connectorx", "deltalake", "pyarrow", "pandas")
+    }
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": _command_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(memory / 1024 / 1024, 1),
+        "load_average_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "java": _command_output(["java", "-version"]),
+        "mariadb": source.execute("SELECT VERSION()", database=None)[0][0],
+        "packages": packages,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the small run (under 10 minutes)")
+    parser.add_argument("--dag-factory-python", help="python of a venv with dag-factory 1.1.0 (make bench makes one)")
+    parser.add_argument("--docs", help="where the Markdown report goes")
+    parser.add_argument("--only", help="comma-separated subset: ingest,incremental,parse")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    only = set(args.only.split(",")) if args.only else {"ingest", "incremental", "parse"}
+    start_services(minio="minio" in plan["lakes"] and "ingest" in only)
+    source = MariaDB()
+    run: dict[str, Any] = {
+        "kind": "quick" if args.quick else "full",
+        "plan": plan,
+        "environment": environment(source),
+        "results": [],
+    }
+    project = Project.create(source)
+    try:
+        if "ingest" in only:
+            run["results"] += ingest.run(source, project, plan["sizes"], plan["partitions"], plan["lakes"], repeat=1)
+        if "incremental" in only:
+            run["results"] += incremental.run(
+                source, project, plan["incremental_rows"], [0, 1000], ["spark-submit", "in-process"]
+            )
+    finally:
+        project.close()
+    if "parse" in only:
+        run["results"] += dag_parse.run(plan["parse_sizes"], plan["parse_repeat"], args.dag_factory_python)
+    results_dir = REPO / ".pipezone" / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    json_path = results_dir / f"{stamp}-{run['kind']}.json"
+    json_path.write_text(json.dumps(run, indent=1, default=str))
+    docs = Path(args.docs) if args.docs else REPO / ".pipezone" / "bench" / f"{run['kind']}.md"
+    docs.write_text(report.render(run, json_path.relative_to(REPO)))
+    print(report.summary(run))
+    print(f"bench: results {json_path.relative_to(REPO)}, report {docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
