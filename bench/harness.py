@@ -225,6 +225,7 @@ source:
     cursor: updated_at
   read:
     num_partitions: {partitions}
+    initial_load: {initial_load}
 layers:
   silver:
     write_mode: merge
@@ -265,10 +266,10 @@ class Project:
                 )
         return project
 
-    def flow(self, table: str, partitions: int) -> str:
+    def flow(self, table: str, partitions: int, initial_load: str = "auto") -> str:
         name = f"bench_{table}"
         (self.root / "metadata" / "flows" / f"{name}.yaml").write_text(
-            FLOW.format(name=name, table=table, partitions=partitions)
+            FLOW.format(name=name, table=table, partitions=partitions, initial_load=initial_load)
         )
         return name
 

@@ -50,9 +50,10 @@ def pandas(source: MariaDB, table: str, rows: int, mb: float) -> dict[str, Any]:
 
 
 def pipezone(
-    project: Project, table: str, rows: int, mb: float, partitions: int, lake: str, memory: str = "2g"
+    project: Project, table: str, rows: int, mb: float, partitions: int, lake: str, path: str = "auto"
 ) -> dict[str, Any]:
-    flow = project.flow(table, partitions)
+    memory = "2g"
+    flow = project.flow(table, partitions, initial_load=path)
     project.wipe(flow, table)
     m = project.run(f"bench_{lake}_{memory}", flow, "--steps", "extract,bronze").check(f"pipezone run {flow}")
     steps = step_seconds(m.stdout, flow)
@@ -65,6 +66,7 @@ def pipezone(
         rows,
         mb,
         m,
+        path="arrow" if path == "auto" else "jdbc",
         lake=lake,
         partitions=partitions,
         driver_memory=memory,
@@ -75,24 +77,30 @@ def pipezone(
     )
 
 
+def _say(r: dict[str, Any]) -> dict[str, Any]:
+    where = f" ({r['path']}, {r['lake']}, {r['partitions']} partitions)" if r["contender"] == "pipezone" else ""
+    print(
+        f"bench: ingest {r['rows']:,} rows, {r['contender']}{where}: {r['seconds']:.1f} s, "
+        f"{r['rows_per_s']:,} rows/s, peak RSS {r['peak_rss_mb']} MB",
+        flush=True,
+    )
+    return r
+
+
 def run(
     source: MariaDB, project: Project, sizes: list[int], partitions: list[int], lakes: list[str], repeat: int
 ) -> list[dict[str, Any]]:
+    """Per size and repeat: the client, pandas, PipeZone's bulk path at each partition count (local lake),
+    PipeZone's JDBC path at 2 partitions, and the best partition count again on every other lake."""
     results = []
     for rows in sizes:
         table = source.ensure_table(rows)
         mb = source.table_mb(table)
         for attempt in range(repeat):
-            runs = [client(source, table, rows, mb), pandas(source, table, rows, mb)]
-            runs += [pipezone(project, table, rows, mb, p, "local") for p in partitions]
-            runs += [pipezone(project, table, rows, mb, max(partitions), lake) for lake in lakes if lake != "local"]
-            for r in runs:
-                r |= {"repeat": attempt, "table_mb": round(mb, 1)}
-                where = f" ({r['lake']}, {r['partitions']} partitions)" if r["contender"] == "pipezone" else ""
-                print(
-                    f"bench: ingest {rows:,} rows, {r['contender']}{where}: {r['seconds']:.1f} s, "
-                    f"{r['rows_per_s']:,} rows/s, peak RSS {r['peak_rss_mb']} MB",
-                    flush=True,
-                )
-            results += runs
+            runs = [_say(client(source, table, rows, mb)), _say(pandas(source, table, rows, mb))]
+            local = [_say(pipezone(project, table, rows, mb, p, "local")) for p in partitions]
+            best = max(local, key=lambda r: r["rows_per_s"])["partitions"]
+            runs += local + [_say(pipezone(project, table, rows, mb, 2, "local", path="jdbc"))]
+            runs += [_say(pipezone(project, table, rows, mb, best, lake)) for lake in lakes if lake != "local"]
+            results += [r | {"repeat": attempt, "table_mb": round(mb, 1)} for r in runs]
     return results

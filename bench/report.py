@@ -26,7 +26,7 @@ def _by(rows: list[dict[str, Any]], contender: str, size: int, **match: Any) -> 
 
 
 def _best_pipezone(rows: list[dict[str, Any]], size: int, lake: str = "local") -> dict[str, Any] | None:
-    runs = _by(rows, "pipezone", size, lake=lake)
+    runs = _by(rows, "pipezone", size, lake=lake, path="arrow")
     return max(runs, key=lambda r: r["rows_per_s"]) if runs else None
 
 
@@ -47,7 +47,7 @@ def ingest_table(run: dict[str, Any]) -> list[str]:
         base_p = pandas[0]["rows_per_s"] if pandas else 0
         for r in [*client, *pandas, *_by(rows, "pipezone", size)]:
             pz = r["contender"] == "pipezone"
-            label = "PipeZone extract+bronze" if pz else r["contender"]
+            label = f"PipeZone extract+bronze ({r['path']})" if pz else r["contender"]
             lines.append(
                 f"| {size:,} | {label} | {r.get('lake', '-')} | {r.get('partitions', '-')} | {r['seconds']:.1f} | "
                 f"{r['rows_per_s']:,} | {r['mb_per_s']:.1f} | {r['peak_rss_mb']:,} MB | "
@@ -56,7 +56,8 @@ def ingest_table(run: dict[str, Any]) -> list[str]:
             if pz:
                 extract = r["steps_s"]["extract"]
                 lines.append(
-                    f"| {size:,} | PipeZone extract (to raw) | {r['lake']} | {r['partitions']} | {extract:.1f} | "
+                    f"| {size:,} | PipeZone extract to raw ({r['path']}) | {r['lake']} | {r['partitions']} | "
+                    f"{extract:.1f} | "
                     f"{r['raw_rows_per_s']:,} | {r['raw_mb_per_s']:.1f} | (same run) | "
                     f"{_ratio(r['raw_rows_per_s'], base_c)} | {_ratio(r['raw_rows_per_s'], base_p)} |"
                 )
@@ -216,7 +217,7 @@ def render(run: dict[str, Any], json_path: Path) -> str:
             "",
             *phase_table(
                 [
-                    {**r, "label": f"{r['rows']:,} rows, {r['lake']}, {r['partitions']} partitions"}
+                    {**r, "label": f"{r['rows']:,} rows, {r['path']}, {r['lake']}, {r['partitions']} partitions"}
                     for r in ingest_rows
                     if r["contender"] == "pipezone"
                 ],

@@ -184,6 +184,7 @@ def _data(spark: SparkSession, path: str) -> tuple[list[str], list[tuple[Any, ..
 def test_first_load_through_arrow_writes_what_jdbc_writes(spark: SparkSession, project: Project) -> None:
     arrow = project.extract("typed_arrow")
     assert arrow["read_path"] == "arrow"
+    assert {"prepare", "read_write", "state"} <= set(arrow["phases_s"])  # where the step's time went
     raw_arrow = project.raw("typed")
     schema_arrow, rows_arrow = _data(spark, raw_arrow)
     # The JDBC flow reads the same table into its own raw (same connection: move the arrow table aside).
