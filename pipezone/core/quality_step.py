@@ -136,12 +136,14 @@ def run_quality(ctx: StepContext) -> StepResult:
     failures: list[str] = []
     results = []
     tables: dict[str, DataFrame] = {}
-    for check in ctx.flow.quality:
-        path = _table_path(ctx, check)
+    paths = [_table_path(ctx, check) for check in ctx.flow.quality]
+    for check, path in zip(ctx.flow.quality, paths, strict=True):
         if path not in tables:
             if not dt.table_exists(ctx.spark, path):
                 raise QualityError(f"table {path} does not exist yet: run the flow's other steps first")
-            tables[path] = dt.read_live(ctx.spark, path).cache()
+            live = dt.read_live(ctx.spark, path)
+            # cached only when several checks read it: caching a 10M-row table for one pass costs a second pass
+            tables[path] = live.cache() if paths.count(path) > 1 else live
         outcome = evaluate(tables[path], check)
         status = "passed" if outcome.passed else ("failed" if check.severity == "error" else "warned")
         ctx.state.record_quality_check(
