@@ -88,10 +88,16 @@ def _say(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(
-    source: MariaDB, project: Project, sizes: list[int], partitions: list[int], lakes: list[str], repeat: int
+    source: MariaDB,
+    project: Project,
+    sizes: list[int],
+    partitions: list[int],
+    lakes: list[str],
+    repeat: int,
+    jdbc: bool = True,
 ) -> list[dict[str, Any]]:
     """Per size and repeat: the client, pandas, PipeZone's bulk path at each partition count (local lake),
-    PipeZone's JDBC path at 2 partitions, and the best partition count again on every other lake."""
+    PipeZone's JDBC path at 2 partitions (`jdbc`), and the best partition count again on every other lake."""
     results = []
     for rows in sizes:
         table = source.ensure_table(rows)
@@ -100,7 +106,7 @@ def run(
             runs = [_say(client(source, table, rows, mb)), _say(pandas(source, table, rows, mb))]
             local = [_say(pipezone(project, table, rows, mb, p, "local")) for p in partitions]
             best = max(local, key=lambda r: r["rows_per_s"])["partitions"]
-            runs += local + [_say(pipezone(project, table, rows, mb, 2, "local", path="jdbc"))]
+            runs += local + ([_say(pipezone(project, table, rows, mb, 2, "local", path="jdbc"))] if jdbc else [])
             runs += [_say(pipezone(project, table, rows, mb, best, lake)) for lake in lakes if lake != "local"]
             results += [r | {"repeat": attempt, "table_mb": round(mb, 1)} for r in runs]
     return results

@@ -37,6 +37,7 @@ FULL = {
     "incremental_rows": 10_000_000,
     "parse_sizes": [10, 100, 1000],
     "parse_repeat": 3,
+    "jdbc": True,
 }
 QUICK = {
     "sizes": [200_000],
@@ -45,6 +46,7 @@ QUICK = {
     "incremental_rows": 200_000,
     "parse_sizes": [10, 100],
     "parse_repeat": 1,
+    "jdbc": False,
 }
 
 
@@ -106,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     project = Project.create(source)
     try:
         if "ingest" in only:
-            run["results"] += ingest.run(source, project, plan["sizes"], plan["partitions"], plan["lakes"], repeat=1)
+            run["results"] += ingest.run(
+                source, project, plan["sizes"], plan["partitions"], plan["lakes"], repeat=1, jdbc=plan["jdbc"]
+            )
         if "incremental" in only:
             run["results"] += incremental.run(
                 source, project, plan["incremental_rows"], [0, 1000], ["spark-submit", "in-process"]
