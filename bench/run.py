@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(source),
         "results": [],
     }
+    dag_factory = str(Path(args.dag_factory_python).resolve()) if args.dag_factory_python else None
+    results_dir = REPO / ".pipezone" / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    json_path = results_dir / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{run['kind']}.json"
     project = Project.create(source)
     try:
         if "ingest" in only:
@@ -115,15 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             run["results"] += incremental.run(
                 source, project, plan["incremental_rows"], [0, 1000], ["spark-submit", "in-process"]
             )
+        if "parse" in only:
+            run["results"] += dag_parse.run(plan["parse_sizes"], plan["parse_repeat"], dag_factory)
     finally:
         project.close()
-    if "parse" in only:
-        run["results"] += dag_parse.run(plan["parse_sizes"], plan["parse_repeat"], args.dag_factory_python)
-    results_dir = REPO / ".pipezone" / "bench" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    json_path = results_dir / f"{stamp}-{run['kind']}.json"
-    json_path.write_text(json.dumps(run, indent=1, default=str))
+        json_path.write_text(json.dumps(run, indent=1, default=str))  # what was measured, even after a failure
     docs = Path(args.docs) if args.docs else REPO / ".pipezone" / "bench" / f"{run['kind']}.md"
     docs.write_text(report.render(run, json_path.relative_to(REPO)))
     print(report.summary(run))

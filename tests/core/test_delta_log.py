@@ -81,3 +81,11 @@ def test_s3_paths_become_delta_rs_uris_with_fast_failing_clients() -> None:
     assert options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] == "false"
     assert options["max_retries"] == "2"
     assert delta_log.storage_options(None) == {}
+
+
+def test_merged_tables_get_deletion_vectors_and_statistics_skip_unsupported_types() -> None:
+    columns = {dt.BATCH: "bigint", "id": "int", "flag": "boolean", "blob": "binary", "at": "timestamp"}
+    props = dt.table_properties(columns, ["id", "flag", "blob", "at", "gone"], merged=True)
+    assert props["delta.enableDeletionVectors"] == "true"
+    assert props["delta.dataSkippingStatsColumns"] == f"`{dt.BATCH}`,`id`,`at`"
+    assert dt.table_properties(columns, None) == dt.TABLE_PROPERTIES
