@@ -182,6 +182,12 @@ def render(run: dict[str, Any], json_path: Path) -> str:
         "The machine is shared and noisy: every comparison is measured in the same run, contenders alternating, "
         "and quoted as a ratio.",
         "",
+        *[
+            f"Section(s) {', '.join(a['sections'])} were added to this run at {a['environment']['date']} by "
+            f"`bench/run.py --only {','.join(a['sections'])} --add-to {json_path}` (they had failed in it)."
+            for a in run.get("added", [])
+        ],
+        "",
         "## Targets",
         "",
         "| target | goal | measured | |",
@@ -238,7 +244,8 @@ def render(run: dict[str, Any], json_path: Path) -> str:
             "",
             "Per step: `session` is the Spark session start inside the job, `prepare` the Delta log and the "
             "source's bounds query, `read_write` the Spark action that reads, writes and commits, `state` the "
-            "watermark or progress update; process+JVM is the rest of the step's wall time.",
+            "watermark or progress update (quality's checks show as its `prepare`); process+JVM is the rest of the "
+            "step's wall time (in-process: the first step's includes the session start).",
             "",
             *phase_table(
                 [

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dag-factory-python", help="python of a venv with dag-factory 1.1.0 (make bench makes one)")
     parser.add_argument("--docs", help="where the Markdown report goes")
     parser.add_argument("--only", help="comma-separated subset: ingest,incremental,parse")
+    parser.add_argument("--add-to", help="a run's JSON: add this invocation's results to it (a section that failed)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     only = set(args.only.split(",")) if args.only else {"ingest", "incremental", "parse"}
@@ -105,10 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(source),
         "results": [],
     }
-    dag_factory = str(Path(args.dag_factory_python).resolve()) if args.dag_factory_python else None
+    if args.add_to:
+        run = json.loads(Path(args.add_to).read_text())
+        run.setdefault("added", []).append({"sections": sorted(only), "environment": environment(source)})
+    # absolute, not resolved: a venv's python is a symlink to the base interpreter, which lacks its packages
+    dag_factory = str(Path(args.dag_factory_python).absolute()) if args.dag_factory_python else None
     results_dir = REPO / ".pipezone" / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    json_path = results_dir / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{run['kind']}.json"
+    json_path = (
+        Path(args.add_to).absolute()
+        if args.add_to
+        else results_dir / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{run['kind']}.json"
+    )
     project = Project.create(source)
     try:
         if "ingest" in only:
