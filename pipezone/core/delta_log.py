@@ -75,13 +75,16 @@ def exists(spark: SparkSession, path: str) -> bool:
 
 
 def history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str, Any]]:
-    """Commits newest first, as Spark's history names them (`version`, `timestamp` aware UTC,
+    """Commits newest first ([] for no table), as Spark's history names them (`version`, `timestamp` aware UTC,
     `operationMetrics`, `userMetadata`)."""
     from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
 
     try:
         table = DeltaTable(table_uri(path), storage_options=_session_options(spark, path))
         commits = table.history(limit)
+    except TableNotFoundError:
+        return []  # no table: no commits (one load of the log answers both questions)
     except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
         raise LogUnavailable(str(err)) from err
     return [

@@ -93,13 +93,13 @@ def table_exists(spark: SparkSession, path: str) -> bool:
 
 def _history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str, Any]]:
     """Commits newest first (version, timestamp aware UTC, operationMetrics, userMetadata); [] for no table."""
-    if not table_exists(spark, path):
-        return []
     try:
         return delta_log.history(spark, path, limit)
     except delta_log.LogUnavailable:
         from delta.tables import DeltaTable
 
+        if not DeltaTable.isDeltaTable(spark, path):
+            return []
         table = DeltaTable.forPath(spark, path)
         rows = (table.history(limit) if limit else table.history()).collect()
         return [{**row.asDict(recursive=True), "timestamp": row["timestamp"].astimezone(UTC)} for row in rows]
