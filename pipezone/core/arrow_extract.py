@@ -95,7 +95,7 @@ def _first_line(err: BaseException) -> str:
 
 def _target_schema(schema: StructType) -> pa.Schema:
     from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import DecimalType
+    from pyspark.sql.types import DecimalType, StructField, StructType
 
     # connectorx carries MySQL decimals as scale-10 values of at most 28 digits (rust_decimal): exact only
     # for at most 10 fractional and 18 integer digits; a value beyond that fails the read mid-stream.
@@ -104,8 +104,11 @@ def _target_schema(schema: StructType) -> pa.Schema:
         if isinstance(kind, DecimalType) and (kind.scale > 10 or kind.precision - kind.scale > 18):
             raise ArrowUnsupported(f"column {field.name}: {kind.simpleString()} is wider than connectorx carries")
 
+    # Every column nullable, as Delta on Spark creates a table (`asNullable`): a NOT NULL column from the
+    # JDBC schema (a primary key, a literal stamp) would become a constraint later batches trip over.
+    nullable = StructType([StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields])
     try:
-        return to_arrow_schema(schema, timezone="UTC")
+        return to_arrow_schema(nullable, timezone="UTC")
     except (TypeError, AssertionError) as err:  # a Spark type Arrow conversion does not cover
         raise ArrowUnsupported(str(err)) from None
 

@@ -177,7 +177,7 @@ def project(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def _data(spark: SparkSession, path: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     df = spark.read.format("delta").load(path)
     columns = [c for c in df.columns if not c.startswith("_pz_")]
-    schema = [f"{f.name} {f.dataType.simpleString()}" for f in df.schema.fields if f.name in columns]
+    schema = [f"{f.name} {f.dataType.simpleString()} null={f.nullable}" for f in df.schema.fields]  # stamps too
     return schema, sorted(tuple(r) for r in df.select(*columns).collect())
 
 
