@@ -675,6 +675,19 @@ class StateStore:
         with self._transaction() as conn:
             return conn.execute(query.limit(1)).first() is not None
 
+    def last_success(self, flow: str, step: str) -> RunRecord | None:
+        """The newest successful attempt of a flow's step in any run (what it saw, in its details)."""
+        t = execution_logs
+        query = (
+            select(t)
+            .where(t.c.flow == flow, t.c.step == step, t.c.status == "success")
+            .order_by(t.c.finished_at.desc(), t.c.id.desc())
+            .limit(1)
+        )
+        with self._transaction() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _run_record(row)
+
     def get_step(self, log_id: int) -> RunRecord | None:
         """One step log by id."""
         with self._transaction() as conn:

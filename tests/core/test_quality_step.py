@@ -206,3 +206,50 @@ def test_checking_a_table_that_does_not_exist_yet_fails(project: Any) -> None:
     flow = quality_flow({"check": "row_count", "min": 1})
     with pytest.raises(QualityError, match="does not exist yet"):
         run_quality(StepContext(project.runtime, project.spark, flow, "q-run-4"))
+
+
+def test_unchanged_tables_reuse_the_last_outcomes_and_a_new_commit_or_check_evaluates_again(
+    project: Any, bad: Any
+) -> None:
+    write_tables(project, bad)
+    checks = [
+        {"check": "accepted_values", "column": "status", "values": ["paid"], "severity": "warn"},
+        {"check": "row_count", "layer": "gold", "table": "q_summary", "min": 1},
+        {"check": "freshness", "column": "updated_at", "max_age": "30d"},
+    ]
+    flow = quality_flow(*checks)
+    first = run_step(StepContext(project.runtime, project.spark, flow, "q-reuse-1"), "quality")
+    assert first.details["reused"] is False
+    second = run_step(StepContext(project.runtime, project.spark, flow, "q-reuse-2"), "quality")
+    assert second.details["reused"] is True
+    assert second.note == "3 checks, 1 warned (tables unchanged since the last check: outcomes reused)"
+    outcomes = [
+        [(r.layer, r.check_name, r.status, r.observed) for r in project.state.quality_results(run)]
+        for run in (
+            "q-reuse-1",
+            "q-reuse-2",
+        )
+    ]
+    assert (
+        outcomes[0][:2]
+        == outcomes[1][:2]
+        == [
+            ("silver", "accepted_values(status)", "warned", "2 rows outside"),
+            ("gold", "row_count", "passed", "1"),
+        ]
+    )
+    assert outcomes[1][2][:3] == ("silver", "freshness(updated_at)", "passed")  # evaluated again: it ages
+
+    # One more silver commit: evaluated again, and the new row is seen.
+    more = project.spark.createDataFrame([(9, "lost", None, None)], SCHEMA)
+    meta = {"run_id": "seed-2", "batch": 2}
+    dt.append(more, project.runtime.lake.silver("q_orders"), app_id="seed:silver", version=2, metadata=meta)
+    third = run_step(StepContext(project.runtime, project.spark, flow, "q-reuse-3"), "quality")
+    assert third.details["reused"] is False
+    assert third.details["checks"][0]["observed"] == "3 rows outside"
+
+    # A changed check on unchanged tables: evaluated again.
+    changed = quality_flow({**checks[0], "values": ["paid", "lost"]}, *checks[1:])
+    fourth = run_step(StepContext(project.runtime, project.spark, changed, "q-reuse-4"), "quality")
+    assert fourth.details["reused"] is False
+    assert fourth.details["checks"][0]["observed"] == "2 rows outside"

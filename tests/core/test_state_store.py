@@ -332,6 +332,21 @@ def test_step_succeeded_for_idempotent_reruns(store: StateStore) -> None:
     assert not store.step_succeeded("run-1", "orders", "bronze")
 
 
+def test_last_success_is_the_newest_successful_attempt_of_that_flow_step(store: StateStore, clock: Clock) -> None:
+    assert store.last_success("orders", "quality") is None
+    ok = store.start_step("run-1", "orders", "quality")
+    store.finish_step(ok, "success", details={"seen": 1})
+    clock.tick()
+    failed = store.start_step("run-2", "orders", "quality")
+    store.finish_step(failed, "failed", error="boom")
+    other = store.start_step("run-2", "customers", "quality")
+    store.finish_step(other, "success")
+    store.start_step("run-3", "orders", "quality")  # still running
+    last = store.last_success("orders", "quality")
+    assert last is not None and (last.id, last.details) == (ok, {"seen": 1})
+    assert store.last_success("orders", "raw") is None
+
+
 def test_recent_runs_newest_first_filtered_and_limited(store: StateStore, clock: Clock) -> None:
     ids = []
     for i in range(5):
