@@ -183,8 +183,10 @@ def render(run: dict[str, Any], json_path: Path) -> str:
         "and quoted as a ratio.",
         "",
         *[
-            f"Section(s) {', '.join(a['sections'])} were added to this run at {a['environment']['date']} by "
-            f"`bench/run.py --only {','.join(a['sections'])} --add-to {json_path}` (they had failed in it)."
+            f"Section(s) {', '.join(a['sections'])} were {'re-measured' if a.get('replaced') else 'added'} at "
+            f"{a['environment']['date']}, commit {a['environment']['commit']}, by `bench/run.py --only "
+            f"{','.join(a['sections'])} --add-to {json_path}{' --replace' if a.get('replaced') else ''}`"
+            f"{' (replacing the results of the first run)' if a.get('replaced') else ' (they had failed in it)'}."
             for a in run.get("added", [])
         ],
         "",

@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", help="where the Markdown report goes")
     parser.add_argument("--only", help="comma-separated subset: ingest,incremental,parse")
     parser.add_argument("--add-to", help="a run's JSON: add this invocation's results to it (a section that failed)")
+    parser.add_argument(
+        "--replace", action="store_true", help="with --add-to: the sections' earlier results are dropped (re-measured)"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     only = set(args.only.split(",")) if args.only else {"ingest", "incremental", "parse"}
@@ -108,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.add_to:
         run = json.loads(Path(args.add_to).read_text())
-        run.setdefault("added", []).append({"sections": sorted(only), "environment": environment(source)})
+        if args.replace:
+            run["results"] = [r for r in run["results"] if r["bench"] not in only]
+        added = {"sections": sorted(only), "environment": environment(source), "replaced": args.replace}
+        run.setdefault("added", []).append(added)
     # absolute, not resolved: a venv's python is a symlink to the base interpreter, which lacks its packages
     dag_factory = str(Path(args.dag_factory_python).absolute()) if args.dag_factory_python else None
     results_dir = REPO / ".pipezone" / "bench" / "results"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipezone.core import delta_log
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 # Metadata columns every row carries from raw onward.
 RUN_ID = "_pz_run_id"
@@ -251,6 +251,30 @@ def _on(keys: list[str]) -> str:
     return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
 
 
+NARROW_KEYS = 10_000  # a batch of at most this many keys filters the table to them before joining it
+
+
+def key_filter(df: DataFrame, keys: list[str], alias: str = "") -> Column | None:
+    """A filter that keeps the rows whose key values all occur in `df` (per column: a superset of the rows
+    a key join matches), or None when `df` holds more than NARROW_KEYS keys.
+
+    Joined with a small batch, a table is otherwise shuffled whole; filtered first, only the few rows that
+    can match move. Nulls are kept, as the null-safe key join matches them.
+    """
+    from pyspark.sql import functions as F
+
+    rows = df.select(*[F.col(f"`{k}`") for k in keys]).distinct().limit(NARROW_KEYS + 1).collect()
+    if len(rows) > NARROW_KEYS:
+        return None
+    condition = F.lit(True)
+    for i, key in enumerate(keys):
+        column = F.col(f"{alias}`{key}`")
+        values = {row[i] for row in rows}
+        kept = column.isin(sorted(values - {None}, key=repr))
+        condition = condition & ((kept | column.isNull()) if None in values else kept)
+    return condition
+
+
 def merge(
     df: DataFrame,
     path: str,
@@ -261,9 +285,10 @@ def merge(
     version: int,
     metadata: dict[str, Any],
     partition_by: list[str] | None = None,
+    narrow: bool = False,
 ) -> CommitInfo:
     """Upsert by `keys`, forward-only; creates the table from `df` on the first run (statistics on the keys
-    and the cursor).
+    and the cursor). `narrow`: `df` is small, filter the table to its keys first (`key_filter`).
 
     With a `_pz_deleted` column, tombstones (one per key at most) flag the matched row as deleted and keep
     its data; a later live row of that key (a re-insert) clears the flag.
@@ -276,9 +301,15 @@ def merge(
         return append(live, path, partition_by=partition_by, stats_on=stats_on, merged=True, **common)
     newer = forward_only_condition(cursor)
     flagged = f"coalesce(t.`{DELETED}`, false)"
+    on: Any = _on(keys)
+    only = key_filter(df, keys, alias="t.") if narrow else None
+    if only is not None:  # a target-only term of the ON clause: Spark filters the table before the join
+        from pyspark.sql import functions as F
+
+        on = F.expr(on) & only
 
     def build(t: Any) -> Any:
-        merge = t.merge(df.alias("s"), _on(keys)).withSchemaEvolution()
+        merge = t.merge(df.alias("s"), on).withSchemaEvolution()
         if not tombstones:
             return merge.whenMatchedUpdateAll(condition=newer).whenNotMatchedInsertAll()
         return (

@@ -111,21 +111,29 @@ def _with_valid_from(df: DataFrame, cursor: str | None) -> DataFrame:
     return df.withColumn(dt.VALID_FROM, F.when(F.col(dt.DELETED), F.col(dt.EXTRACTED_AT)).otherwise(start))
 
 
-def _new_versions(ctx: StepContext, df: DataFrame, path: str, keys: list[str], cursor: str | None) -> DataFrame:
+def _new_versions(
+    ctx: StepContext, df: DataFrame, path: str, keys: list[str], cursor: str | None, narrow: bool
+) -> DataFrame:
     """Rows that differ from their key's latest version in the table (re-read versions are dropped)."""
+    from pyspark.sql import functions as F
+
     df = dt.with_row_hash(df)
     if not keys or not dt.table_exists(ctx.spark, path):
         return df
     table = ctx.spark.read.format("delta").load(path)
     if dt.ROW_HASH not in table.columns:
         return df
-    touched = table.join(df.select(*keys).distinct(), on=keys, how="left_semi")
+    batch_keys = df.select(*keys).distinct()
+    only = dt.key_filter(df, keys) if narrow else None
+    if only is not None:  # a small batch: the table's few matching rows, joined without a shuffle
+        table, batch_keys = table.filter(only), F.broadcast(batch_keys)
+    touched = table.join(batch_keys, on=keys, how="left_semi")
     held = latest_per_key(touched, keys, [dt.BATCH, *_order_columns(cursor)])
     return df.join(held.select(*keys, dt.ROW_HASH), on=[*keys, dt.ROW_HASH], how="left_anti")
 
 
 def _write(
-    ctx: StepContext, df: DataFrame, layer: str, keys: list[str], cursor: str | None, batch: int
+    ctx: StepContext, df: DataFrame, layer: str, keys: list[str], cursor: str | None, batch: int, rows_in: int
 ) -> dt.CommitInfo:
     settings = getattr(ctx.flow.layers, layer)
     path = ctx.runtime.lake.table(layer, ctx.flow.name)
@@ -140,13 +148,14 @@ def _write(
         df, path, ctx.flow.schema_drift, f"{layer}.{ctx.flow.name}", for_merge=mode in ("merge", "scd2")
     )
     stats_on = [*keys, *([cursor] if cursor else [])]
+    narrow = rows_in <= dt.NARROW_KEYS  # a few rows in: filter the table to their keys before joining it
     if mode == "append":
-        return dt.append(_new_versions(ctx, df, path, keys, cursor), path, stats_on=stats_on, **common)
+        return dt.append(_new_versions(ctx, df, path, keys, cursor, narrow), path, stats_on=stats_on, **common)
     if mode == "scd2":
         return dt.scd2(_with_valid_from(df, cursor), path, keys=keys, **common)
     events = latest_events(df, keys, cursor)
     if mode == "merge":
-        return dt.merge(events, path, keys=keys, cursor=cursor, **common)
+        return dt.merge(events, path, keys=keys, cursor=cursor, narrow=narrow, **common)
     return dt.append(events.filter(f"NOT `{dt.DELETED}`"), path, overwrite=True, stats_on=stats_on, **common)
 
 
@@ -171,7 +180,7 @@ def _commit(
     previous, newest = batches
     failpoints.reach(f"{layer}.before_commit")
     with ctx.timed("read_write"):
-        commit = _write(ctx, df, layer, keys, cursor, newest)
+        commit = _write(ctx, df, layer, keys, cursor, newest, rows_in)
     failpoints.reach(f"{layer}.after_commit")
     with ctx.timed("state"):
         ctx.state.set_progress(ctx.flow.name, layer, newest, ctx.run_id)

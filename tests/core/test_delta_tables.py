@@ -189,3 +189,39 @@ def test_forward_only_condition(spark: Any) -> None:
 
 def test_forward_only_condition_without_a_cursor_is_by_batch() -> None:
     assert dt.forward_only_condition(None) == "s.`_pz_batch` > t.`_pz_batch`"
+
+
+def test_key_filter_keeps_the_rows_a_null_safe_key_join_can_match(spark: Any, monkeypatch: Any) -> None:
+    batch = spark.createDataFrame([(1, "a"), (2, None), (1, "b")], "k1 INT, k2 STRING")
+    rows = [(1, "a"), (1, "b"), (2, None), (2, "a"), (3, "a"), (None, "a")]
+    table_df = spark.createDataFrame(rows, "k1 INT, k2 STRING")
+    only = dt.key_filter(batch, ["k1", "k2"])
+    assert only is not None
+    kept = {tuple(r) for r in table_df.filter(only).collect()}
+    # a superset per column of what the join matches: (2, 'a') stays, (3, *) and (NULL, *) go
+    assert kept == {(1, "a"), (1, "b"), (2, "a"), (2, None)}
+    monkeypatch.setattr(dt, "NARROW_KEYS", 2)
+    assert dt.key_filter(batch, ["k1", "k2"]) is None  # 3 keys: too many to list, the join does it all
+
+
+def test_a_narrowed_merge_writes_what_a_whole_table_merge_writes(spark: Any, tmp_path: Path) -> None:
+    first = [(1, "a", T2, 1), (2, "b", T1, 1), (None, "null key", T1, 1), (4, "d", None, 1)]
+    second = [(1, "stale", T1, 2), (2, "newer", T2, 2), (None, "null key newer", T2, 2), (5, "new", T1, 2)]
+    tables = []
+    for narrow in (False, True):
+        path = (tmp_path / f"narrow-{narrow}").as_uri()
+        for version, rows in ((1, first), (2, second)):
+            df = frame(spark, rows)
+            dt.merge(
+                df,
+                path,
+                keys=["id"],
+                cursor="updated_at",
+                app_id=APP,
+                version=version,
+                metadata=meta(version),
+                narrow=narrow,
+            )
+        tables.append({tuple(r) for r in spark.read.format("delta").load(path).select("id", "v", dt.BATCH).collect()})
+    assert tables[0] == tables[1]
+    assert (None, "null key newer", 2) in tables[1] and (1, "a", 1) in tables[1] and (5, "new", 2) in tables[1]
