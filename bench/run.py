@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.add_to:
         run = json.loads(Path(args.add_to).read_text())
-        if args.replace:
+        if args.replace:  # the sections' earlier results, and notes of earlier additions of them, go
             run["results"] = [r for r in run["results"] if r["bench"] not in only]
+            run["added"] = [a for a in run.get("added", []) if not set(a["sections"]) <= only]
         added = {"sections": sorted(only), "environment": environment(source), "replaced": args.replace}
         run.setdefault("added", []).append(added)
     # absolute, not resolved: a venv's python is a symlink to the base interpreter, which lacks its packages
