@@ -144,14 +144,14 @@ def _write(
         df, path, ctx.flow.schema_drift, f"{layer}.{ctx.flow.name}", for_merge=mode in ("merge", "scd2")
     )
     stats_on = [*keys, *([cursor] if cursor else [])]
-    narrow = rows_in <= dt.NARROW_KEYS  # a few rows in: MERGE filters the table to their keys first
     if mode == "append":
         return dt.append(_new_versions(ctx, df, path, keys, cursor), path, stats_on=stats_on, **common)
     if mode == "scd2":
         return dt.scd2(_with_valid_from(df, cursor), path, keys=keys, **common)
     events = latest_events(df, keys, cursor)
     if mode == "merge":
-        return dt.merge(events, path, keys=keys, cursor=cursor, narrow=narrow, **common)
+        # a few rows in: MERGE filters the table to their keys first
+        return dt.merge(events, path, keys=keys, cursor=cursor, narrow=rows_in <= dt.NARROW_KEYS, **common)
     return dt.append(events.filter(f"NOT `{dt.DELETED}`"), path, overwrite=True, stats_on=stats_on, **common)
 
 

@@ -150,9 +150,9 @@ def _reusable(ctx: StepContext, seen: dict[str, Any]) -> list[QualityResult] | N
     return outcomes if len(outcomes) == len(ctx.flow.quality) else None
 
 
-def _table(ctx: StepContext, tables: dict[str, DataFrame], path: str, readers: int) -> DataFrame:
+def _table(ctx: StepContext, tables: dict[str, DataFrame], path: str, version: int | None, readers: int) -> DataFrame:
     if path not in tables:
-        if not dt.table_exists(ctx.spark, path):
+        if version is None:  # no commit: no table
             raise QualityError(f"table {path} does not exist yet: run the flow's other steps first")
         live = dt.read_live(ctx.spark, path)
         # cached only when several checks read it: caching a 10M-row table for one pass costs a second pass
@@ -176,7 +176,7 @@ def run_quality(ctx: StepContext) -> StepResult:
             name, status, observed, expected = reused.check_name, reused.status, reused.observed, reused.expected
         else:
             readers = sum(f and p == path for f, p in zip(fresh, paths, strict=True))
-            outcome = evaluate(_table(ctx, tables, path, readers), check)
+            outcome = evaluate(_table(ctx, tables, path, versions[path], readers), check)
             name, observed, expected = outcome.name, outcome.observed, outcome.expected
             status = "passed" if outcome.passed else ("failed" if check.severity == "error" else "warned")
         ctx.state.record_quality_check(
