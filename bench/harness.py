@@ -215,6 +215,8 @@ spark:
   driver_memory: {driver_memory}
   shuffle_partitions: 4
 """
+CONNECT_PORT = int(os.environ.get("PIPEZONE_BENCH_CONNECT_PORT") or 15012)
+CONNECT_PROFILE = PROFILE + "  connect_url: sc://127.0.0.1:{port}\n"
 FLOW = """\
 name: {name}
 source:
@@ -264,6 +266,11 @@ class Project:
                 (meta / "profiles" / f"{name}.yaml").write_text(
                     PROFILE.format(name=name, lake=f"bench_{lake}_lake", driver_memory=memory)
                 )
+        (meta / "profiles" / "bench_local_connect_2g.yaml").write_text(
+            CONNECT_PROFILE.format(
+                name="bench_local_connect_2g", lake="bench_local_lake", driver_memory="2g", port=CONNECT_PORT
+            )
+        )
         return project
 
     def flow(self, table: str, partitions: int, initial_load: str = "auto") -> str:
@@ -286,6 +293,10 @@ class Project:
 
     def run(self, profile: str, *args: str) -> Measured:
         return measured([str(VENV_BIN / "pipezone"), "run", *args], env=self.env(profile), cwd=self.root)
+
+    def spark_server(self, profile: str, action: str) -> Measured:
+        """`pipezone spark-server start|stop` for a profile with a Spark Connect URL."""
+        return measured([str(VENV_BIN / "pipezone"), "spark-server", action], env=self.env(profile), cwd=self.root)
 
     def wipe(self, flow: str, table: str) -> None:
         """Forget a flow: its lake tables (local and MinIO) and the state store."""

@@ -1,9 +1,11 @@
 """Incremental latency: the end-to-end time of one flow run (extract, bronze, silver, quality) when 0 and
 when 1,000 rows changed in an N-row table already loaded through silver, broken down per step.
 
-Two launchers: `spark-submit` (one JVM per step, as an Airflow worker runs them) and `in-process` (one
-Spark session for the whole run). Each step records its phases in the run history: `session` (Spark
-session start inside the job), `prepare` (Delta history, the source's bounds query, schema checks),
+Three launchers: `spark-submit` (one JVM per step, as an Airflow worker runs them), `in-process` (one
+Spark session for the whole run) and `spark-connect` (each step a Python process, as Airflow runs them,
+that is a client of one long-running Spark Connect server: `pipezone spark-server start`). Each step
+records its phases in the run history: `session` (Spark session start inside the job, or the client's
+connection), `prepare` (Delta history, the source's bounds query, schema checks),
 `read_write` (the one Spark action that reads, writes the files and commits), `state` (the watermark
 or layer progress update). A step's wall time minus its phases is the process and JVM start.
 """
@@ -15,6 +17,7 @@ from typing import Any
 from harness import MariaDB, Project, step_seconds
 
 PROFILE = "bench_local_2g"
+CONNECT_PROFILE = "bench_local_connect_2g"
 
 
 def change(source: MariaDB, table: str, rows: int, count: int, round_: int) -> None:
@@ -32,7 +35,8 @@ def _run_id(output: str) -> str:
 
 def flow_run(project: Project, flow: str, launcher: str) -> dict[str, Any]:
     args = ["--in-process"] if launcher == "in-process" else []
-    m = project.run(PROFILE, flow, *args).check(f"pipezone run {flow}")
+    profile = CONNECT_PROFILE if launcher == "spark-connect" else PROFILE
+    m = project.run(profile, flow, *args).check(f"pipezone run {flow}")
     run_id = _run_id(m.stdout)
     logs = [log for log in project.step_logs() if log["run_id"] == run_id]
     return {
@@ -50,7 +54,7 @@ def run(source: MariaDB, project: Project, rows: int, changed: list[int], launch
     flow = project.flow(table, partitions=2)
     project.wipe(flow, table)
     initial = flow_run(project, flow, "spark-submit")
-    results = [
+    results: list[dict[str, Any]] = [
         {
             "bench": "incremental",
             "rows": rows,
@@ -63,17 +67,43 @@ def run(source: MariaDB, project: Project, rows: int, changed: list[int], launch
     print(f"bench: incremental, initial load of {rows:,} rows through silver: {initial['seconds']:.1f} s", flush=True)
     round_ = 0
     for launcher in launchers:
-        for count in changed:
-            if count:
-                round_ += 1
-                change(source, table, rows, count, round_)
-            result = flow_run(project, flow, launcher)
-            if result["rows_read"].get("extract", 0) != count:
-                raise SystemExit(f"bench: extract read {result['rows_read']} rows after {count} changes")
-            results.append({"bench": "incremental", "rows": rows, "changed": count, "launcher": launcher, **result})
-            print(
-                f"bench: incremental, {count:,} changed of {rows:,}, {launcher}: {result['seconds']:.1f} s "
-                f"{result['steps_s']}",
-                flush=True,
-            )
+        server: dict[str, Any] = {}
+        if launcher == "spark-connect":  # started (and warmed up) once, as a deployment keeps it running
+            started = project.spark_server(CONNECT_PROFILE, "start").check("pipezone spark-server start")
+            server = {"server_start_s": round(started.seconds, 1), "server": started.stdout.strip().splitlines()[-1]}
+            print(f"bench: {server['server']}", flush=True)
+        try:
+            round_ = _launcher_runs(source, project, table, flow, rows, changed, launcher, round_, server, results)
+        finally:
+            if launcher == "spark-connect":
+                project.spark_server(CONNECT_PROFILE, "stop")
     return results
+
+
+def _launcher_runs(
+    source: MariaDB,
+    project: Project,
+    table: str,
+    flow: str,
+    rows: int,
+    changed: list[int],
+    launcher: str,
+    round_: int,
+    server: dict[str, Any],
+    results: list[dict[str, Any]],
+) -> int:
+    for count in changed:
+        if count:
+            round_ += 1
+            change(source, table, rows, count, round_)
+        result = flow_run(project, flow, launcher)
+        if result["rows_read"].get("extract", 0) != count:
+            raise SystemExit(f"bench: extract read {result['rows_read']} rows after {count} changes")
+        record = {"bench": "incremental", "rows": rows, "changed": count, "launcher": launcher, **result}
+        results.append(record | server)
+        print(
+            f"bench: incremental, {count:,} changed of {rows:,}, {launcher}: {result['seconds']:.1f} s "
+            f"{result['steps_s']}",
+            flush=True,
+        )
+    return round_

@@ -96,6 +96,18 @@ def incremental_table(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _server_lines(incremental: list[dict[str, Any]]) -> list[str]:
+    """How long the Spark Connect server took to start and warm up (once, before its runs)."""
+    started = next((r for r in incremental if r.get("server_start_s") is not None), None)
+    if started is None:
+        return []
+    return [
+        f"The Spark Connect server was started once before its runs, as a deployment keeps it running: "
+        f"`pipezone spark-server start` took {started['server_start_s']:.1f} s ({started['server']}).",
+        "",
+    ]
+
+
 def parse_table(run: dict[str, Any]) -> list[str]:
     rows = [r for r in run["results"] if r["bench"] == "parse"]
     lines = [
@@ -249,11 +261,14 @@ def render(run: dict[str, Any], json_path: Path) -> str:
             "",
             f"The flow (extract > bronze > silver merge > one quality check) on the {incremental[0]['rows']:,}-row "
             "table, after its initial load: a run with nothing changed, then a run after 1,000 rows spread over "
-            "the table were updated. `spark-submit` is one JVM per step (how Airflow runs tasks); `in-process` "
-            "one Spark session for the whole run (`pipezone run --in-process`).",
+            "the table were updated. `spark-submit` is one JVM per step (how Airflow runs tasks by default); "
+            "`in-process` one Spark session for the whole run (`pipezone run --in-process`); `spark-connect` "
+            "one Python process per step (as Airflow runs tasks) that is a client of a long-running Spark Connect "
+            "server (a profile with `spark.connect_url`; `pipezone spark-server start`).",
             "",
             *incremental_table(run),
             "",
+            *_server_lines(incremental),
             "Per step: `session` is the Spark session start inside the job, `prepare` the Delta log and the "
             "source's bounds query, `read_write` the Spark action that reads, writes and commits, `state` the "
             "watermark or progress update (quality's checks show as its `prepare`); process+JVM is the rest of the "

@@ -132,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 source, project, plan["sizes"], plan["partitions"], plan["lakes"], repeat=1, jdbc=plan["jdbc"]
             )
         if "incremental" in only:
-            run["results"] += incremental.run(
-                source, project, plan["incremental_rows"], [0, 1000], ["spark-submit", "in-process"]
-            )
+            launchers = ["spark-submit", "in-process", "spark-connect"]
+            run["results"] += incremental.run(source, project, plan["incremental_rows"], [0, 1000, 1000], launchers)
         if "parse" in only:
             run["results"] += dag_parse.run(plan["parse_sizes"], plan["parse_repeat"], dag_factory)
     finally:

@@ -407,6 +407,19 @@ def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if all(r[-1] == "yes" for r in rows[1:]) or not args.check else EXIT_PROBLEMS
 
 
+def cmd_spark_server(args: argparse.Namespace, settings: Settings) -> int:
+    """The profile's Spark Connect server (spark.connect_url): start, stop or status."""
+    from pipezone.core import spark_connect_server as server
+
+    runtime = _runtime(settings)
+    if args.action == "status":
+        ok, line = server.status(runtime)
+        print(f"spark-server: {line}")
+        return EXIT_OK if ok else EXIT_PROBLEMS
+    print(f"spark-server: {server.start(runtime) if args.action == 'start' else server.stop(runtime)}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipezone", description="YAML flows -> Airflow DAGs -> Spark + Delta.")
     parser.add_argument("--version", action="version", version=f"pipezone {__version__}")
@@ -472,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="row counts per layer for every flow, next to the source count")
     p.add_argument("--check", action="store_true", help="exit 1 unless every silver table matches its source")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser(
+        "spark-server", help="the profile's Spark Connect server (spark.connect_url): warm Spark for every step"
+    )
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.set_defaults(func=cmd_spark_server)
 
     p = sub.add_parser("schema", help="write the JSON Schemas under metadata/schemas (or --check them)")
     p.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")

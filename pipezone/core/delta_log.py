@@ -52,17 +52,27 @@ def _session_options(spark: SparkSession, path: str) -> dict[str, str]:
         return {}
     from pipezone.core.spark_session import S3Settings
 
-    conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001 - the session's effective s3a settings
-    endpoint = conf.get("fs.s3a.endpoint") or ""
+    if is_connect(spark):  # no JVM here: the server's `spark.hadoop.*` settings, as its session reports them
+
+        def get(key: str) -> str | None:
+            return spark.conf.get(f"spark.hadoop.{key}", None)
+    else:
+        get = spark.sparkContext._jsc.hadoopConfiguration().get  # noqa: SLF001 - the effective s3a settings
+    endpoint = get("fs.s3a.endpoint") or ""
     s3 = S3Settings(
         endpoint=endpoint,
-        access_key=conf.get("fs.s3a.access.key") or "",
-        secret_key=conf.get("fs.s3a.secret.key") or "",
-        region=conf.get("fs.s3a.endpoint.region") or "us-east-1",
-        path_style=(conf.get("fs.s3a.path.style.access") or "true") == "true",
+        access_key=get("fs.s3a.access.key") or "",
+        secret_key=get("fs.s3a.secret.key") or "",
+        region=get("fs.s3a.endpoint.region") or "us-east-1",
+        path_style=(get("fs.s3a.path.style.access") or "true") == "true",
         ssl=endpoint.startswith("https"),
     )
     return storage_options(s3)
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """Whether `spark` is a Spark Connect client session (no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def exists(spark: SparkSession, path: str) -> bool:

@@ -13,16 +13,18 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core import delta_log
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 # Metadata columns every row carries from raw onward.
 RUN_ID = "_pz_run_id"
@@ -86,9 +88,7 @@ def table_exists(spark: SparkSession, path: str) -> bool:
     try:
         return delta_log.exists(spark, path)
     except delta_log.LogUnavailable:
-        from delta.tables import DeltaTable
-
-        return DeltaTable.isDeltaTable(spark, path)
+        return bool(_history(spark, path, 1))
 
 
 def _history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str, Any]]:
@@ -96,13 +96,20 @@ def _history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str
     try:
         return delta_log.history(spark, path, limit)
     except delta_log.LogUnavailable:
-        from delta.tables import DeltaTable
+        return _spark_history(spark, path, limit)
 
-        if not DeltaTable.isDeltaTable(spark, path):
+
+def _spark_history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str, Any]]:
+    """The history as Spark reads it, for a log delta-rs cannot: SQL, so it also runs over Spark Connect."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        rows = spark.sql(f"DESCRIBE HISTORY {sql_table(path)}" + (f" LIMIT {int(limit)}" if limit else "")).collect()
+    except AnalysisException as err:
+        if "DELTA_MISSING_DELTA_TABLE" in str(err) or "PATH_NOT_FOUND" in str(err):
             return []
-        table = DeltaTable.forPath(spark, path)
-        rows = (table.history(limit) if limit else table.history()).collect()
-        return [{**row.asDict(recursive=True), "timestamp": row["timestamp"].astimezone(UTC)} for row in rows]
+        raise
+    return [{**row.asDict(recursive=True), "timestamp": row["timestamp"].astimezone(datetime.UTC)} for row in rows]
 
 
 def last_commit(spark: SparkSession, path: str) -> dict[str, Any] | None:
@@ -214,29 +221,39 @@ def forward_only_condition(cursor: str | None) -> str:
 def _merge_commit(
     df: DataFrame,
     path: str,
-    build: Callable[[Any], Any],
+    on: str,
+    clauses: list[str],
     *,
     app_id: str,
     version: int,
     metadata: dict[str, Any],
 ) -> CommitInfo:
-    """Run the MERGE that `build(DeltaMergeBuilder)` completes as one idempotent, annotated commit."""
-    from delta.tables import DeltaTable
+    """`MERGE INTO` the table at `path` (alias t) from `df` (alias s) `on` a condition, with `clauses`, as one
+    idempotent, annotated commit.
 
+    SQL rather than delta-spark's DeltaTable builder: the statement runs the same in a local session and
+    over Spark Connect, where the builder needs a Delta plugin on the server that Maven Central does not
+    carry for this Delta line.
+    """
     spark = df.sparkSession
     before = last_commit(spark, path)
+    view = f"_pz_merge_source_{uuid.uuid4().hex}"
     conf = {
         "spark.databricks.delta.write.txnAppId": app_id,
         "spark.databricks.delta.write.txnVersion": str(version),
         "spark.databricks.delta.commitInfo.userMetadata": json.dumps(metadata, sort_keys=True, default=str),
     }
+    df.createOrReplaceTempView(view)
     for key, value in conf.items():
         spark.conf.set(key, value)
     try:
-        build(DeltaTable.forPath(spark, path).alias("t")).execute()
+        spark.sql(
+            f"MERGE WITH SCHEMA EVOLUTION INTO {sql_table(path)} AS t USING {view} AS s ON {on} {' '.join(clauses)}"
+        )
     finally:
         for key in conf:
             spark.conf.unset(key)
+        spark.catalog.dropTempView(view)
     after = last_commit(spark, path)
     if after is None or (before is not None and after["version"] == before["version"]):
         return CommitInfo(version=before["version"] if before else None, rows_written=0, bytes_written=0, skipped=True)
@@ -247,16 +264,43 @@ def _merge_commit(
     )
 
 
+def sql_table(path: str) -> str:
+    """The Delta table at `path` as a SQL table name."""
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
 def _on(keys: list[str]) -> str:
     return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+
+def _assign(values: dict[str, str]) -> str:
+    return ", ".join(f"`{column}` = {value}" for column, value in values.items())
 
 
 NARROW_KEYS = 10_000  # a batch of at most this many keys filters the table to them before joining it
 
 
-def key_filter(df: DataFrame, keys: list[str], alias: str = "") -> Column | None:
-    """A filter that keeps the rows whose key values all occur in `df` (per column: a superset of the rows
-    a key join matches), or None when `df` holds more than NARROW_KEYS keys.
+def sql_literal(value: Any) -> str | None:
+    """`value` as a Spark SQL literal of its own type, or None for a type this does not spell exactly."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}L" if not -(2**31) <= value < 2**31 else str(value)
+    if isinstance(value, Decimal):
+        return f"{value}BD" if value.is_finite() else None
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, datetime.datetime):
+        return None  # a collected timestamp's zone depends on the session: no narrowing, never a wrong one
+    if isinstance(value, datetime.date):
+        return f"DATE'{value.isoformat()}'"
+    return None
+
+
+def key_filter(df: DataFrame, keys: list[str], alias: str = "") -> str | None:
+    """A SQL filter that keeps the rows whose key values all occur in `df` (per column: a superset of the
+    rows a key join matches), or None when `df` holds more than NARROW_KEYS keys or a key of a type
+    `sql_literal` does not spell.
 
     Joined with a small batch, a table is otherwise shuffled whole; filtered first, only the few rows that
     can match move. Nulls are kept, as the null-safe key join matches them.
@@ -266,13 +310,16 @@ def key_filter(df: DataFrame, keys: list[str], alias: str = "") -> Column | None
     rows = df.select(*[F.col(f"`{k}`") for k in keys]).distinct().limit(NARROW_KEYS + 1).collect()
     if len(rows) > NARROW_KEYS:
         return None
-    condition = F.lit(True)
+    terms = []
     for i, key in enumerate(keys):
-        column = F.col(f"{alias}`{key}`")
+        column = f"{alias}`{key}`"
         values = {row[i] for row in rows}
-        kept = column.isin(sorted(values - {None}, key=repr))
-        condition = condition & ((kept | column.isNull()) if None in values else kept)
-    return condition
+        literals = [sql_literal(v) for v in sorted(values - {None}, key=repr)]
+        if None in literals:
+            return None
+        kept = f"{column} IN ({', '.join(literals)})" if literals else "false"
+        terms.append(f"({kept} OR {column} IS NULL)" if None in values else kept)
+    return " AND ".join(terms) if terms else None
 
 
 def merge(
@@ -301,29 +348,22 @@ def merge(
         return append(live, path, partition_by=partition_by, stats_on=stats_on, merged=True, **common)
     newer = forward_only_condition(cursor)
     flagged = f"coalesce(t.`{DELETED}`, false)"
-    on: Any = _on(keys)
+    on = _on(keys)
     only = key_filter(df, keys, alias="t.") if narrow else None
     if only is not None:  # a target-only term of the ON clause: Spark filters the table before the join
-        from pyspark.sql import functions as F
-
-        on = F.expr(on) & only
-
-    def build(t: Any) -> Any:
-        merge = t.merge(df.alias("s"), on).withSchemaEvolution()
-        if not tombstones:
-            return merge.whenMatchedUpdateAll(condition=newer).whenNotMatchedInsertAll()
-        return (
-            merge.whenMatchedUpdate(
-                condition=f"s.`{DELETED}` AND NOT {flagged} AND s.`{BATCH}` >= t.`{BATCH}`",
-                set={DELETED: "true", DELETED_AT: f"s.`{DELETED_AT}`", BATCH: f"s.`{BATCH}`", RUN_ID: f"s.`{RUN_ID}`"},
-            )
-            .whenMatchedUpdateAll(
-                condition=f"NOT s.`{DELETED}` AND (({newer}) OR ({flagged} AND s.`{BATCH}` > t.`{BATCH}`))"
-            )
-            .whenNotMatchedInsertAll(condition=f"NOT s.`{DELETED}`")
-        )
-
-    return _merge_commit(df, path, build, **common)
+        on = f"{on} AND {only}"
+    if not tombstones:
+        clauses = [f"WHEN MATCHED AND ({newer}) THEN UPDATE SET *", "WHEN NOT MATCHED THEN INSERT *"]
+    else:
+        tombstone = {DELETED: "true", DELETED_AT: f"s.`{DELETED_AT}`", BATCH: f"s.`{BATCH}`", RUN_ID: f"s.`{RUN_ID}`"}
+        clauses = [
+            f"WHEN MATCHED AND s.`{DELETED}` AND NOT {flagged} AND s.`{BATCH}` >= t.`{BATCH}` "
+            f"THEN UPDATE SET {_assign(tombstone)}",
+            f"WHEN MATCHED AND NOT s.`{DELETED}` AND (({newer}) OR ({flagged} AND s.`{BATCH}` > t.`{BATCH}`)) "
+            "THEN UPDATE SET *",
+            f"WHEN NOT MATCHED AND NOT s.`{DELETED}` THEN INSERT *",
+        ]
+    return _merge_commit(df, path, on, clauses, **common)
 
 
 def with_row_hash(df: DataFrame) -> DataFrame:
@@ -373,25 +413,19 @@ def scd2(
     columns = inserts.columns
     staged = inserts.withColumn(_ACTION, F.lit("insert")).unionByName(closes, allowMissingColumns=True)
     on = f"s.`{_ACTION}` = 'close' AND t.`{IS_CURRENT}` AND " + _on(keys)
-    return _merge_commit(
-        staged,
-        path,
-        lambda t: (
-            t.merge(staged.alias("s"), on)
-            .withSchemaEvolution()
-            .whenMatchedUpdate(
-                set={
-                    VALID_TO: "s._pz_close_at",
-                    IS_CURRENT: "false",
-                    BATCH: "s._pz_close_batch",  # the layer above sees the closed version as news
-                    DELETED: "s._pz_close_deleted",
-                    DELETED_AT: "CASE WHEN s._pz_close_deleted THEN s._pz_close_at END",
-                }
-            )
-            .whenNotMatchedInsert(condition=f"s.`{_ACTION}` = 'insert'", values={c: f"s.`{c}`" for c in columns})
-        ),
-        **common,
-    )
+    close = {
+        VALID_TO: "s._pz_close_at",
+        IS_CURRENT: "false",
+        BATCH: "s._pz_close_batch",  # the layer above sees the closed version as news
+        DELETED: "s._pz_close_deleted",
+        DELETED_AT: "CASE WHEN s._pz_close_deleted THEN s._pz_close_at END",
+    }
+    insert = ", ".join(f"`{c}`" for c in columns), ", ".join(f"s.`{c}`" for c in columns)
+    clauses = [
+        f"WHEN MATCHED THEN UPDATE SET {_assign(close)}",
+        f"WHEN NOT MATCHED AND s.`{_ACTION}` = 'insert' THEN INSERT ({insert[0]}) VALUES ({insert[1]})",
+    ]
+    return _merge_commit(staged, path, on, clauses, **common)
 
 
 def _scd2_events(df: DataFrame, keys: list[str], current: DataFrame | None) -> DataFrame:
@@ -442,7 +476,7 @@ def ensure_columns(spark: SparkSession, path: str, df: DataFrame) -> None:
     missing = [f for f in df.schema.fields if f.name.lower() not in existing]
     if missing:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+        spark.sql(f"ALTER TABLE {sql_table(path)} ADD COLUMNS ({columns})")
 
 
 def committed_batch(spark: SparkSession, path: str) -> int:

@@ -89,7 +89,9 @@ def submit_command(
     from pipezone.core.spark_session import find_spark_submit, submit_args
 
     settings = runtime.spark_settings(f"pipezone-{flow}-{step}")
-    args = [str(find_spark_submit()), *submit_args(settings), str(jobs_dir(runtime) / f"{step}.py")]
+    job = str(jobs_dir(runtime) / f"{step}.py")
+    # A Spark Connect profile's job is a plain Python client of the server: no spark-submit, no JVM.
+    args = [sys.executable, job] if settings.connect_url else [str(find_spark_submit()), *submit_args(settings), job]
     args += ["--flow", flow, "--run-id", run_id]
     if backfill is not None:
         args += ["--backfill-start", backfill[0], "--backfill-end", backfill[1]]

@@ -28,6 +28,13 @@ class SparkProfile(SpecModel):
         default=None, description="Address executors reach the driver on, e.g. 127.0.0.1 for a cluster on this host."
     )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+    connect_url: str | None = Field(
+        default=None,
+        pattern=r"^sc://[A-Za-z0-9.\-]+:\d+/?$",
+        description="A Spark Connect server (sc://host:port) that runs every step: steps are thin Python "
+        "clients of one long-running, warm Spark driver instead of one JVM each. `pipezone spark-server "
+        "start` runs it from this profile's other settings.",
+    )
 
 
 class ProfileSpec(SpecModel):

@@ -124,6 +124,7 @@ class Runtime:
             shared_jars=spark.shared_jars,
             driver_host=spark.driver_host,
             extra_conf={"spark.executor.memory": spark.executor_memory, **spark.conf},
+            connect_url=spark.connect_url,
         )
 
 

@@ -169,16 +169,15 @@ def enable_widening(spark: SparkSession, path: str) -> None:
 
     Upgrades the table's protocol (reader 3 / writer 7, feature typeWidening): readers need Delta 3.2 or newer.
     """
-    from delta.tables import DeltaTable
+    from pipezone.core import delta_tables as dt
 
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not dt.table_exists(spark, path):
         return  # the first write creates the table with the properties
-    properties = DeltaTable.forPath(spark, path).detail().first()["properties"] or {}
+    properties = spark.sql(f"DESCRIBE DETAIL {dt.sql_table(path)}").first()["properties"] or {}
     missing = {key: value for key, value in WIDENING_TABLE_PROPERTIES.items() if properties.get(key) != value}
     if missing:
         assignments = ", ".join(f"'{key}' = '{value}'" for key, value in missing.items())
-        quoted = path.replace("`", "``")
-        spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ({assignments})")
+        spark.sql(f"ALTER TABLE {dt.sql_table(path)} SET TBLPROPERTIES ({assignments})")
 
 
 def conform_to_table(

@@ -76,6 +76,7 @@ class SparkSettings:
     driver_host: str | None = None  # address executors call the driver back on (127.0.0.1 for a local cluster)
     s3: S3Settings | None = None
     extra_conf: Mapping[str, str] = field(default_factory=dict, hash=False)
+    connect_url: str | None = None  # sc://host:port: sessions are clients of that Spark Connect server
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -181,6 +182,8 @@ def build_session(settings: SparkSettings, jars: Sequence[Path] | None = None) -
     """
     from pyspark.sql import SparkSession
 
+    if settings.connect_url is not None:
+        return connect_session(settings.connect_url)
     if settings.python is None:
         settings = dataclasses.replace(settings, python=sys.executable)
     # An in-process SparkContext takes the workers' Python from this variable only (not spark.pyspark.python).
@@ -193,6 +196,43 @@ def build_session(settings: SparkSettings, jars: Sequence[Path] | None = None) -
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
     return spark
+
+
+class ConnectUnavailable(RuntimeError):
+    """The profile's Spark Connect server does not answer; the message is one line with the remedy."""
+
+
+def connect_session(url: str) -> SparkSession:
+    """A client session of the Spark Connect server at `url`: no JVM in this process. The server holds the
+    Spark configuration (it was started from the same profile), so nothing is set here."""
+    from urllib.parse import urlsplit
+
+    from pyspark.sql import SparkSession
+
+    address = urlsplit(url)
+    if not listening(address.hostname or "", address.port or 0):  # the client would retry for minutes
+        raise ConnectUnavailable(
+            f"Spark Connect server {url} does not answer (nothing listens there): "
+            "start it with `pipezone spark-server start`"
+        )
+    try:
+        spark = SparkSession.builder.remote(url).getOrCreate()
+        spark.conf.get("spark.sql.session.timeZone")  # the first call reaches the server
+    except Exception as err:  # noqa: BLE001 - grpc's errors are many and long: one line with the cause
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConnectUnavailable(
+            f"Spark Connect server {url} does not answer ({first}): start it with `pipezone spark-server start`"
+        ) from None
+    return spark
+
+
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port (within a second)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
 
 
 # --------------------------------------------------------------------------- spark-submit
