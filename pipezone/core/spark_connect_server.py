@@ -55,6 +55,9 @@ def server_for(runtime: Runtime) -> Server:
 def server_command(runtime: Runtime, server: Server) -> list[str]:
     """spark-submit of the Connect server with the profile's settings (its own, not a client's)."""
     settings = dataclasses.replace(runtime.spark_settings("pipezone-spark-connect"), connect_url=None)
+    # Delta keeps each table's log state for an hour after its last use; a flow that runs daily finds it warm.
+    defaults = {"spark.databricks.delta.delta.log.cacheRetentionMinutes": "1440"}
+    settings = dataclasses.replace(settings, extra_conf={**defaults, **settings.extra_conf})
     binding = {"spark.connect.grpc.binding.address": server.host, "spark.connect.grpc.binding.port": str(server.port)}
     conf = [arg for key, value in binding.items() for arg in ("--conf", f"{key}={value}")]
     return [str(find_spark_submit()), *submit_args(settings), *conf, "--class", SERVER_CLASS, "spark-internal"]
@@ -81,21 +84,36 @@ spark.stop()
 """
 
 
-# Delta's write, MERGE and log code, and Spark's planner, are cold in a new JVM: a small append and MERGE
-# on a scratch table in the lake make the first real step run as fast as the later ones.
+# Delta's write, MERGE (with deletion vectors) and log code, Spark's JDBC reader and planner are cold in a
+# new JVM, and the JIT compiles what runs repeatedly: an overwrite and two small MERGEs of a scratch table
+# in the lake and a JDBC read of an in-memory SQLite database warm the code; then the log of each of the
+# profile's flow tables is loaded (for at most TABLES_WARM_UP_S), which Delta caches per table.
 _WARM_UP = """
 import sys, time
 from pipezone.core import delta_tables as dt
 from pipezone.core.spark_session import connect_session
 spark = connect_session(sys.argv[1])
 path, run = sys.argv[2], int(time.time())
-rows = spark.range(1000).selectExpr("id", "id % 7 AS v", f"CAST({run} AS BIGINT) AS _pz_batch")
-dt.append(dt.with_row_hash(rows), path, app_id="warm-up", version=run, metadata={"warm_up": run}, overwrite=True)
-newer = rows.selectExpr("id", "v + 1 AS v", f"CAST({run + 1} AS BIGINT) AS _pz_batch")
-dt.merge(newer, path, keys=["id"], cursor=None, app_id="warm-up-merge", version=run, metadata={}, narrow=True)
-spark.read.format("delta").load(path).groupBy("v").count().collect()
+jdbc = spark.read.format("jdbc").option("url", "jdbc:sqlite::memory:")
+jdbc.option("query", "SELECT 1 AS x").load().collect()
+for round in range(3):
+    batch = f"CAST({run * 10 + round} AS BIGINT) AS _pz_batch"
+    rows = dt.with_row_hash(spark.range(20000).selectExpr("id", f"(id + {round}) % 7 AS v", batch))
+    common = dict(app_id="pipezone-warm-up", version=run * 10 + round, metadata={"warm_up": run})
+    if round == 0:  # the table stays small: each start overwrites it
+        dt.append(rows, path, overwrite=True, merged=True, **common)
+    else:
+        dt.merge(rows.limit(2000), path, keys=["id"], cursor=None, narrow=True, **common)
+    spark.read.format("delta").load(path).groupBy("v").count().collect()
+started = time.monotonic()
+for table in sys.stdin.read().split():  # the flows' tables: their log state is then cached in the server
+    if time.monotonic() - started > float(sys.argv[3]):
+        break
+    if dt.table_exists(spark, table):
+        spark.sql(f"DESCRIBE HISTORY {dt.sql_table(table)} LIMIT 1").collect()
 spark.stop()
 """
+TABLES_WARM_UP_S = 60.0  # loading the flows' table logs stops after this long
 
 
 def warm_up(runtime: Runtime, server: Server) -> str:
@@ -103,12 +121,31 @@ def warm_up(runtime: Runtime, server: Server) -> str:
     path = f"{runtime.lake.roots['raw']}/_pipezone/spark-connect-warm-up"
     started = time.monotonic()
     done = subprocess.run(  # noqa: S603 - this interpreter, our own script
-        [sys.executable, "-c", _WARM_UP, server.url, path], capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", _WARM_UP, server.url, path, str(TABLES_WARM_UP_S)],
+        input="\n".join(flow_tables(runtime)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         return f"warm-up failed ({(lines or ['no output'])[-1][:200]})"
     return f"warmed up in {time.monotonic() - started:.0f} s"
+
+
+def flow_tables(runtime: Runtime) -> list[str]:
+    """Every lake table of the profile's valid flows: silver and bronze first (a MERGE reads all of them)."""
+    tables: list[str] = []
+    for layer in ("silver", "bronze", "raw"):
+        for name in sorted(runtime.catalog.flows):
+            try:
+                flow = runtime.flow(name)
+            except Exception:  # noqa: BLE001 - an invalid flow has no tables to warm
+                continue
+            if layer != "raw" or flow.source is not None:
+                tables.append(runtime.lake.table(layer, name, flow))
+    return tables
 
 
 def answers(server: Server) -> bool:

@@ -3,11 +3,12 @@
 Everything about *how* to run (Spark master, memory, jars, lake, state store, secrets) comes from the
 runtime at execution time (settings from the environment, the profile from `PIPEZONE_PROFILE`), never at
 parse time, so a DAG parses without touching configuration services and the same DAG runs embedded or
-on the cluster. The command is `flow_runner.submit_command` (the one `pipezone run` uses); the run id
-is Airflow's run id, so a retry re-runs the step with the same id, which the step makes a no-op once it
-succeeded. The job's output streams into the task log; a failure fails the task with the job's one-line
-error. Not the Spark provider's SparkSubmitOperator: it needs a `spark_default` connection (a DB read)
-and silently falls back to master `yarn` without one.
+on the cluster. The command is `flow_runner.submit_command` (the one `pipezone run` uses; with a
+profile's `spark.connect_url` it runs the job file with this Python, a client of the Spark Connect server,
+so no JVM starts in the task); the run id is Airflow's run id, so a retry re-runs the step with the same
+id, which the step makes a no-op once it succeeded. The job's output streams into the task log; a failure
+fails the task with the job's one-line error. Not the Spark provider's SparkSubmitOperator: it needs a
+`spark_default` connection (a DB read) and silently falls back to master `yarn` without one.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class SparkStepOperator(BaseOperator):
         if seen_ui and not self.links.get(SPARK_UI):
             self.links[SPARK_UI] = seen_ui
         if code != 0:
-            raise AirflowException(error or f"spark-submit exited with {code}: {' | '.join(tail)}")
+            raise AirflowException(error or f"the step's process exited with {code}: {' | '.join(tail)}")
         return summary or f"pipezone {self.step} {self.flow}: done"
 
     def on_kill(self) -> None:

@@ -332,7 +332,7 @@ def test_operator_fails_with_the_job_error_line(orders_task, monkeypatch: pytest
     assert str(caught.value) == "flow retail_orders, step extract (connection retail_demo): no such table: orders"
 
     monkeypatch.setattr(flow_runner, "submit_command", lambda *a: [sys.executable, "-c", "import sys; sys.exit(3)"])
-    with pytest.raises(AirflowException, match="spark-submit exited with 3"):
+    with pytest.raises(AirflowException, match="process exited with 3"):
         orders_task.execute({"run_id": "manual__1", "params": {}})
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,26 @@ def test_key_filter_keeps_the_rows_a_null_safe_key_join_can_match(spark: Any, mo
     assert kept == {(1, "a"), (1, "b"), (2, "a"), (2, None)}
     monkeypatch.setattr(dt, "NARROW_KEYS", 2)
     assert dt.key_filter(batch, ["k1", "k2"]) is None  # 3 keys: too many to list, the join does it all
+
+
+def test_sql_literals_read_back_as_the_same_value_and_type(spark: Any) -> None:
+    values = [7, -(2**40), "it's a \\path\\ 'x'", "", Decimal("12345.6700"), date(2026, 2, 28), True]
+    for value in values:
+        literal = dt.sql_literal(value)
+        assert literal is not None, value
+        back = spark.sql(f"SELECT {literal} AS v").first()["v"]
+        assert (back, type(back)) == (value, type(value)), literal
+    assert dt.sql_literal(datetime(2026, 1, 1, tzinfo=UTC)) is None  # zone-dependent: no narrowing
+    assert dt.sql_literal(Decimal("NaN")) is None and dt.sql_literal(1.5) is None
+
+
+def test_key_filter_gives_up_on_keys_it_cannot_spell(spark: Any) -> None:
+    batch = spark.createDataFrame([(datetime(2026, 1, 1, 12, tzinfo=UTC),)], "k TIMESTAMP")
+    assert dt.key_filter(batch, ["k"]) is None  # the MERGE then joins the whole table, still correct
+    strings = spark.createDataFrame([("o'k",), ("a\\b",)], "k STRING")
+    only = dt.key_filter(strings, ["k"])
+    table_df = spark.createDataFrame([("o'k",), ("a\\b",), ("ok",)], "k STRING")
+    assert {r.k for r in table_df.filter(only).collect()} == {"o'k", "a\\b"}
 
 
 def test_a_narrowed_merge_writes_what_a_whole_table_merge_writes(spark: Any, tmp_path: Path) -> None:
