@@ -35,6 +35,7 @@ FULL = {
     "partitions": [1, 2, 4],
     "lakes": ["local", "minio"],
     "incremental_rows": 10_000_000,
+    "incremental_changed": [0, 1000, 1000],  # a second 1,000-row sample per launcher
     "parse_sizes": [10, 100, 1000],
     "parse_repeat": 3,
     "jdbc": True,
@@ -44,6 +45,7 @@ QUICK = {
     "partitions": [2],
     "lakes": ["local"],
     "incremental_rows": 200_000,
+    "incremental_changed": [0, 1000],
     "parse_sizes": [10, 100],
     "parse_repeat": 1,
     "jdbc": False,
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "incremental" in only:
             launchers = ["spark-submit", "in-process", "spark-connect"]
-            run["results"] += incremental.run(source, project, plan["incremental_rows"], [0, 1000, 1000], launchers)
+            changed = plan["incremental_changed"]
+            run["results"] += incremental.run(source, project, plan["incremental_rows"], changed, launchers)
         if "parse" in only:
             run["results"] += dag_parse.run(plan["parse_sizes"], plan["parse_repeat"], dag_factory)
     finally:
