@@ -6,8 +6,8 @@ snapshot and planning code (5-15 s per step) before a row moves, which is most o
 run. One long-running driver keeps all of that warm, and each step becomes a Python client that
 connects in well under a second (docs/benchmarks.md, "Incremental latency").
 
-The server listens on the URL's host and port only (127.0.0.1 by default): Spark Connect has no
-authentication of its own, and the connections' credentials travel to it as read options.
+The server listens on the URL's host and port only (127.0.0.1 by default): it is started without
+authentication, and the connections' credentials travel to it as read options.
 """
 
 from __future__ import annotations
