@@ -219,7 +219,9 @@ def connect_session(url: str) -> SparkSession:
         spark = SparkSession.builder.remote(url).getOrCreate()
         spark.conf.get("spark.sql.session.timeZone")  # the first call reaches the server
     except Exception as err:  # noqa: BLE001 - grpc's errors are many and long: one line with the cause
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        from pipezone.core.step_runner import summarize_error
+
+        first = summarize_error(err)[:200]
         raise ConnectUnavailable(
             f"Spark Connect server {url} does not answer ({first}): start it with `pipezone spark-server start`"
         ) from None
