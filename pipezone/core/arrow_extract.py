@@ -14,14 +14,14 @@ small, and delete detection, backfills and full refreshes stay on JDBC.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pipezone.core import delta_log
+from pipezone.core import arrow_tables
 from pipezone.core import delta_tables as dt
+from pipezone.core.arrow_tables import ArrowUnsupported, conform, first_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -43,10 +43,6 @@ class Target:
     stats_on: list[str]
 
 
-class ArrowUnsupported(Exception):
-    """The source's columns have no exact Arrow equivalent of their Spark type: use JDBC instead."""
-
-
 def source_url(ctx: StepContext, adapter: Any, raw_path: str) -> str | None:
     """The connectorx URL when this extract may take the bulk path, else None."""
     source = ctx.flow.source
@@ -57,45 +53,8 @@ def source_url(ctx: StepContext, adapter: Any, raw_path: str) -> str | None:
     return adapter.arrow_url(ctx.runtime.connection(source.connection), ctx.runtime.resolver)
 
 
-def _constant(value: Any, kind: pa.DataType, rows: int) -> pa.Array:
-    import numpy as np
-    import pyarrow as pa
-
-    return pa.array([value], type=kind).take(pa.array(np.zeros(rows, dtype=np.int32)))
-
-
-def _conform(
-    batch: pa.RecordBatch, target: pa.Schema, stamps: dict[str, Any], char_lengths: dict[str, int]
-) -> pa.RecordBatch:
-    """The batch with the target's columns, types and order, CHAR values padded as Spark pads them, stamp
-    columns filled with their value."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arrays = []
-    for field in target:
-        if field.name in stamps:
-            arrays.append(_constant(stamps[field.name], field.type, batch.num_rows))
-            continue
-        column = batch.column(field.name)
-        try:
-            column = column if column.type == field.type else column.cast(field.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            raise ArrowUnsupported(f"column {field.name}: {column.type} -> {field.type}: {err}") from None
-        if field.name in char_lengths:
-            column = pc.utf8_rpad(column, width=char_lengths[field.name], padding=" ")
-        arrays.append(column)
-    return pa.RecordBatch.from_arrays(arrays, schema=target)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]
-
-
 def _target_schema(schema: StructType) -> pa.Schema:
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import DecimalType, StructField, StructType
+    from pyspark.sql.types import DecimalType
 
     # connectorx carries MySQL decimals as scale-10 values of at most 28 digits (rust_decimal): exact only
     # for at most 10 fractional and 18 integer digits; a value beyond that fails the read mid-stream.
@@ -103,14 +62,7 @@ def _target_schema(schema: StructType) -> pa.Schema:
         kind = field.dataType
         if isinstance(kind, DecimalType) and (kind.scale > 10 or kind.precision - kind.scale > 18):
             raise ArrowUnsupported(f"column {field.name}: {kind.simpleString()} is wider than connectorx carries")
-
-    # Every column nullable, as Delta on Spark creates a table (`asNullable`): a NOT NULL column from the
-    # JDBC schema (a primary key, a literal stamp) would become a constraint later batches trip over.
-    nullable = StructType([StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields])
-    try:
-        return to_arrow_schema(nullable, timezone="UTC")
-    except (TypeError, AssertionError) as err:  # a Spark type Arrow conversion does not cover
-        raise ArrowUnsupported(str(err)) from None
+    return arrow_tables.arrow_schema(schema)
 
 
 def _batches(ctx: StepContext, url: str, dbtable: str, adapter: Any) -> Iterator[pa.RecordBatch]:
@@ -157,10 +109,6 @@ def append(
 ) -> dt.CommitInfo:
     """Write `dbtable`'s rows to raw as batch `batch`. Raises ArrowUnsupported, with nothing committed,
     when a column has no exact Arrow form or the stream stops."""
-    import pyarrow as pa
-    import pyarrow.compute  # noqa: F401 - pa.compute
-    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-
     target = _target_schema(table.schema)
     now = datetime.now(UTC)
     stamps = {
@@ -174,40 +122,24 @@ def append(
     try:
         first = next(source, None)
     except RuntimeError as err:  # connectorx could not start (a split it cannot do, a type, the server):
-        raise ArrowUnsupported(f"connectorx: {_first_line(err)}") from None  # JDBC reads it, or says why
-    head = (
-        [_conform(first, target, stamps, table.char_lengths)] if first is not None else []
-    )  # a type problem shows here, unwritten
-    rows = [sum(b.num_rows for b in head)]
+        raise ArrowUnsupported(f"connectorx: {first_line(err)}") from None  # JDBC reads it, or says why
+    # the first batch is conformed before anything is written: a type problem shows here
+    head = [conform(first, target, stamps, table.char_lengths)] if first is not None else []
 
     def conformed() -> Iterator[pa.RecordBatch]:
         yield from head
         for record_batch in source:
-            out = _conform(record_batch, target, stamps, table.char_lengths)
-            rows[0] += out.num_rows
-            yield out
+            yield conform(record_batch, target, stamps, table.char_lengths)
 
-    uri, options = delta_log.table_uri(raw_path), delta_log.storage_options(ctx.runtime.lake_s3())
-    commit = CommitProperties(
-        custom_metadata={"userMetadata": json.dumps(metadata, sort_keys=True, default=str)},
-        app_transactions=[Transaction(app_id=ctx.app_id("raw"), version=batch)],
+    return arrow_tables.create_table(
+        raw_path,
+        ctx.runtime.lake_s3(),
+        conformed(),
+        target=target,
+        partition_by=[dt.INGEST_DATE],
+        properties=dt.table_properties(
+            {f.name: f.dataType.simpleString() for f in table.schema.fields}, table.stats_on
+        ),
+        metadata=metadata,
+        transaction=(ctx.app_id("raw"), batch),
     )
-    try:
-        write_deltalake(
-            uri,
-            pa.RecordBatchReader.from_batches(target, conformed()),
-            mode="append",
-            partition_by=[dt.INGEST_DATE],
-            configuration=dt.table_properties(
-                {f.name: f.dataType.simpleString() for f in table.schema.fields}, table.stats_on
-            ),
-            storage_options=options,
-            commit_properties=commit,
-        )
-    except ArrowUnsupported:
-        raise
-    except Exception as err:  # noqa: BLE001 - a failed write commits nothing (the commit is its last act)
-        raise ArrowUnsupported(f"stopped mid-stream: {_first_line(err)}") from None
-    written = DeltaTable(uri, storage_options=options)
-    sizes = pa.table(written.get_add_actions(flatten=True)).column("size_bytes")  # the new table's files: ours
-    return dt.CommitInfo(version=written.version(), rows_written=rows[0], bytes_written=pa.compute.sum(sizes).as_py())

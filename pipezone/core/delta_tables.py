@@ -371,8 +371,12 @@ def with_row_hash(df: DataFrame) -> DataFrame:
     identifies a row version whatever run read it."""
     from pyspark.sql import functions as F
 
-    columns = [c for c in df.columns if not c.startswith("_pz_")] + ([DELETED] if DELETED in df.columns else [])
-    return df.withColumn(ROW_HASH, F.xxhash64(*[F.col(f"`{c}`") for c in columns]))
+    return df.withColumn(ROW_HASH, F.xxhash64(*[F.col(f"`{c}`") for c in row_hash_columns(df.columns)]))
+
+
+def row_hash_columns(columns: list[str]) -> list[str]:
+    """What ROW_HASH hashes, in order: the source's columns, then the deleted flag."""
+    return [c for c in columns if not c.startswith("_pz_")] + ([DELETED] if DELETED in columns else [])
 
 
 def scd2(

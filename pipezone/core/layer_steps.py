@@ -15,10 +15,12 @@ Rows are events: live row versions and, with delete detection, tombstones (`_pz_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pipezone.core import bronze_bulk, failpoints
 from pipezone.core import delta_tables as dt
-from pipezone.core import failpoints
+from pipezone.core.arrow_tables import ArrowUnsupported
 from pipezone.core.schema_drift import conform_to_table
 from pipezone.core.standardize import snake_case, snake_case_columns
 from pipezone.core.step_context import StepContext, StepResult
@@ -165,18 +167,17 @@ def _keys(ctx: StepContext) -> tuple[list[str], str | None]:
 
 def _commit(
     ctx: StepContext,
-    df: DataFrame,
     layer: str,
-    keys: list[str],
-    cursor: str | None,
     batches: tuple[int, int],
     rows_in: int,
+    write: Callable[[], tuple[dt.CommitInfo, str]],
 ) -> StepResult:
-    """Write the layer, then (only after the commit) record the batches it consumed."""
+    """Write the layer (`write` says how: "spark" or "arrow"), then, only after the commit, record the
+    batches it consumed."""
     previous, newest = batches
     failpoints.reach(f"{layer}.before_commit")
     with ctx.timed("read_write"):
-        commit = _write(ctx, df, layer, keys, cursor, newest, rows_in)
+        commit, how = write()
     failpoints.reach(f"{layer}.after_commit")
     with ctx.timed("state"):
         ctx.state.set_progress(ctx.flow.name, layer, newest, ctx.run_id)
@@ -184,23 +185,45 @@ def _commit(
         rows_read=rows_in,
         rows_written=commit.rows_written,
         bytes_written=commit.bytes_written,
-        details={"batches": [previous + 1, newest], "delta_version": commit.version},
+        details={"batches": [previous + 1, newest], "delta_version": commit.version, "write_path": how},
     )
 
 
 def run_bronze(ctx: StepContext) -> StepResult:
     from pyspark.sql import functions as F
 
-    df, previous, newest = _pending(ctx, ctx.runtime.lake.raw(ctx.flow), "bronze")
+    raw = ctx.runtime.lake.raw(ctx.flow)
+    df, previous, newest = _pending(ctx, raw, "bronze")
     if df is None:
         return StepResult(note=f"no new raw batches (at batch {previous})")
-    rows_in = _pending_rows(ctx, ctx.runtime.lake.raw(ctx.flow), df, (previous, newest))
-    df = as_events(without_dropped_columns(ctx, snake_case_columns(df), (previous, newest))).drop(dt.INGEST_DATE)
+    batches = (previous, newest)
+    rows_in = _pending_rows(ctx, raw, df, batches)
+    df = as_events(without_dropped_columns(ctx, snake_case_columns(df), batches)).drop(dt.INGEST_DATE)
     keys, cursor = _keys(ctx)
-    if ctx.flow.layers.bronze.write_mode != "scd2" and keys and not _one_table_read(ctx, (previous, newest)):
+    mode = ctx.flow.layers.bronze.write_mode
+    one_read = mode != "scd2" and _one_table_read(ctx, batches)
+    if mode != "scd2" and keys and not one_read:
         df = latest_events(df, keys, cursor)
     df = df.withColumn(dt.LOADED_AT, F.current_timestamp())
-    return _commit(ctx, df, "bronze", keys, cursor, (previous, newest), rows_in)
+
+    def write() -> tuple[dt.CommitInfo, str]:
+        if one_read and not dt.table_exists(ctx.spark, ctx.runtime.lake.bronze(ctx.flow.name)):
+            try:
+                return _bulk_write(ctx, df, keys, cursor, newest), "arrow"
+            except ArrowUnsupported as err:  # nothing written: Spark writes it
+                print(f"pipezone: flow {ctx.flow.name}: bronze bulk path not used ({err}); writing with Spark")
+        return _write(ctx, df, "bronze", keys, cursor, newest, rows_in), "spark"
+
+    return _commit(ctx, "bronze", batches, rows_in, write)
+
+
+def _bulk_write(ctx: StepContext, df: DataFrame, keys: list[str], cursor: str | None, batch: int) -> dt.CommitInfo:
+    """A first load of one table read: the table `_write` would create, written from raw by Arrow."""
+    mode = ctx.flow.layers.bronze.write_mode
+    frame = dt.with_row_hash(df) if mode == "append" else df
+    kinds = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+    properties = dt.table_properties(kinds, [*keys, *([cursor] if cursor else [])], merged=mode == "merge")
+    return bronze_bulk.write(ctx, frame, batch, hashed=mode == "append", properties=properties)
 
 
 def _one_table_read(ctx: StepContext, batches: tuple[int, int]) -> bool:
@@ -231,4 +254,7 @@ def run_silver(ctx: StepContext) -> StepResult:
     df = apply_transforms(df, transforms).withColumn(dt.LOADED_AT, F.current_timestamp())
     keys = renamed(keys, transforms)
     cursor = renamed([cursor], transforms)[0] if cursor else None
-    return _commit(ctx, df, "silver", keys, cursor, (previous, newest), rows_in)
+    batches = (previous, newest)
+    return _commit(
+        ctx, "silver", batches, rows_in, lambda: (_write(ctx, df, "silver", keys, cursor, newest, rows_in), "spark")
+    )

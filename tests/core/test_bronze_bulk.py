@@ -1,0 +1,96 @@
+"""Bronze's bulk path (Arrow + delta-rs, hash by `spark_hash`) must create the bronze table Spark would have
+created: same schema, properties, rows and row hashes, for each write mode that takes it; the shared demo
+run (full load then incremental) goes through it, so later Spark runs find its hashes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from pipezone.core import bronze_bulk
+from pipezone.core import delta_tables as dt
+from pipezone.core.arrow_tables import ArrowUnsupported
+from tests.core.conftest import Project, make_project
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+pytestmark = pytest.mark.spark
+
+FLOW = "retail_customers"
+RUN_ID = "bulk-run"
+# differ between two projects by when they ran, not by how bronze was written
+TIMES = (dt.EXTRACTED_AT, dt.LOADED_AT)
+
+
+def _project(root: Path, spark: SparkSession, mode: str) -> Project:
+    make_project(root)
+    path = root / "metadata" / "flows" / f"{FLOW}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["layers"]["bronze"] = {"write_mode": mode}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return Project(root, spark)
+
+
+def _load(project: Project) -> dict[str, Any]:
+    report = project.run([FLOW], RUN_ID, steps=["extract", "bronze"])
+    assert report.ok, [o.line for o in report.outcomes]
+    return project.logs(RUN_ID, FLOW)["bronze"].details
+
+
+def _table(project: Project) -> tuple[list[tuple[str, str]], dict[str, str], list[tuple]]:
+    df = project.read("bronze", FLOW)
+    schema = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+    detail = project.spark.sql(f"DESCRIBE DETAIL delta.`{project.path('bronze', FLOW)}`").first()
+    rows = sorted(tuple(r) for r in df.drop(*TIMES).collect())
+    return schema, dict(detail["properties"]), rows
+
+
+def _first_commit(project: Project) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """Version 0's transaction ids (a retry must be a no-op whoever wrote it) and our commit metadata."""
+    log = Path(project.path("bronze", FLOW).removeprefix("file:")) / "_delta_log" / f"{0:020d}.json"
+    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    [metadata] = dt.commits_with_metadata(project.spark, project.path("bronze", FLOW))
+    txns = [(a["txn"]["appId"], a["txn"]["version"]) for a in actions if "txn" in a]
+    return txns, {k: v for k, v in metadata.items() if k in ("step", "batch", "run_id", "flow")}
+
+
+@pytest.mark.parametrize("mode", ["append", "merge", "overwrite"])
+def test_bulk_bronze_is_the_table_spark_writes(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    bulk = _project(tmp_path / "bulk", spark, mode)
+    by_spark = _project(tmp_path / "spark", spark, mode)
+    try:
+        assert _load(bulk)["write_path"] == "arrow"
+        with monkeypatch.context() as patched:  # the Spark path, as when the bulk path steps aside
+
+            def refuse(*_: Any, **__: Any) -> None:
+                raise ArrowUnsupported("refused by the test")
+
+            patched.setattr(bronze_bulk, "write", refuse)
+            assert _load(by_spark)["write_path"] == "spark"
+        schema, properties, rows = _table(bulk)
+        assert (schema, properties) == _table(by_spark)[:2]
+        assert rows == _table(by_spark)[2]
+        assert len(rows) == by_spark.source_count(FLOW) > 0
+        assert (dt.ROW_HASH in dict(schema)) == (mode == "append")
+        assert _first_commit(bulk) == _first_commit(by_spark)
+    finally:
+        bulk.close()
+        by_spark.close()
+
+
+def test_the_demo_full_load_takes_the_bulk_path_and_later_runs_match_its_hashes(demo: Any) -> None:
+    """The demo's incremental run re-reads rows inside the lookback: bronze skips them only when Spark's
+    hash of the re-read row equals the hash the bulk path stored (test_layer_steps checks the counts)."""
+    for flow in ("retail_customers", "retail_orders"):
+        assert demo.full.logs[flow]["bronze"].details["write_path"] == "arrow", flow
+        assert demo.incremental.logs[flow]["bronze"].details["write_path"] == "spark", flow
+        bronze = demo.project.read("bronze", flow)
+        recomputed = dt.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
+        assert recomputed.exceptAll(bronze.select(dt.ROW_HASH)).count() == 0, flow
