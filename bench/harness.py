@@ -217,6 +217,7 @@ spark:
 """
 CONNECT_PORT = int(os.environ.get("PIPEZONE_BENCH_CONNECT_PORT") or 15012)
 CONNECT_PROFILE = PROFILE + "  connect_url: sc://127.0.0.1:{port}\n"
+CONNECT_PROFILE_NAME = "bench_local_connect_2g"
 FLOW = """\
 name: {name}
 source:
@@ -266,9 +267,9 @@ class Project:
                 (meta / "profiles" / f"{name}.yaml").write_text(
                     PROFILE.format(name=name, lake=f"bench_{lake}_lake", driver_memory=memory)
                 )
-        (meta / "profiles" / "bench_local_connect_2g.yaml").write_text(
+        (meta / "profiles" / f"{CONNECT_PROFILE_NAME}.yaml").write_text(
             CONNECT_PROFILE.format(
-                name="bench_local_connect_2g", lake="bench_local_lake", driver_memory="2g", port=CONNECT_PORT
+                name=CONNECT_PROFILE_NAME, lake="bench_local_lake", driver_memory="2g", port=CONNECT_PORT
             )
         )
         return project
@@ -297,6 +298,13 @@ class Project:
     def spark_server(self, profile: str, action: str) -> Measured:
         """`pipezone spark-server start|stop` for a profile with a Spark Connect URL."""
         return measured([str(VENV_BIN / "pipezone"), "spark-server", action], env=self.env(profile), cwd=self.root)
+
+    def start_connect_server(self) -> dict[str, Any]:
+        """Start (and warm up) the bench's Spark Connect server; how long it took and what it said."""
+        started = self.spark_server(CONNECT_PROFILE_NAME, "start").check("pipezone spark-server start")
+        server = {"server_start_s": round(started.seconds, 1), "server": started.stdout.strip().splitlines()[-1]}
+        print(f"bench: {server['server']}", flush=True)
+        return server
 
     def wipe(self, flow: str, table: str) -> None:
         """Forget a flow: its lake tables (local and MinIO) and the state store."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness import CONNECT_PROFILE_NAME as CONNECT_PROFILE
 from harness import MariaDB, Project, step_seconds
 
 PROFILE = "bench_local_2g"
-CONNECT_PROFILE = "bench_local_connect_2g"
 
 
 def change(source: MariaDB, table: str, rows: int, count: int, round_: int) -> None:
@@ -69,9 +69,7 @@ def run(source: MariaDB, project: Project, rows: int, changed: list[int], launch
     for launcher in launchers:
         server: dict[str, Any] = {}
         if launcher == "spark-connect":  # started (and warmed up) once, as a deployment keeps it running
-            started = project.spark_server(CONNECT_PROFILE, "start").check("pipezone spark-server start")
-            server = {"server_start_s": round(started.seconds, 1), "server": started.stdout.strip().splitlines()[-1]}
-            print(f"bench: {server['server']}", flush=True)
+            server = project.start_connect_server()
         try:
             round_ = _launcher_runs(source, project, table, flow, rows, changed, launcher, round_, server, results)
         finally:

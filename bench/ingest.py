@@ -2,8 +2,10 @@
 MariaDB client streaming the same SELECT to /dev/null) and a pandas read_sql -> Parquet baseline.
 
 Contenders alternate within each repeat, so all of them see the same machine load. PipeZone runs are
-the real `pipezone run FLOW --steps extract,bronze` on an empty lake: two spark-submit applications,
-JVM starts included. Its throughput is quoted to bronze (the whole run) and to raw (the extract step).
+the real `pipezone run FLOW --steps extract,bronze` on an empty lake, with two launchers: `spark-submit`
+(two spark-submit applications, JVM starts included) and `spark-connect` (two Python processes, clients of
+a Spark Connect server started once before the runs, as a deployment keeps it running). Its throughput is
+quoted to bronze (the whole run) and to raw (the extract step).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, MariaDB, Project, measured, step_seconds
+from harness import CONNECT_PROFILE_NAME, REPO, MariaDB, Project, measured, step_seconds
 
 
 def _record(contender: str, rows: int, mb: float, m: Any, **extra: Any) -> dict[str, Any]:
@@ -50,12 +52,20 @@ def pandas(source: MariaDB, table: str, rows: int, mb: float) -> dict[str, Any]:
 
 
 def pipezone(
-    project: Project, table: str, rows: int, mb: float, partitions: int, lake: str, path: str = "auto"
+    project: Project,
+    table: str,
+    rows: int,
+    mb: float,
+    partitions: int,
+    lake: str,
+    path: str = "auto",
+    launcher: str = "spark-submit",
 ) -> dict[str, Any]:
     memory = "2g"
     flow = project.flow(table, partitions, initial_load=path)
     project.wipe(flow, table)
-    m = project.run(f"bench_{lake}_{memory}", flow, "--steps", "extract,bronze").check(f"pipezone run {flow}")
+    profile = CONNECT_PROFILE_NAME if launcher == "spark-connect" else f"bench_{lake}_{memory}"
+    m = project.run(profile, flow, "--steps", "extract,bronze").check(f"pipezone run {flow}")
     steps = step_seconds(m.stdout, flow)
     logs = {log["step"]: log for log in project.step_logs()}
     if logs["bronze"]["rows_written"] != rows:
@@ -67,6 +77,8 @@ def pipezone(
         mb,
         m,
         path="arrow" if path == "auto" else "jdbc",
+        launcher=launcher,
+        bronze_path=logs["bronze"]["details"].get("write_path"),
         lake=lake,
         partitions=partitions,
         driver_memory=memory,
@@ -78,7 +90,8 @@ def pipezone(
 
 
 def _say(r: dict[str, Any]) -> dict[str, Any]:
-    where = f" ({r['path']}, {r['lake']}, {r['partitions']} partitions)" if r["contender"] == "pipezone" else ""
+    pz = r["contender"] == "pipezone"
+    where = f" ({r['path']}, {r['launcher']}, {r['lake']}, {r['partitions']} partitions)" if pz else ""
     print(
         f"bench: ingest {r['rows']:,} rows, {r['contender']}{where}: {r['seconds']:.1f} s, "
         f"{r['rows_per_s']:,} rows/s, peak RSS {r['peak_rss_mb']} MB",
@@ -95,18 +108,28 @@ def run(
     lakes: list[str],
     repeat: int,
     jdbc: bool = True,
+    connect: bool = True,
 ) -> list[dict[str, Any]]:
     """Per size and repeat: the client, pandas, PipeZone's bulk path at each partition count (local lake),
-    PipeZone's JDBC path at 2 partitions (`jdbc`), and the best partition count again on every other lake."""
+    PipeZone's JDBC path at 2 partitions (`jdbc`), the best partition count again through a Spark Connect
+    server (`connect`, local lake) and on every other lake."""
+    server = project.start_connect_server() if connect else {}
     results = []
-    for rows in sizes:
-        table = source.ensure_table(rows)
-        mb = source.table_mb(table)
-        for attempt in range(repeat):
-            runs = [_say(client(source, table, rows, mb)), _say(pandas(source, table, rows, mb))]
-            local = [_say(pipezone(project, table, rows, mb, p, "local")) for p in partitions]
-            best = max(local, key=lambda r: r["rows_per_s"])["partitions"]
-            runs += local + ([_say(pipezone(project, table, rows, mb, 2, "local", path="jdbc"))] if jdbc else [])
-            runs += [_say(pipezone(project, table, rows, mb, best, lake)) for lake in lakes if lake != "local"]
-            results += [r | {"repeat": attempt, "table_mb": round(mb, 1)} for r in runs]
+    try:
+        for rows in sizes:
+            table = source.ensure_table(rows)
+            mb = source.table_mb(table)
+            for attempt in range(repeat):
+                runs = [_say(client(source, table, rows, mb)), _say(pandas(source, table, rows, mb))]
+                local = [_say(pipezone(project, table, rows, mb, p, "local")) for p in partitions]
+                best = max(local, key=lambda r: r["rows_per_s"])["partitions"]
+                runs += local + ([_say(pipezone(project, table, rows, mb, 2, "local", path="jdbc"))] if jdbc else [])
+                if connect:
+                    warm = pipezone(project, table, rows, mb, best, "local", launcher="spark-connect")
+                    runs.append(_say(warm | server))
+                runs += [_say(pipezone(project, table, rows, mb, best, lake)) for lake in lakes if lake != "local"]
+                results += [r | {"repeat": attempt, "table_mb": round(mb, 1)} for r in runs]
+    finally:
+        if connect:
+            project.spark_server(CONNECT_PROFILE_NAME, "stop")
     return results

@@ -46,15 +46,19 @@ def _raw_batches(dataset, batch: int, columns: dict[str, str]) -> Iterator[pa.Re
     import pyarrow.compute as pc
 
     # one file and a couple of batches ahead: memory stays flat whatever the table's size
-    scan = dataset.to_batches(
+    scanner = dataset.scanner(
         columns=list(columns),
         filter=pc.field(dt.BATCH) == batch,
         batch_size=BATCH_ROWS,
         batch_readahead=2,
         fragment_readahead=1,
     )
-    for record_batch in scan:
-        yield record_batch.rename_columns([columns[name] for name in record_batch.schema.names])
+    reader = scanner.to_reader()
+    try:
+        for record_batch in reader:
+            yield record_batch.rename_columns([columns[name] for name in record_batch.schema.names])
+    finally:  # a scan left open when the write fails crashes the interpreter at exit
+        reader.close()
 
 
 def _shape(
@@ -99,13 +103,17 @@ def write(ctx: StepContext, frame: DataFrame, batch: int, *, hashed: bool, prope
         stamps[dt.DELETED] = False
     if missing := wanted - set(renames.values()) - set(stamps):
         raise ArrowUnsupported(f"bronze columns not in raw: {', '.join(sorted(missing))}")
-    return arrow_tables.create_table(
-        ctx.runtime.lake.bronze(ctx.flow.name),
-        ctx.runtime.lake_s3(),
-        (_shape(b, target, stamps, columns) for b in _raw_batches(dataset, batch, renames)),
-        target=target,
-        partition_by=ctx.flow.layers.bronze.partition_by or [],
-        properties=properties,
-        metadata=ctx.metadata("bronze", batch=batch),
-        transaction=(ctx.app_id("bronze"), batch),
-    )
+    source = _raw_batches(dataset, batch, renames)
+    try:
+        return arrow_tables.create_table(
+            ctx.runtime.lake.bronze(ctx.flow.name),
+            ctx.runtime.lake_s3(),
+            (_shape(b, target, stamps, columns) for b in source),
+            target=target,
+            partition_by=ctx.flow.layers.bronze.partition_by or [],
+            properties=properties,
+            metadata=ctx.metadata("bronze", batch=batch),
+            transaction=(ctx.app_id("bronze"), batch),
+        )
+    finally:
+        source.close()

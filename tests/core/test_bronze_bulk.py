@@ -94,3 +94,23 @@ def test_the_demo_full_load_takes_the_bulk_path_and_later_runs_match_its_hashes(
         bronze = demo.project.read("bronze", flow)
         recomputed = dt.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
         assert recomputed.exceptAll(bronze.select(dt.ROW_HASH)).count() == 0, flow
+
+
+def test_a_bulk_write_that_fails_midway_leaves_bronze_to_spark(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = _project(tmp_path / "failing", spark, "append")
+    try:
+
+        def broken(*_: Any, **__: Any) -> None:
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(bronze_bulk.spark_hash, "row_hash", broken)  # fails inside delta-rs's read of the stream
+        assert _load(project)["write_path"] == "spark"
+        assert "bronze bulk path not used (stopped mid-stream: " in capsys.readouterr().out
+        bronze = project.read("bronze", FLOW)
+        assert bronze.count() == project.source_count(FLOW)
+        recomputed = dt.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
+        assert recomputed.exceptAll(bronze.select(dt.ROW_HASH)).count() == 0
+    finally:
+        project.close()
