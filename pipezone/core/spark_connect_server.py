@@ -181,6 +181,7 @@ def start(runtime: Runtime) -> str:
     if running_pid(server) is None and listening(server.host, server.port):
         raise RunError(f"{server.host}:{server.port} is taken by another program: pick another spark.connect_url port")
     server.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    process = None
     if running_pid(server) is None:
         with server.log_file.open("ab") as log:
             log.write(f"---- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} start\n".encode())
@@ -197,7 +198,8 @@ def start(runtime: Runtime) -> str:
         server.pid_file.write_text(str(process.pid))
     started = time.monotonic()
     while not answers(server):
-        if running_pid(server) is None:
+        # our child: its exit status (its /proc cmdline reads empty for a moment while spark-submit execs)
+        if process.poll() is not None if process is not None else running_pid(server) is None:
             raise RunError(f"the Spark Connect server exited during start-up: {_log_cause(server)} ({server.log_file})")
         if time.monotonic() - started > START_WAIT_S:
             raise RunError(f"no answer at {server.url} in {START_WAIT_S:.0f} s; still running, see {server.log_file}")

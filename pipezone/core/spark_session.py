@@ -215,6 +215,11 @@ def connect_session(url: str) -> SparkSession:
             f"Spark Connect server {url} does not answer (nothing listens there): "
             "start it with `pipezone spark-server start`"
         )
+    if not speaks_grpc(address.hostname or "", address.port or 0):  # so would it for a program that never answers
+        raise ConnectUnavailable(
+            f"Spark Connect server {url} does not answer as a Spark Connect server (something accepts connections "
+            "there but completes no gRPC handshake in 10 s): check the port, or `pipezone spark-server status`"
+        )
     try:
         spark = SparkSession.builder.remote(url).getOrCreate()
         spark.conf.get("spark.sql.session.timeZone")  # the first call reaches the server
@@ -235,6 +240,20 @@ def listening(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1.0)
         return probe.connect_ex((host, port)) == 0
+
+
+def speaks_grpc(host: str, port: int, timeout: float = 10.0) -> bool:
+    """Whether host:port completes a gRPC (HTTP/2) handshake within `timeout` seconds."""
+    import grpc
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+    return True
 
 
 # --------------------------------------------------------------------------- spark-submit

@@ -43,6 +43,19 @@ def test_connect_session_names_the_remedy_when_nothing_listens() -> None:
     assert time.monotonic() - started < 10  # no minutes of client retries
 
 
+def test_connect_session_fails_fast_on_a_port_that_is_not_a_spark_connect_server() -> None:
+    """A program that accepts TCP but never speaks gRPC (a port mix-up): the client would retry for
+    minutes; the handshake probe gives up within its 10 s."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(8)  # accepts connections (the kernel's backlog) and never answers
+        port = other.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ConnectUnavailable, match=rf":{port} does not answer as a Spark Connect server .*status"):
+            connect_session(f"sc://127.0.0.1:{port}")
+        assert time.monotonic() - started < 20
+
+
 def test_a_step_against_a_stopped_server_fails_with_one_line(
     project: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
