@@ -133,3 +133,22 @@ def run(
         if connect:
             project.spark_server(CONNECT_PROFILE_NAME, "stop")
     return results
+
+
+def memory(source: MariaDB, project: Project, rows: int) -> list[dict[str, Any]]:
+    """The largest table: a first load to bronze with `spark.driver.memory=2g`, both launchers, to show peak
+    memory does not follow the table's size (compare the ingest section's smaller tables). The generated
+    table is dropped afterwards (it takes several GB)."""
+    table = source.ensure_table(rows)
+    mb = source.table_mb(table)
+    server = project.start_connect_server()
+    try:
+        runs = [
+            _say(pipezone(project, table, rows, mb, 1, "local")),
+            _say(pipezone(project, table, rows, mb, 1, "local", launcher="spark-connect") | server),
+        ]
+    finally:
+        project.spark_server(CONNECT_PROFILE_NAME, "stop")
+        project.wipe(project.flow(table, 1), table)
+    source.execute(f"DROP TABLE {table}")
+    return [r | {"bench": "memory", "table_mb": round(mb, 1)} for r in runs]

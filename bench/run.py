@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py [--quick] [--dag-factory-python PY] [--docs docs/benchmarks.md]
 
 Full run: ingest of 1M and 10M rows (numPartitions 1, 2, 4 on the local lake; the best on MinIO),
-incremental latency on the 10M-row table, DAG parse at 10, 100 and 1,000 flows. Quick run (under 10
+incremental latency on the 10M-row table, DAG parse at 10, 100 and 1,000 flows, and the peak memory of a
+30M-row first load. Quick run (under 10
 minutes): 200k rows, 2 partitions, local lake, parse at 10 and 100 flows. The JSON lands in
 .pipezone/bench/results/; the report in --docs (the full run: docs/benchmarks.md) or, for a quick run,
 .pipezone/bench/quick.md.
@@ -39,6 +40,7 @@ FULL = {
     "parse_sizes": [10, 100, 1000],
     "parse_repeat": 3,
     "jdbc": True,
+    "memory_rows": 30_000_000,
 }
 QUICK = {
     "sizes": [200_000],
@@ -49,6 +51,7 @@ QUICK = {
     "parse_sizes": [10, 100],
     "parse_repeat": 1,
     "jdbc": False,
+    "memory_rows": None,
 }
 
 
@@ -95,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the small run (under 10 minutes)")
     parser.add_argument("--dag-factory-python", help="python of a venv with dag-factory 1.1.0 (make bench makes one)")
     parser.add_argument("--docs", help="where the Markdown report goes")
-    parser.add_argument("--only", help="comma-separated subset: ingest,incremental,parse")
+    parser.add_argument("--only", help="comma-separated subset: ingest,incremental,parse,memory")
     parser.add_argument("--add-to", help="a run's JSON: add this invocation's results to it (a section that failed)")
     parser.add_argument(
         "--replace", action="store_true", help="with --add-to: the sections' earlier results are dropped (re-measured)"
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    only = set(args.only.split(",")) if args.only else {"ingest", "incremental", "parse"}
+    only = set(args.only.split(",")) if args.only else {"ingest", "incremental", "parse", "memory"}
     start_services(minio="minio" in plan["lakes"] and "ingest" in only)
     source = MariaDB()
     run: dict[str, Any] = {
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             run["results"] += incremental.run(source, project, plan["incremental_rows"], changed, launchers)
         if "parse" in only:
             run["results"] += dag_parse.run(plan["parse_sizes"], plan["parse_repeat"], dag_factory)
+        if "memory" in only and plan.get("memory_rows"):
+            run["results"] += ingest.memory(source, project, plan["memory_rows"])
     finally:
         project.close()
         json_path.write_text(json.dumps(run, indent=1, default=str))  # what was measured, even after a failure
