@@ -27,11 +27,11 @@ RUN_ID = "bulk-run"
 TIMES = (dt.EXTRACTED_AT, dt.LOADED_AT)
 
 
-def _project(root: Path, spark: SparkSession, mode: str) -> Project:
+def _project(root: Path, spark: SparkSession, mode: str, partition_by: list[str] | None = None) -> Project:
     make_project(root)
     path = root / "metadata" / "flows" / f"{FLOW}.yaml"
     spec = yaml.safe_load(path.read_text())
-    spec["layers"]["bronze"] = {"write_mode": mode}
+    spec["layers"]["bronze"] = {"write_mode": mode, **({"partition_by": partition_by} if partition_by else {})}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return Project(root, spark)
 
@@ -42,12 +42,13 @@ def _load(project: Project) -> dict[str, Any]:
     return project.logs(RUN_ID, FLOW)["bronze"].details
 
 
-def _table(project: Project) -> tuple[list[tuple[str, str]], dict[str, str], list[tuple]]:
+def _table(project: Project) -> tuple[list[tuple[str, str]], dict[str, Any], list[tuple]]:
     df = project.read("bronze", FLOW)
     schema = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
     detail = project.spark.sql(f"DESCRIBE DETAIL delta.`{project.path('bronze', FLOW)}`").first()
-    rows = sorted(tuple(r) for r in df.drop(*TIMES).collect())
-    return schema, dict(detail["properties"]), rows
+    layout = {"properties": dict(detail["properties"]), "partitions": list(detail["partitionColumns"])}
+    rows = sorted((tuple(r) for r in df.drop(*TIMES).collect()), key=repr)  # NULLs sort too
+    return schema, layout, rows
 
 
 def _first_commit(project: Project) -> tuple[list[tuple[str, int]], dict[str, Any]]:
@@ -59,12 +60,14 @@ def _first_commit(project: Project) -> tuple[list[tuple[str, int]], dict[str, An
     return txns, {k: v for k, v in metadata.items() if k in ("step", "batch", "run_id", "flow")}
 
 
-@pytest.mark.parametrize("mode", ["append", "merge", "overwrite"])
+@pytest.mark.parametrize(
+    ("mode", "partition_by"), [("append", None), ("append", ["country"]), ("merge", None), ("overwrite", None)]
+)
 def test_bulk_bronze_is_the_table_spark_writes(
-    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, partition_by: list[str] | None
 ) -> None:
-    bulk = _project(tmp_path / "bulk", spark, mode)
-    by_spark = _project(tmp_path / "spark", spark, mode)
+    bulk = _project(tmp_path / "bulk", spark, mode, partition_by)
+    by_spark = _project(tmp_path / "spark", spark, mode, partition_by)
     try:
         assert _load(bulk)["write_path"] == "arrow"
         with monkeypatch.context() as patched:  # the Spark path, as when the bulk path steps aside
@@ -74,8 +77,9 @@ def test_bulk_bronze_is_the_table_spark_writes(
 
             patched.setattr(bronze_bulk, "write", refuse)
             assert _load(by_spark)["write_path"] == "spark"
-        schema, properties, rows = _table(bulk)
-        assert (schema, properties) == _table(by_spark)[:2]
+        schema, layout, rows = _table(bulk)
+        assert (schema, layout) == _table(by_spark)[:2]
+        assert layout["partitions"] == (partition_by or [])
         assert rows == _table(by_spark)[2]
         assert len(rows) == by_spark.source_count(FLOW) > 0
         assert (dt.ROW_HASH in dict(schema)) == (mode == "append")
