@@ -415,6 +415,20 @@ def project(spark: SparkSession, tmp_path: Path) -> Iterator[Project]:
     proj.close()
 
 
+@pytest.fixture
+def new_project(spark: SparkSession, tmp_path: Path) -> Iterator[Callable[[str], Project]]:
+    """`new_project(name)`: one more fresh scratch project in this test (all closed after it)."""
+    made: list[Project] = []
+
+    def make(name: str) -> Project:
+        made.append(Project(make_project(tmp_path / name), spark))
+        return made[-1]
+
+    yield make
+    for proj in made:
+        proj.close()
+
+
 @pytest.fixture(scope="session")
 def same_rows() -> Callable[..., None]:
     """`same_rows(actual, expected, what, key=...)`: row-for-row equality with a readable failure."""

@@ -14,10 +14,9 @@ import yaml
 from pipezone.core import bronze_bulk
 from pipezone.core import delta_tables as dt
 from pipezone.core.arrow_tables import ArrowUnsupported
-from tests.core.conftest import Project, make_project
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    pass
 
 pytestmark = pytest.mark.spark
 
@@ -27,22 +26,24 @@ RUN_ID = "bulk-run"
 TIMES = (dt.EXTRACTED_AT, dt.LOADED_AT)
 
 
-def _project(root: Path, spark: SparkSession, mode: str, partition_by: list[str] | None = None) -> Project:
-    make_project(root)
-    path = root / "metadata" / "flows" / f"{FLOW}.yaml"
+def _project(new_project: Any, name: str, mode: str, partition_by: list[str] | None = None) -> Any:
+    """A scratch project whose flow writes bronze in `mode`."""
+    project = new_project(name)
+    path = project.root / "metadata" / "flows" / f"{FLOW}.yaml"
     spec = yaml.safe_load(path.read_text())
     spec["layers"]["bronze"] = {"write_mode": mode, **({"partition_by": partition_by} if partition_by else {})}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return Project(root, spark)
+    project.reload()
+    return project
 
 
-def _load(project: Project) -> dict[str, Any]:
+def _load(project: Any) -> dict[str, Any]:
     report = project.run([FLOW], RUN_ID, steps=["extract", "bronze"])
     assert report.ok, [o.line for o in report.outcomes]
     return project.logs(RUN_ID, FLOW)["bronze"].details
 
 
-def _table(project: Project) -> tuple[list[tuple[str, str]], dict[str, Any], list[tuple]]:
+def _table(project: Any) -> tuple[list[tuple[str, str]], dict[str, Any], list[tuple]]:
     df = project.read("bronze", FLOW)
     schema = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
     detail = project.spark.sql(f"DESCRIBE DETAIL delta.`{project.path('bronze', FLOW)}`").first()
@@ -51,7 +52,7 @@ def _table(project: Project) -> tuple[list[tuple[str, str]], dict[str, Any], lis
     return schema, layout, rows
 
 
-def _first_commit(project: Project) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+def _first_commit(project: Any) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """Version 0's transaction ids (a retry must be a no-op whoever wrote it) and our commit metadata."""
     log = Path(project.path("bronze", FLOW).removeprefix("file:")) / "_delta_log" / f"{0:020d}.json"
     actions = [json.loads(line) for line in log.read_text().splitlines()]
@@ -64,29 +65,25 @@ def _first_commit(project: Project) -> tuple[list[tuple[str, int]], dict[str, An
     ("mode", "partition_by"), [("append", None), ("append", ["country"]), ("merge", None), ("overwrite", None)]
 )
 def test_bulk_bronze_is_the_table_spark_writes(
-    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, partition_by: list[str] | None
+    new_project: Any, monkeypatch: pytest.MonkeyPatch, mode: str, partition_by: list[str] | None
 ) -> None:
-    bulk = _project(tmp_path / "bulk", spark, mode, partition_by)
-    by_spark = _project(tmp_path / "spark", spark, mode, partition_by)
-    try:
-        assert _load(bulk)["write_path"] == "arrow"
-        with monkeypatch.context() as patched:  # the Spark path, as when the bulk path steps aside
+    bulk = _project(new_project, "bulk", mode, partition_by)
+    by_spark = _project(new_project, "spark", mode, partition_by)
+    assert _load(bulk)["write_path"] == "arrow"
+    with monkeypatch.context() as patched:  # the Spark path, as when the bulk path steps aside
 
-            def refuse(*_: Any, **__: Any) -> None:
-                raise ArrowUnsupported("refused by the test")
+        def refuse(*_: Any, **__: Any) -> None:
+            raise ArrowUnsupported("refused by the test")
 
-            patched.setattr(bronze_bulk, "write", refuse)
-            assert _load(by_spark)["write_path"] == "spark"
-        schema, layout, rows = _table(bulk)
-        assert (schema, layout) == _table(by_spark)[:2]
-        assert layout["partitions"] == (partition_by or [])
-        assert rows == _table(by_spark)[2]
-        assert len(rows) == by_spark.source_count(FLOW) > 0
-        assert (dt.ROW_HASH in dict(schema)) == (mode == "append")
-        assert _first_commit(bulk) == _first_commit(by_spark)
-    finally:
-        bulk.close()
-        by_spark.close()
+        patched.setattr(bronze_bulk, "write", refuse)
+        assert _load(by_spark)["write_path"] == "spark"
+    schema, layout, rows = _table(bulk)
+    assert (schema, layout) == _table(by_spark)[:2]
+    assert layout["partitions"] == (partition_by or [])
+    assert rows == _table(by_spark)[2]
+    assert len(rows) == by_spark.source_count(FLOW) > 0
+    assert (dt.ROW_HASH in dict(schema)) == (mode == "append")
+    assert _first_commit(bulk) == _first_commit(by_spark)
 
 
 def test_the_demo_full_load_takes_the_bulk_path_and_later_runs_match_its_hashes(demo: Any) -> None:
@@ -101,20 +98,17 @@ def test_the_demo_full_load_takes_the_bulk_path_and_later_runs_match_its_hashes(
 
 
 def test_a_bulk_write_that_fails_midway_leaves_bronze_to_spark(
-    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    new_project: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    project = _project(tmp_path / "failing", spark, "append")
-    try:
+    project = _project(new_project, "failing", "append")
 
-        def broken(*_: Any, **__: Any) -> None:
-            raise RuntimeError("disk on fire")
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("disk on fire")
 
-        monkeypatch.setattr(bronze_bulk.spark_hash, "row_hash", broken)  # fails inside delta-rs's read of the stream
-        assert _load(project)["write_path"] == "spark"
-        assert "bronze bulk path not used (stopped mid-stream: " in capsys.readouterr().out
-        bronze = project.read("bronze", FLOW)
-        assert bronze.count() == project.source_count(FLOW)
-        recomputed = dt.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
-        assert recomputed.exceptAll(bronze.select(dt.ROW_HASH)).count() == 0
-    finally:
-        project.close()
+    monkeypatch.setattr(bronze_bulk.spark_hash, "row_hash", broken)  # fails inside delta-rs's read of the stream
+    assert _load(project)["write_path"] == "spark"
+    assert "bronze bulk path not used (stopped mid-stream: " in capsys.readouterr().out
+    bronze = project.read("bronze", FLOW)
+    assert bronze.count() == project.source_count(FLOW)
+    recomputed = dt.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
+    assert recomputed.exceptAll(bronze.select(dt.ROW_HASH)).count() == 0

@@ -1,5 +1,6 @@
-"""dags/pipezone_dags.py end to end: `dag.test()` of a demo DAG runs its steps through spark-submit on real
-Spark + Delta, with Airflow's run id, and the tasks' extra links land in XCom.
+"""dags/pipezone_dags.py end to end: `dag.test()` of a demo DAG runs its steps on real Spark + Delta, with
+Airflow's run id, and the tasks' extra links land in XCom: through spark-submit (the default profile), and
+as clients of a Spark Connect server (the `warm` profile, its server started by `pipezone spark-server`).
 
 Runs in a child process with its own AIRFLOW_HOME (a throwaway SQLite metadata database, migrated once),
 the dags folder pointing at dags/ and PIPEZONE_HOME at a scratch project with a fresh demo shop.
@@ -10,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_TEST = """
@@ -31,8 +34,20 @@ print(json.dumps({"state": str(run.state), "run_id": run.run_id, "xcoms": xcoms}
 """
 
 
+def _warm_profile(home: Path) -> None:
+    """The `warm` profile on a free port (a server of another test or user may hold 15002)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = home / "metadata" / "profiles" / "warm.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["spark"]["connect_url"] = f"sc://127.0.0.1:{port}"
+    path.write_text(yaml.safe_dump(spec))
+
+
 @pytest.mark.spark
-def test_dag_test_runs_a_demo_flow_through_spark_submit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", ["default", "warm"])
+def test_dag_test_runs_a_demo_flow(tmp_path: Path, profile: str) -> None:
     home = tmp_path / "project"
     shutil.copytree(REPO / "metadata", home / "metadata")
     env = {
@@ -42,8 +57,8 @@ def test_dag_test_runs_a_demo_flow_through_spark_submit(tmp_path: Path) -> None:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "PIPEZONE_HOME": str(home),
         "PIPEZONE_JAR_CACHE": str(REPO / ".pipezone" / "jars"),
+        "PIPEZONE_PROFILE": profile,
     }
-    env.pop("PIPEZONE_PROFILE", None)
     env.pop("PIPEZONE_METADATA", None)
 
     def run(*args: str, timeout: int = 900) -> str:
@@ -51,9 +66,17 @@ def test_dag_test_runs_a_demo_flow_through_spark_submit(tmp_path: Path) -> None:
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         return proc.stdout
 
+    pipezone = str(Path(sys.executable).with_name("pipezone"))
     run(sys.executable, "-m", "pipezone.core.demo_source", "create", ".pipezone/demo/retail.db")
     run(str(Path(sys.executable).with_name("airflow")), "db", "migrate", timeout=300)
-    out = json.loads(run(sys.executable, "-c", DAG_TEST, "pipezone_retail_products").strip().splitlines()[-1])
+    if profile == "warm":
+        _warm_profile(home)
+        run(pipezone, "spark-server", "start", timeout=300)
+    try:
+        out = json.loads(run(sys.executable, "-c", DAG_TEST, "pipezone_retail_products").strip().splitlines()[-1])
+    finally:
+        if profile == "warm":
+            run(pipezone, "spark-server", "stop")
 
     assert out["state"] == "success"
     run_id, xcoms = out["run_id"], out["xcoms"]
@@ -61,4 +84,4 @@ def test_dag_test_runs_a_demo_flow_through_spark_submit(tmp_path: Path) -> None:
         assert xcoms[f"{step}.return_value"].startswith(f"pipezone {step} retail_products run={run_id}: ")
     assert "rows in 50, rows out 50" in xcoms["silver.return_value"]  # the demo shop has 50 products
     assert xcoms["silver._link_LakeLocationLink"] == (home / ".pipezone/lake/silver/retail_products").as_uri()
-    assert xcoms["silver._link_SparkUiLink"] == ""  # the default profile names no Spark UI
+    assert xcoms["silver._link_SparkUiLink"] == ""  # neither profile names a Spark UI
