@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import yaml
@@ -14,9 +14,6 @@ import yaml
 from pipezone.core import bronze_bulk
 from pipezone.core import delta_tables as dt
 from pipezone.core.arrow_tables import ArrowUnsupported
-
-if TYPE_CHECKING:
-    pass
 
 pytestmark = pytest.mark.spark
 
