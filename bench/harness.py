@@ -14,6 +14,8 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,12 +301,21 @@ class Project:
         """`pipezone spark-server start|stop` for a profile with a Spark Connect URL."""
         return measured([str(VENV_BIN / "pipezone"), "spark-server", action], env=self.env(profile), cwd=self.root)
 
-    def start_connect_server(self) -> dict[str, Any]:
-        """Start (and warm up) the bench's Spark Connect server; how long it took and what it said."""
+    @contextmanager
+    def connect_server(self, wanted: bool = True) -> Iterator[dict[str, Any]]:
+        """The bench's Spark Connect server, started (and warmed up) once for the runs inside, as a deployment
+        keeps it running, and stopped after them; yields how long the start took and what it said ({} when
+        not `wanted`)."""
+        if not wanted:
+            yield {}
+            return
         started = self.spark_server(CONNECT_PROFILE_NAME, "start").check("pipezone spark-server start")
         server = {"server_start_s": round(started.seconds, 1), "server": started.stdout.strip().splitlines()[-1]}
         print(f"bench: {server['server']}", flush=True)
-        return server
+        try:
+            yield server
+        finally:
+            self.spark_server(CONNECT_PROFILE_NAME, "stop")
 
     def wipe(self, flow: str, table: str) -> None:
         """Forget a flow: its lake tables (local and MinIO) and the state store."""

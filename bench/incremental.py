@@ -67,14 +67,8 @@ def run(source: MariaDB, project: Project, rows: int, changed: list[int], launch
     print(f"bench: incremental, initial load of {rows:,} rows through silver: {initial['seconds']:.1f} s", flush=True)
     round_ = 0
     for launcher in launchers:
-        server: dict[str, Any] = {}
-        if launcher == "spark-connect":  # started (and warmed up) once, as a deployment keeps it running
-            server = project.start_connect_server()
-        try:
+        with project.connect_server(launcher == "spark-connect") as server:
             round_ = _launcher_runs(source, project, table, flow, rows, changed, launcher, round_, server, results)
-        finally:
-            if launcher == "spark-connect":
-                project.spark_server(CONNECT_PROFILE, "stop")
     return results
 
 

@@ -113,9 +113,8 @@ def run(
     """Per size and repeat: the client, pandas, PipeZone's bulk path at each partition count (local lake),
     PipeZone's JDBC path at 2 partitions (`jdbc`), the best partition count again through a Spark Connect
     server (`connect`, local lake) and on every other lake."""
-    server = project.start_connect_server() if connect else {}
     results = []
-    try:
+    with project.connect_server(connect) as server:
         for rows in sizes:
             table = source.ensure_table(rows)
             mb = source.table_mb(table)
@@ -129,26 +128,22 @@ def run(
                     runs.append(_say(warm | server))
                 runs += [_say(pipezone(project, table, rows, mb, best, lake)) for lake in lakes if lake != "local"]
                 results += [r | {"repeat": attempt, "table_mb": round(mb, 1)} for r in runs]
-    finally:
-        if connect:
-            project.spark_server(CONNECT_PROFILE_NAME, "stop")
     return results
 
 
 def memory(source: MariaDB, project: Project, rows: int) -> list[dict[str, Any]]:
-    """The largest table: a first load to bronze with `spark.driver.memory=2g`, both launchers, to show peak
-    memory does not follow the table's size (compare the ingest section's smaller tables). The generated
-    table is dropped afterwards (it takes several GB)."""
+    """The largest table: a first load to bronze with `spark.driver.memory=2g`, both launchers, to show how
+    peak memory follows the table's size (compare the ingest section's smaller tables). The generated table
+    is dropped afterwards (it takes several GB)."""
     table = source.ensure_table(rows)
     mb = source.table_mb(table)
-    server = project.start_connect_server()
     try:
-        runs = [
-            _say(pipezone(project, table, rows, mb, 1, "local")),
-            _say(pipezone(project, table, rows, mb, 1, "local", launcher="spark-connect") | server),
-        ]
+        with project.connect_server() as server:
+            runs = [
+                _say(pipezone(project, table, rows, mb, 1, "local")),
+                _say(pipezone(project, table, rows, mb, 1, "local", launcher="spark-connect") | server),
+            ]
     finally:
-        project.spark_server(CONNECT_PROFILE_NAME, "stop")
         project.wipe(project.flow(table, 1), table)
     source.execute(f"DROP TABLE {table}")
     return [r | {"bench": "memory", "table_mb": round(mb, 1)} for r in runs]

@@ -75,11 +75,11 @@ def _shape(
         record_batch = record_batch.set_column(index, dt.DELETED, deleted)
         if hashed is None:
             record_batch = record_batch.filter(pc.invert(deleted))
-    out = arrow_tables.conform(record_batch, target, stamps)
     if hashed is None:
-        return out
+        return arrow_tables.conform(record_batch, target, stamps)
     index = target.get_field_index(dt.ROW_HASH)
-    return out.set_column(index, target.field(index), spark_hash.row_hash(out, hashed))
+    out = arrow_tables.conform(record_batch, target.remove(index), stamps)
+    return out.add_column(index, target.field(index), spark_hash.row_hash(out, hashed))
 
 
 def write(ctx: StepContext, frame: DataFrame, batch: int, *, hashed: bool, properties: dict[str, str]) -> dt.CommitInfo:
@@ -90,14 +90,13 @@ def write(ctx: StepContext, frame: DataFrame, batch: int, *, hashed: bool, prope
     stamps: dict[str, Any] = {dt.DELETED_AT: None, dt.LOADED_AT: datetime.now(UTC)}
     columns = None
     if hashed:
-        stamps[dt.ROW_HASH] = 0  # replaced by each batch's hashes
         columns = dt.row_hash_columns(target.names)
         try:
             spark_hash.check(target, columns)
         except spark_hash.Unhashable as err:
             raise ArrowUnsupported(str(err)) from None
     dataset = _raw_dataset(ctx)
-    wanted = set(target.names) - set(stamps)
+    wanted = set(target.names) - set(stamps) - {dt.ROW_HASH}  # the hash is computed from the others
     renames = {name: snake_case(name) for name in dataset.schema.names if snake_case(name) in wanted}
     if dt.DELETED not in renames:  # raw written before delete detection: as_events' default
         stamps[dt.DELETED] = False

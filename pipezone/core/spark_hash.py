@@ -105,10 +105,7 @@ def _ints(column: pa.Array):
     import pyarrow as pa
 
     if pa.types.is_float32(column.type):
-        bits = column.fill_null(0.0).to_numpy(zero_copy_only=False).copy()
-        bits[bits == 0] = 0.0  # -0.0 hashes as 0
-        bits[np.isnan(bits)] = np.float32("nan")  # Java's one NaN: 0x7fc00000
-        return bits.view(np.int32)
+        return _float_bits(column).view(np.int32)
     if pa.types.is_date32(column.type):
         column = column.view(pa.int32())
     filled = column.fill_null(False if pa.types.is_boolean(column.type) else 0)
@@ -121,13 +118,21 @@ def _longs(column: pa.Array, kind: str):
     import pyarrow as pa
 
     if kind == "double":
-        bits = column.fill_null(0.0).to_numpy(zero_copy_only=False).copy()
-        bits[bits == 0] = 0.0
-        bits[np.isnan(bits)] = np.nan  # 0x7ff8000000000000, as doubleToLongBits
-        return bits.view(np.int64)
+        return _float_bits(column).view(np.int64)
     if pa.types.is_decimal(column.type):
         return _words(column, 2)[::2]  # the low word of each 128-bit value: exact for precision <= 18
     return _words(column, 1)
+
+
+def _float_bits(column: pa.Array):  # numpy float32/float64 array, to be viewed as its IEEE bits
+    """The values as Java's `floatToIntBits` / `doubleToLongBits` see them: -0.0 as 0.0, every NaN as the one
+    canonical NaN (0x7fc00000 / 0x7ff8000000000000, numpy's too), NULLs as 0."""
+    import numpy as np
+
+    bits = column.fill_null(0.0).to_numpy(zero_copy_only=False).copy()
+    bits[bits == 0] = 0.0
+    bits[np.isnan(bits)] = np.nan
+    return bits
 
 
 def _offsets(column: pa.Array):
