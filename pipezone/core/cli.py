@@ -32,23 +32,38 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
-def _catalog(settings: Settings, extra: Sequence[Path] = ()):
+def _catalog(settings: Settings, extra: Sequence[Path | tuple[Path, Path]] = (), *, whole: bool = False):
+    """The project's catalog (plus `extra` files); `whole`: the `extra` files are the catalog."""
     from pipezone.core.catalog import load_catalog
 
-    return load_catalog(settings.metadata_dir, extra)
+    return load_catalog(None if whole else settings.metadata_dir, extra, file_roots=settings.file_roots)
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipezone.core.catalog import display_path, expand_paths
+    """Exit 0 (valid) or 1 (problems, each one line), whatever the files hold."""
+    try:
+        return _validate(args, settings)
+    except Exception as err:  # noqa: BLE001 - validate never exits 2: even our own bug is one line and exit 1
+        if settings.debug or getattr(args, "debug", False):
+            raise
+        print(f"pipezone: error: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+def _validate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.catalog import display_path, expand_paths, is_metadata_root
+    from pipezone.core.problems import Problem
 
     started = time.perf_counter()
-    targets = expand_paths(args.paths) if args.paths else []
-    missing = [str(p) for p in args.paths if not p.exists()]
-    if missing:
-        raise CliError(f"no such file or folder: {', '.join(missing)}")
-    catalog = _catalog(settings, targets)
-    shown = {display_path(p) for p in targets}
-    problems = [p for p in catalog.problems if not shown or p.file in shown]
+    paths: list[Path] = list(args.paths or [])
+    missing = [p for p in paths if not p.exists() and not p.is_symlink()]
+    roots = [p for p in paths if p not in missing and is_metadata_root(p)]
+    targets = expand_paths(p for p in paths if p not in missing)
+    # A metadata folder on the command line is a whole catalog: it is not checked against ./metadata too.
+    catalog = _catalog(settings, targets, whole=bool(roots))
+    shown = {display_path(path) for path, _ in targets}
+    problems = [p for p in catalog.problems if roots or not paths or p.file in shown]
+    problems += [Problem(str(p), 1, 1, "(file)", "no such file or folder") for p in missing]
     for problem in problems:
         print(problem)
     elapsed = time.perf_counter() - started
@@ -58,7 +73,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_PROBLEMS
     scope = (
         f"{len(targets)} file(s)"
-        if targets
+        if paths and not roots
         else (f"{len(catalog.flows)} flows, {len(catalog.connections)} connections, {len(catalog.profiles)} profiles")
     )
     print(f"ok: {scope} valid ({elapsed:.2f} s)", file=sys.stderr)
@@ -221,6 +236,10 @@ def _run_through_airflow(args: argparse.Namespace, runtime, flows: list[str], st
     ]
     if unsupported:
         raise CliError(f"--airflow runs whole DAGs with Airflow's run ids: drop {', '.join(unsupported)}")
+    try:
+        runtime.settings.require_launcher()
+    except ValueError as err:
+        raise CliError(str(err)) from None
     from pipezone.core.dag_test_runner import run_dags
 
     reports = run_dags(runtime, flows, progress=lambda line: print(line, flush=True))

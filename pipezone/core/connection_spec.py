@@ -8,18 +8,51 @@ YAML is a validation error, so secrets never land in git. The `type` key picks t
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
-from pipezone.core.spec_types import Identifier, Name, SecretRef, SpecModel
+from pipezone.core.secret_scan import USE_REFERENCE, secret_name
+from pipezone.core.spec_types import Name, SecretRef, SpecModel, is_secret_reference
 
 ROLE_SOURCE = "source"
 ROLE_LAKE = "lake"
 ROLE_STATE = "state_store"
 
-_SECRETISH_OPTION = re.compile(r"pass|secret|token|credential|private", re.IGNORECASE)
-_SECRET_REF = re.compile(r"^\$\{(env|file|vault):[^}]+\}$")
+HOST_PATTERN = r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9_])?|\[?[0-9A-Fa-f:.]{2,45}\]?)$"
+DATABASE_PATTERN = r"^[A-Za-z0-9_$][A-Za-z0-9_$.\-]{0,127}$"
+OPTION_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$"
+HTTP_URL_PATTERN = r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[^\s@]*)?$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
+_HOST = re.compile(HOST_PATTERN)
+_DATABASE = re.compile(DATABASE_PATTERN)
+_OPTION_KEY = re.compile(OPTION_KEY_PATTERN)
+_LITERAL_USER = re.compile(r"^[^\s:@/\\]{1,128}$")
+
+
+def _host(value: str) -> str:
+    if not _HOST.fullmatch(value):  # never quote it: a host is where a pasted `user:password@` ends up
+        raise PydanticCustomError(
+            "invalid_host", "not a host name or IP address (credentials go in user and password, as references)"
+        )
+    return value
+
+
+def _database(value: str) -> str:
+    if not _DATABASE.fullmatch(value):  # '?', '&', '/' would add options to the JDBC URL
+        raise PydanticCustomError(
+            "invalid_database", "a database name uses letters, digits, _, $, '.' and '-' only (max 128)"
+        )
+    return value
+
+
+def _user(value: str | None) -> str | None:
+    if value is None or is_secret_reference(value) or _LITERAL_USER.fullmatch(value):
+        return value
+    raise PydanticCustomError(
+        "invalid_user", "a user is a plain name (no ':', '@', '/' or spaces) or a secret reference"
+    )
 
 
 class ConnectionSpec(SpecModel):
@@ -52,23 +85,45 @@ class JdbcConnection(ConnectionSpec):
     }
 
     type: Literal["mysql", "mariadb", "postgres", "sqlserver", "oracle"]
-    host: str = Field(min_length=1)
+    host: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": HOST_PATTERN})
     port: int | None = Field(default=None, ge=1, le=65535, description="Defaults to the type's usual port.")
-    database: str = Field(min_length=1, description="Database (Oracle: service name).")
+    database: str = Field(
+        min_length=1, description="Database (Oracle: service name).", json_schema_extra={"pattern": DATABASE_PATTERN}
+    )
     user: str | None = Field(default=None, description="User name, literal or a secret reference.")
     password: SecretRef | None = None
     options: dict[str, OptionValue] = Field(
-        default_factory=dict, description="Driver URL/connection options, e.g. {useSSL: false}."
+        default_factory=dict, description="Driver URL/connection options, e.g. {useSSL: false}.", max_length=200
     )
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        return _host(value)
+
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, value: str) -> str:
+        return _database(value)
+
+    @field_validator("user")
+    @classmethod
+    def _check_user(cls, value: str | None) -> str | None:
+        return _user(value)
 
     @field_validator("options")
     @classmethod
     def _no_literal_secret_options(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
         for key, value in options.items():
-            if _SECRETISH_OPTION.search(key) and not (isinstance(value, str) and _SECRET_REF.match(value)):
-                raise ValueError(
-                    f"option '{key}' looks like a secret: use ${{env:NAME}}, ${{file:PATH}} or "
-                    "${vault:PATH#KEY}, never a literal value"
+            if not _OPTION_KEY.fullmatch(key):
+                raise PydanticCustomError(
+                    "option_key", "an option name uses letters, digits, _, '.' and '-'", {"at": key}
+                )
+            if secret_name(key) and not isinstance(value, bool) and not is_secret_reference(value):
+                raise PydanticCustomError(
+                    "literal_secret",
+                    "option '{key}' looks like a secret: {use}",
+                    {"key": key, "use": USE_REFERENCE, "at": key},
                 )
         return options
 
@@ -82,9 +137,9 @@ class JdbcConnection(ConnectionSpec):
 
     def secret_refs(self) -> dict[str, str]:
         refs = {"password": self.password} if self.password else {}
-        if self.user and _SECRET_REF.match(self.user):
+        if self.user and is_secret_reference(self.user):
             refs["user"] = self.user
-        refs.update({f"options.{k}": v for k, v in self.options.items() if isinstance(v, str) and _SECRET_REF.match(v)})
+        refs.update({f"options.{k}": v for k, v in self.options.items() if is_secret_reference(v)})
         return refs
 
 
@@ -112,12 +167,14 @@ class S3LakeConnection(ConnectionSpec):
     roles: ClassVar[frozenset[str]] = frozenset({ROLE_LAKE})
 
     type: Literal["s3", "minio"]
-    endpoint: str | None = Field(default=None, description="e.g. http://127.0.0.1:9000 (MinIO).")
-    region: str = "us-east-1"
-    access_key: str = Field(description="Access key id, literal or a secret reference.")
+    endpoint: str | None = Field(
+        default=None, pattern=HTTP_URL_PATTERN, description="e.g. http://127.0.0.1:9000 (MinIO)."
+    )
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    access_key: str = Field(description="Access key id, literal or a secret reference.", min_length=1, max_length=256)
     secret_key: SecretRef
     path_style: bool = True
-    buckets: dict[Literal["raw", "bronze", "silver", "gold"], Identifier | str] = Field(
+    buckets: dict[Literal["raw", "bronze", "silver", "gold"], Annotated[str, Field(pattern=BUCKET_PATTERN)]] = Field(
         default_factory=lambda: {layer: layer for layer in ("raw", "bronze", "silver", "gold")},
         description="Bucket per layer.",
     )
@@ -129,7 +186,7 @@ class S3LakeConnection(ConnectionSpec):
 
     def secret_refs(self) -> dict[str, str]:
         refs = {"secret_key": self.secret_key}
-        if _SECRET_REF.match(self.access_key):
+        if is_secret_reference(self.access_key):
             refs["access_key"] = self.access_key
         return refs
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipezone.core.connection_spec import ROLE_LAKE, ROLE_SOURCE, ROLE_STATE, connection_roles
 from pipezone.core.problems import KeyPath, Problem
+from pipezone.core.secrets import SecretError, SecretRef, confined_file
+from pipezone.core.sql_check import select_problem
 
 if TYPE_CHECKING:
     from pipezone.core.catalog import Catalog, Entry
@@ -96,25 +100,27 @@ def _dependency_graph(catalog: Catalog, gold: dict[str, str]) -> dict[str, set[s
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Each elementary cycle found by depth-first search, as [a, b, ..., a]."""
+    """Each elementary cycle found by depth-first search, as [a, b, ..., a]. Iterative: a chain of
+    thousands of flows must not hit Python's recursion limit."""
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
+    for start in sorted(graph):
+        if start in state:
+            continue
+        state[start] = 1
+        stack: list[str] = [start]
+        pending = [iter(sorted(graph.get(start, ())))]
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                pending.pop()
+                state[stack.pop()] = 2
+            elif state.get(nxt) == 1:
                 cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
+                state[nxt] = 1
+                stack.append(nxt)
+                pending.append(iter(sorted(graph.get(nxt, ()))))
     return cycles
 
 
@@ -151,12 +157,44 @@ def _profile_problems(catalog: Catalog) -> list[Problem]:
     return problems
 
 
-def cross_check(catalog: Catalog) -> list[Problem]:
-    """All cross-file problems of a loaded catalog."""
+def _source_query(catalog: Catalog, entry: Entry[FlowSpec]) -> list[Problem]:
+    """A source query is one read-only statement in its database's own SQL (generic SQL when the
+    connection is unknown: the DELETE is still found)."""
+    source = entry.spec.source
+    if source is None or source.query is None:
+        return []
+    conn = catalog.connections.get(source.connection)
+    dialect = conn.spec.type if conn is not None else ""
+    problem = select_problem(source.query, dialect)
+    return [entry.doc.problem(("source", "query"), problem)] if problem else []
+
+
+def _file_references(catalog: Catalog, roots: Sequence[Path]) -> list[Problem]:
+    """`${file:...}` references of connections point inside the project or a secret folder (not read here)."""
+    problems: list[Problem] = []
+    for entry in catalog.connections.values():
+        for key, reference in entry.spec.secret_refs().items():
+            ref = SecretRef.parse(reference)
+            if ref.scheme != "file":
+                continue
+            try:
+                confined_file(ref, roots[0], roots)
+            except SecretError as err:
+                path: KeyPath = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+                problems.append(entry.doc.problem(path, str(err)))
+    return problems
+
+
+def cross_check(catalog: Catalog, file_roots: Sequence[Path] | None = None) -> list[Problem]:
+    """All cross-file problems of a loaded catalog. `file_roots`: the project root first, then the secret
+    folders `${file:}` may read (None: file references are not checked)."""
     gold = _gold_tables(catalog)
     problems: list[Problem] = _profile_problems(catalog)
+    if file_roots:
+        problems += _file_references(catalog, file_roots)
     for entry in catalog.flows.values():
         problems += _source_connection(catalog, entry)
+        problems += _source_query(catalog, entry)
         problems += _references(catalog, entry, gold)
     problems += _cycle_problems(catalog, _dependency_graph(catalog, gold))
     return problems

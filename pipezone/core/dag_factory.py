@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,27 +25,23 @@ from typing import Any
 from airflow.sdk import DAG, Asset, BaseOperator, CronTriggerTimetable, get_parsing_context
 from airflow.sdk.exceptions import AirflowFailException
 
+from pipezone.core.airflow_names import DAG_PREFIX, INVALID_PREFIX, flow_dag_id, key_problem, placeholder_dag_id
 from pipezone.core.catalog import Catalog, load_catalog
 from pipezone.core.connection_spec import ConnectionSpec
 from pipezone.core.dag_docs import STEP_TEXT, flow_doc, invalid_doc
 from pipezone.core.flow_assets import TableRef, schedule_inputs, step_outputs
 from pipezone.core.flow_spec import FlowSpec
 from pipezone.core.problems import Problem
+from pipezone.core.secret_scan import scrub
 from pipezone.core.settings import Settings, load_settings
 from pipezone.core.spark_step_operator import SparkStepOperator
 
-DAG_PREFIX = "pipezone_"
-INVALID_PREFIX = "pipezone_invalid_"
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 TAG = "pipezone"
 INVALID_TAG = "pipezone-invalid"
 BACKOFF = 2.0  # retry delays: d, 2d, 4d, ... capped at MAX_RETRY_DELAY (or retry_delay if longer)
 MAX_RETRY_DELAY = timedelta(hours=1)
 UTC_ZONE = "UTC"
-_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
-_AFTER = re.compile(r"schedule\.after\[(\d+)\]")
-_GOLD_SQL = re.compile(r"layers\.gold\[\d+\]\.sql")
-_UNKNOWN_TABLE = re.compile(r"unknown table (silver|gold)\.([a-z][a-z0-9_]*)")
 
 
 # --------------------------------------------------------------------------- the plan
@@ -101,67 +96,36 @@ def _cwd() -> Path:
     return _resolved(Path.cwd())
 
 
-def _file_kind(file: str) -> str:
-    parts = Path(file).parts
-    for folder, kind in (("connections", "connection"), ("profiles", "profile"), ("flows", "flow")):
-        if folder in parts[:-1]:
-            return kind
-    return "flow"
-
-
 def _invalid_dag_id(file: str, kind: str, taken: set[str]) -> str:
-    stem = _UNSAFE_ID.sub("_", Path(file).stem)
-    base = INVALID_PREFIX + ("" if kind == "flow" else f"{kind}_") + stem
+    base = placeholder_dag_id(Path(file).stem, kind)
     dag_id, n = base, 1
     while dag_id in taken:
         n += 1
-        dag_id = f"{base}_{n}"
+        dag_id = placeholder_dag_id(f"{Path(file).stem}_{n}", kind)
     taken.add(dag_id)
     return dag_id
 
 
-def _inherited(problem: Problem, flow: FlowSpec, catalog: Catalog, broken_flows: set[str]) -> bool:
-    """Whether a flow's problem only says that *another* file it references is invalid.
-
-    Such a flow keeps its DAG (its shape does not depend on the broken file): breaking retail_orders.yaml
-    must not remove retail_daily_revenue's DAG. The broken file gets its own placeholder.
-    """
-    if problem.path == "source.connection":
-        return flow.source is not None and flow.source.connection in catalog.broken_connections
-    if (match := _AFTER.fullmatch(problem.path)) and flow.schedule and flow.schedule.after:
-        index = int(match.group(1))
-        return index < len(flow.schedule.after) and flow.schedule.after[index] in broken_flows
-    if _GOLD_SQL.fullmatch(problem.path) and (match := _UNKNOWN_TABLE.search(problem.message)):
-        layer, name = match.groups()
-        return name in broken_flows if layer == "silver" else bool(broken_flows)
-    return False
-
-
 def plan_dags(catalog: Catalog, root: Path) -> DagPlan:
     """Which DAGs to build: one per usable flow, one placeholder per file with problems of its own."""
-    by_file: dict[str, list[Problem]] = {}
-    for problem in catalog.problems:
-        by_file.setdefault(problem.file, []).append(problem)
+    by_file = catalog.problems_by_file
     valid_files = {entry.doc.file for entry in catalog.flows.values()}
-    broken_flows = {Path(f).stem for f in catalog.invalid_files if _file_kind(project_file(f, root)) == "flow"} - set(
-        catalog.flows
-    )
     plan = DagPlan()
     own: dict[str, list[Problem]] = {f: list(ps) for f, ps in by_file.items() if f not in valid_files}
     for name in sorted(catalog.flows):
         entry = catalog.flows[name]
         mine = by_file.get(entry.doc.file, [])
-        inherited = [p for p in mine if _inherited(p, entry.spec, catalog, broken_flows)]
-        if len(inherited) < len(mine):
+        if catalog.own_problems(name):
             own[entry.doc.file] = mine
             continue
+        inherited = mine
         file = project_file(entry.doc.file, root)
         notes = tuple(str(replace(p, file=file)) for p in inherited)
-        plan.flows.append(FlowPlan(DAG_PREFIX + name, entry.spec, file, notes))
+        plan.flows.append(FlowPlan(flow_dag_id(name), entry.spec, file, notes))
     taken = {p.dag_id for p in plan.flows}
     for shown in sorted(own, key=lambda f: project_file(f, root)):
         file = project_file(shown, root)
-        kind = _file_kind(file)
+        kind = catalog.file_kinds.get(shown, "flow")
         lines = tuple(str(replace(p, file=file)) for p in own[shown])
         plan.invalid.append(InvalidPlan(_invalid_dag_id(file, kind, taken), file, kind, lines))
     return plan
@@ -280,8 +244,20 @@ def invalid_dag(plan: InvalidPlan) -> DAG:
 
 
 def _error_plan(dag_id: str, file: str, err: BaseException) -> InvalidPlan:
-    message = f"{file}:1:1: (internal): {type(err).__name__}: {err}".splitlines()[0]
+    first = str(err).splitlines()[0] if str(err) else ""
+    message = str(Problem(file, 1, 1, "(internal)", scrub(f"{type(err).__name__}: {first}")))
     return InvalidPlan(dag_id, file, "flow", (message,))
+
+
+def _checked(make: Callable[[], DAG]) -> DAG:
+    """A DAG Airflow will take: built, and through the checks DagBag runs before bagging it (an error
+    there would become an import error of the whole DAG file)."""
+    dag = make()
+    problem = key_problem(dag.dag_id) or next((key_problem(t, "task id") for t in dag.task_ids if key_problem(t)), None)
+    if problem:
+        raise ValueError(problem)
+    dag.validate()
+    return dag
 
 
 # --------------------------------------------------------------------------- entry point
@@ -297,7 +273,7 @@ def build_dags(
         return {}  # Airflow is running a task of some other DAG file's DAG
     try:
         settings = settings or load_settings()
-        catalog = load_catalog(settings.metadata_dir)
+        catalog = load_catalog(settings.metadata_dir, file_roots=settings.file_roots)
         plan = plan_dags(catalog, settings.project_root)
     except Exception as err:  # noqa: BLE001 - a file that raises loses all its DAGs: show the error instead
         return {INVALID_PREFIX + "metadata": invalid_dag(_error_plan(INVALID_PREFIX + "metadata", "metadata", err))}
@@ -310,11 +286,20 @@ def build_dags(
         source = flow_plan.flow.source
         connection = catalog.connections.get(source.connection) if source is not None else None
         try:
-            dags[flow_plan.dag_id] = flow_dag(flow_plan, flows, connection.spec if connection else None, assets)
+            spec = connection.spec if connection else None
+            dags[flow_plan.dag_id] = _checked(lambda p=flow_plan, c=spec: flow_dag(p, flows, c, assets))
         except Exception as err:  # noqa: BLE001 - one flow's bug must not take the others down
-            fallback = _error_plan(flow_plan.dag_id, flow_plan.file, err)
-            dags[flow_plan.dag_id] = invalid_dag(fallback)
+            _add_placeholder(dags, _error_plan(flow_plan.dag_id, flow_plan.file, err))
     for invalid_plan in plan.invalid:
         if only is None or invalid_plan.dag_id == only:
-            dags[invalid_plan.dag_id] = invalid_dag(invalid_plan)
+            _add_placeholder(dags, invalid_plan)
     return dags
+
+
+def _add_placeholder(dags: dict[str, DAG], plan: InvalidPlan) -> None:
+    """A placeholder DAG; should even that fail, the file's problems move to a plain text placeholder."""
+    try:
+        dags[plan.dag_id] = _checked(lambda: invalid_dag(plan))
+    except Exception as err:  # noqa: BLE001 - never let one file's placeholder take the others down
+        fallback = _error_plan(INVALID_PREFIX + "metadata", "metadata", err)
+        dags.setdefault(fallback.dag_id, invalid_dag(fallback))

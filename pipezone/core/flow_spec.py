@@ -9,19 +9,24 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from croniter import croniter
-from pydantic import Field, field_validator, model_validator
+from croniter import CroniterError, croniter
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from pipezone.core.airflow_names import AIRFLOW_TAG_MAX, flow_dag_id, key_problem
 from pipezone.core.spec_types import (
+    MAX_INT,
     NAME_PATTERN,
+    BoundedInt,
     Duration,
     Identifier,
     Name,
+    QueryText,
     SelectStatement,
     SparkType,
     SpecModel,
     SqlExpression,
+    bounded_duration,
     parse_duration,
 )
 from pipezone.core.sql_references import table_references
@@ -29,6 +34,35 @@ from pipezone.core.sql_references import table_references
 WriteMode = Literal["append", "overwrite", "merge", "scd2"]
 LAYERS = ("raw", "bronze", "silver", "gold")
 Preset = Literal["@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"]
+_CRON_START = datetime(2024, 1, 1)
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """Column lists name each column once: a repeat is a slip (and breaks joins and partitioning)."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise PydanticCustomError("duplicate", "'{value}' is listed twice", {"value": str(value)[:60]})
+        seen.add(value)
+    return values
+
+
+Columns = Annotated[list[Identifier], AfterValidator(_distinct)]
+
+
+def _tag(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("empty_tag", "empty tag")
+    if len(value) > AIRFLOW_TAG_MAX:
+        raise PydanticCustomError(
+            "tag_too_long",
+            "tag has {n} characters, over Airflow's limit of {limit}",
+            {"n": len(value), "limit": AIRFLOW_TAG_MAX},
+        )
+    return value
+
+
+Tag = Annotated[str, AfterValidator(_tag)]
 
 
 def _scalar_to_text(value: Any) -> Any:
@@ -44,14 +78,14 @@ class IncrementalSpec(SpecModel):
     """Read only rows whose cursor moved past the stored watermark."""
 
     cursor: Identifier = Field(description="Monotonic column, e.g. updated_at or an id.")
-    initial_value: str | int | None = Field(
+    initial_value: str | BoundedInt | None = Field(
         default=None, description="Watermark before the first run (default: read everything)."
     )
-    lookback: str | int = Field(
+    lookback: str | BoundedInt = Field(
         default=0,
         description="Re-read this far behind the watermark (a duration for time cursors, a number for numeric).",
     )
-    safety_buffer: Duration = Field(
+    safety_buffer: bounded_duration(timedelta(days=1)) = Field(  # type: ignore[valid-type]
         default=timedelta(seconds=10),
         description=(
             "Time cursors: read only rows older than the source's clock minus this, so rows of transactions "
@@ -81,7 +115,7 @@ class ReadOptions(SpecModel):
     partition_column: Identifier | None = Field(
         default=None, description="Numeric/date column to split on (default: the single-column primary key)."
     )
-    fetch_size: int = Field(default=10000, ge=1, description="Rows per round trip.")
+    fetch_size: int = Field(default=10000, ge=1, le=1_000_000, description="Rows per round trip.")
     initial_load: Literal["auto", "jdbc"] = Field(
         default="auto",
         description="auto: a flow's first load from MySQL/MariaDB streams Arrow batches (binary protocol, "
@@ -106,8 +140,10 @@ class SourceSpec(SpecModel):
     connection: Name = Field(description="Name of a source connection in metadata/connections.")
     schema_: Identifier | None = Field(default=None, alias="schema", description="Schema / database name.")
     table: Identifier | None = None
-    query: SelectStatement | None = Field(default=None, description="A SELECT instead of a table.")
-    primary_key: list[Identifier] = Field(default_factory=list, description="Key columns for merge and dedup.")
+    query: QueryText | None = Field(
+        default=None, description="A SELECT instead of a table, in the source database's SQL (one read-only query)."
+    )
+    primary_key: Columns = Field(default_factory=list, description="Key columns for merge and dedup.")
     incremental: IncrementalSpec | None = None
     read: ReadOptions = Field(default_factory=ReadOptions)
     deletes: DeleteDetection | None = Field(
@@ -124,7 +160,7 @@ class SourceSpec(SpecModel):
 
 
 class DeduplicateSpec(SpecModel):
-    keys: list[Identifier] = Field(min_length=1)
+    keys: Columns = Field(min_length=1)
     order_by: Identifier | None = Field(default=None, description="Keep the row with the highest value.")
 
 
@@ -138,9 +174,9 @@ class Transform(SpecModel):
     cast: dict[Identifier, SparkType] | None = Field(default=None, description="column -> Spark SQL type.")
     filter: SqlExpression | None = Field(default=None, description="Keep rows where this is true.")
     derive: dict[Identifier, SqlExpression] | None = Field(default=None, description="new column -> expression.")
-    drop: list[Identifier] | None = None
-    trim: list[Identifier] | None = Field(default=None, description="Strip surrounding whitespace.")
-    lower: list[Identifier] | None = Field(default=None, description="Lower-case these columns.")
+    drop: Columns | None = None
+    trim: Columns | None = Field(default=None, description="Strip surrounding whitespace.")
+    lower: Columns | None = Field(default=None, description="Lower-case these columns.")
     deduplicate: DeduplicateSpec | None = None
 
     @model_validator(mode="after")
@@ -170,7 +206,7 @@ class BronzeLayer(SpecModel):
 
     enabled: bool = True
     write_mode: WriteMode = "append"
-    partition_by: list[Identifier] = Field(default_factory=list)
+    partition_by: Columns = Field(default_factory=list)
 
 
 class SilverLayer(SpecModel):
@@ -178,7 +214,7 @@ class SilverLayer(SpecModel):
 
     enabled: bool = True
     write_mode: WriteMode = "merge"
-    partition_by: list[Identifier] = Field(default_factory=list)
+    partition_by: Columns = Field(default_factory=list)
     transforms: list[Transform] = Field(default_factory=list)
 
 
@@ -188,8 +224,8 @@ class GoldTable(SpecModel):
     name: Name
     sql: SelectStatement = Field(description="SELECT over silver.<flow> / gold.<table>.")
     write_mode: Literal["overwrite", "merge"] = "overwrite"
-    primary_key: list[Identifier] = Field(default_factory=list, description="Required for merge.")
-    partition_by: list[Identifier] = Field(default_factory=list)
+    primary_key: Columns = Field(default_factory=list, description="Required for merge.")
+    partition_by: Columns = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _merge_needs_key(self) -> GoldTable:
@@ -214,27 +250,47 @@ class _Check(SpecModel):
     table: Name | None = Field(default=None, description="Gold table name, for layer gold.")
     severity: Literal["error", "warn"] = Field(default="error", description="error fails the run, warn logs.")
 
+    @model_validator(mode="after")
+    def _table_for_gold(self) -> _Check:
+        if self.layer == "gold" and self.table is None:
+            raise PydanticCustomError("gold_table", "a check on layer gold names its gold table", {"at": "table"})
+        if self.layer != "gold" and self.table is not None:
+            raise PydanticCustomError("table_layer", "'table' is for checks on layer gold", {"at": "table"})
+        return self
+
 
 class NotNullCheck(_Check):
     check: Literal["not_null"]
-    columns: list[Identifier] = Field(min_length=1)
+    columns: Columns = Field(min_length=1)
 
 
 class UniqueCheck(_Check):
     check: Literal["unique"]
-    columns: list[Identifier] = Field(min_length=1)
+    columns: Columns = Field(min_length=1)
 
 
 class AcceptedValuesCheck(_Check):
     check: Literal["accepted_values"]
     column: Identifier
-    values: list[str | int | float | bool] = Field(min_length=1)
+    values: list[str | BoundedInt | float | bool] = Field(min_length=1)
 
 
 class RowCountCheck(_Check):
     check: Literal["row_count"]
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
+    min: int | None = Field(default=None, ge=0, le=MAX_INT)
+    max: int | None = Field(default=None, ge=0, le=MAX_INT)
+
+    @model_validator(mode="after")
+    def _range(self) -> RowCountCheck:
+        if self.min is None and self.max is None:
+            raise PydanticCustomError("row_count_range", "row_count needs 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise PydanticCustomError(
+                "row_count_range",
+                "min {min} is greater than max {max}",
+                {"min": self.min, "max": self.max, "at": "min"},
+            )
+        return self
 
 
 class ExpressionCheck(_Check):
@@ -257,7 +313,7 @@ QualityCheck = Annotated[
 class ScheduleSpec(SpecModel):
     """When the flow runs: a cron, a preset, or after other flows' outputs update."""
 
-    cron: str | None = Field(default=None, description="Five-field cron, e.g. '0 */6 * * *' (UTC).")
+    cron: str | None = Field(default=None, max_length=120, description="Five-field cron, e.g. '0 */6 * * *' (UTC).")
     preset: Preset | None = None
     after: list[Name] | None = Field(default=None, min_length=1, description="Run when these flows finish.")
 
@@ -273,10 +329,16 @@ class ScheduleSpec(SpecModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
-        if value is not None and (len(value.split()) != 5 or not croniter.is_valid(value)):
+        if value is None:
+            return None
+        if len(value.split()) != 5 or not croniter.is_valid(value):
             raise PydanticCustomError(
                 "invalid_cron", "invalid cron '{value}': expected 5 fields like '0 */6 * * *'", {"value": value}
             )
+        try:  # '0 0 30 2 *' is well formed and never fires: the scheduler would search for its next run
+            croniter(value, _CRON_START).get_next(datetime)
+        except (CroniterError, ValueError, OverflowError):
+            raise PydanticCustomError("cron_never", "cron '{value}' never fires", {"value": value}) from None
         return value
 
     @model_validator(mode="after")
@@ -310,8 +372,8 @@ class FlowSpec(SpecModel):
 
     name: Name = Field(description="Unique flow name; DAG id pipezone_<name>.")
     description: str = ""
-    owner: str = "pipezone"
-    tags: list[str] = Field(default_factory=list)
+    owner: str = Field(default="pipezone", min_length=1, max_length=100)
+    tags: list[Tag] = Field(default_factory=list)
     source: SourceSpec | None = Field(default=None, description="Omit for a gold-only flow.")
     layers: Layers = Field(default_factory=Layers)
     quality: list[QualityCheck] = Field(default_factory=list)
@@ -324,8 +386,41 @@ class FlowSpec(SpecModel):
         default="evolve", description="evolve: add new source columns; freeze: fail on any change."
     )
     retries: int = Field(default=2, ge=0, le=20)
-    retry_delay: Duration = Field(default=timedelta(minutes=5))
-    timeout: Duration = Field(default=timedelta(hours=2), description="Per task execution timeout.")
+    retry_delay: bounded_duration(timedelta(days=1)) = Field(default=timedelta(minutes=5))  # type: ignore[valid-type]
+    timeout: bounded_duration(timedelta(days=7), timedelta(seconds=1)) = Field(  # type: ignore[valid-type]
+        default=timedelta(hours=2), description="Per task execution timeout."
+    )
+
+    @model_validator(mode="after")
+    def _airflow_ids(self) -> FlowSpec:
+        problem = key_problem(flow_dag_id(self.name))
+        if problem:
+            raise PydanticCustomError("dag_id", problem, {"at": "name"})
+        return self
+
+    @model_validator(mode="after")
+    def _not_after_itself(self) -> FlowSpec:
+        for index, upstream in enumerate((self.schedule.after or []) if self.schedule else []):
+            if upstream == self.name:
+                raise PydanticCustomError(
+                    "after_self",
+                    "a flow can't run after itself ('{name}' would wait on its own output)",
+                    {"name": self.name, "at": f"schedule.after.{index}"},
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _gold_checks_name_tables(self) -> FlowSpec:
+        tables = {table.name for table in self.layers.gold}
+        for index, check in enumerate(self.quality):
+            if check.table is not None and check.table not in tables:
+                known = ", ".join(sorted(tables)) or "none"
+                raise PydanticCustomError(
+                    "unknown_gold_table",
+                    "no gold table '{table}' in this flow (its gold tables: {known})",
+                    {"table": check.table, "known": known, "at": f"quality.{index}.table"},
+                )
+        return self
 
     @model_validator(mode="after")
     def _coherent(self) -> FlowSpec:

@@ -1,10 +1,20 @@
-"""Validation problems: one line each, `FILE:LINE:COL: key.path: message`, so editors can jump to them."""
+"""Validation problems: one line each, `FILE:LINE:COL: key.path: message`, so editors can jump to them.
+
+A problem's text comes partly from the file it is about (key names, values, even the file's own name),
+so it is printed defanged: control characters (a newline that would fake a second problem line, an
+escape sequence that would move the cursor and erase the lines above) are shown escaped, and a key
+path or message too long to read is cut. Nothing a file holds can hide another file's problem.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 KeyPath = tuple[str | int, ...]
+MAX_PATH_CHARS = 120
+MAX_MESSAGE_CHARS = 400
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def format_key_path(path: KeyPath) -> str:
@@ -18,6 +28,14 @@ def format_key_path(path: KeyPath) -> str:
     return out or "(document)"
 
 
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` safe to print on one terminal line: control and bidi characters escaped, cut at `limit`."""
+    clean = _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+    if limit is not None and len(clean) > limit:
+        clean = clean[: limit - 1] + "…"
+    return clean
+
+
 @dataclass(frozen=True, order=True)
 class Problem:
     """One thing wrong with one file, located by line and column (1-based)."""
@@ -29,7 +47,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.path}: {self.message}"
+        file = printable(self.file)
+        path = printable(self.path, MAX_PATH_CHARS)
+        return f"{file}:{self.line}:{self.col}: {path}: {printable(self.message, MAX_MESSAGE_CHARS)}"
 
 
 class SpecError(Exception):

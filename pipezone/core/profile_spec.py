@@ -6,28 +6,48 @@ The same flows run embedded (`default`: local Spark, lake folder, SQLite state) 
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
 
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from pipezone.core.connection_spec import HTTP_URL_PATTERN
+from pipezone.core.secret_scan import secret_name
 from pipezone.core.spec_types import Name, SpecModel
+
+MASTER_PATTERN = (
+    r"^(?:local(?:\[(?:\*|\d{1,4})(?:,\d{1,3})?\])?|yarn|spark://[A-Za-z0-9.\-]+:\d{1,5}(?:,[A-Za-z0-9.\-]+:\d{1,5})*"
+    r"|k8s://https?://[A-Za-z0-9.\-]+(?::\d{1,5})?)$"
+)
+CONF_KEY_PATTERN = r"^spark\.[A-Za-z0-9_.\-]{1,200}$"
+_CONF_KEY = re.compile(CONF_KEY_PATTERN)
 
 
 class SparkProfile(SpecModel):
     """Spark settings for jobs; small-machine defaults."""
 
-    master: str = Field(default="local[2]", description="local[N] or spark://host:7077")
+    master: str = Field(default="local[2]", pattern=MASTER_PATTERN, description="local[N] or spark://host:7077")
     driver_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
     executor_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
     shuffle_partitions: int = Field(default=4, ge=1, le=10000)
-    ui_url: str | None = Field(default=None, description="Spark (master) UI, for links from Airflow.")
+    ui_url: str | None = Field(
+        default=None, pattern=HTTP_URL_PATTERN, description="Spark (master) UI, for links from Airflow."
+    )
     shared_jars: bool = Field(
         default=False,
         description="Workers hold the jar cache at the driver's path (same machine or same image): executors "
         "read it in place instead of each application copying ~700 MB of jars.",
     )
     driver_host: str | None = Field(
-        default=None, description="Address executors reach the driver on, e.g. 127.0.0.1 for a cluster on this host."
+        default=None,
+        pattern=r"^[A-Za-z0-9.\-]{1,253}$",
+        description="Address executors reach the driver on, e.g. 127.0.0.1 for a cluster on this host.",
     )
-    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=500,
+        description="Extra spark.* settings. Never a secret: the lake's credentials come from its connection.",
+    )
     connect_url: str | None = Field(
         default=None,
         pattern=r"^sc://[A-Za-z0-9.\-]+:\d+/?$",
@@ -35,6 +55,21 @@ class SparkProfile(SpecModel):
         "clients of one long-running, warm Spark driver instead of one JVM each. `pipezone spark-server "
         "start` runs it from this profile's other settings.",
     )
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, conf: dict[str, str]) -> dict[str, str]:
+        for key in conf:
+            if not _CONF_KEY.fullmatch(key):
+                raise PydanticCustomError("conf_key", "a Spark setting's name starts with 'spark.'", {"at": key})
+            if secret_name(key):
+                raise PydanticCustomError(
+                    "conf_secret",
+                    "'{key}' looks like a secret, and spark.conf is passed on command lines and shown in the "
+                    "Spark UI: set credentials on the lake connection, as references",
+                    {"key": key, "at": key},
+                )
+        return conf
 
 
 class ProfileSpec(SpecModel):
@@ -45,4 +80,6 @@ class ProfileSpec(SpecModel):
     lake: Name = Field(description="A lake connection (type local, s3 or minio).")
     state_store: Name = Field(description="A state-store connection (type sqlite, mysql or mariadb).")
     spark: SparkProfile = Field(default_factory=SparkProfile)
-    lake_console_url: str | None = Field(default=None, description="e.g. the MinIO console, for links.")
+    lake_console_url: str | None = Field(
+        default=None, pattern=HTTP_URL_PATTERN, description="e.g. the MinIO console, for links."
+    )

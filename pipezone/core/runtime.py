@@ -59,6 +59,9 @@ class Runtime:
 
     def flow(self, name: str) -> FlowSpec:
         if name in self.catalog.flows:
+            own = self.catalog.own_problems(name)
+            if own:
+                raise RunError(f"flow '{name}' is invalid: {own[0]}")
             return self.catalog.flow(name)
         problems = [p for p in self.catalog.problems if Path(p.file).stem == name]
         if problems:
@@ -130,7 +133,7 @@ class Runtime:
 
 def load_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:
     """The runtime for `settings.profile`; fails with one line when the profile itself is unusable."""
-    catalog = catalog or load_catalog(settings.metadata_dir)
+    catalog = catalog or load_catalog(settings.metadata_dir, file_roots=settings.file_roots)
     profile = catalog.profile(settings.profile)
     bad = [p for p in catalog.problems if p.file == catalog.profiles[settings.profile].doc.file]
     if bad:

@@ -7,17 +7,22 @@ redactor so a value that slips into a log line or an exception message is masked
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pipezone.core.spec_types import reference_problem
 
 if TYPE_CHECKING:
     from pipezone.core.settings import Settings
 
 MASK = "***"
+MAX_SECRET_FILE_BYTES = 64 * 1024
 _REF = re.compile(r"^\$\{(?P<scheme>env|file|vault):(?P<target>[^}#]+)(?:#(?P<key>[^}]+))?\}$")
 
 
@@ -33,20 +38,53 @@ class SecretRef:
 
     @classmethod
     def parse(cls, text: str) -> SecretRef:
-        match = _REF.match(text.strip())
-        if not match:
-            raise SecretError("not a secret reference: expected ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}")
-        ref = cls(match["scheme"], match["target"].strip(), match["key"])
-        if ref.scheme == "vault" and not ref.key:
-            raise SecretError(f"{ref}: a vault reference needs '#KEY' after the path")
-        return ref
+        problem = reference_problem(text.strip())
+        match = _REF.fullmatch(text.strip())
+        if problem or not match:
+            raise SecretError(problem or "not a secret reference")
+        return cls(match["scheme"], match["target"].strip(), match["key"])
 
     def __str__(self) -> str:
         return "${" + f"{self.scheme}:{self.target}" + (f"#{self.key}" if self.key else "") + "}"
 
 
 def is_reference(text: Any) -> bool:
-    return isinstance(text, str) and bool(_REF.match(text.strip()))
+    return isinstance(text, str) and bool(_REF.fullmatch(text.strip()))
+
+
+def confined_file(ref: SecretRef, base_dir: Path, roots: Sequence[Path]) -> Path:
+    """The file a `${file:...}` reference names, if it lies inside one of `roots` once every `..` and
+    symlink is resolved (`${file:../../../../etc/shadow}` does not); relative paths start at `base_dir`."""
+    path = Path(ref.target).expanduser()
+    path = Path(os.path.realpath(path if path.is_absolute() else base_dir / path))
+    for root in roots:
+        real = Path(os.path.realpath(root))
+        if path == real or real in path.parents:
+            return path
+    allowed = ", ".join(str(r) for r in roots)
+    raise SecretError(f"{ref}: outside the folders secrets may be read from ({allowed}; see PIPEZONE_SECRET_DIRS)")
+
+
+def read_secret_file(ref: SecretRef, path: Path) -> str:
+    """A secret file's text: a regular file (never /dev/zero or a FIFO) of at most 64 KiB."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise SecretError(f"{ref}: not a regular file")
+        if info.st_size > MAX_SECRET_FILE_BYTES:
+            raise SecretError(
+                f"{ref}: {info.st_size:,} bytes, over the limit of {MAX_SECRET_FILE_BYTES:,} for a secret"
+            )
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as err:
+        raise SecretError(f"{ref}: cannot read {path}: {err.strerror or type(err).__name__}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise SecretError(f"{ref}: over the limit of {MAX_SECRET_FILE_BYTES:,} bytes for a secret")
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SecretError(f"{ref}: not UTF-8 text") from None
 
 
 class Secret:
@@ -151,10 +189,12 @@ class SecretResolver:
         environ: Mapping[str, str],
         base_dir: Path,
         vault: VaultReader | None = None,
+        file_roots: Sequence[Path] = (),
     ) -> None:
         self._environ = environ
         self._base_dir = base_dir
         self._vault = vault
+        self._file_roots = tuple(file_roots) or (base_dir,)
         self._cache: dict[SecretRef, Secret] = {}
 
     def resolve(self, reference: str | SecretRef, *, mask: bool = True) -> Secret:
@@ -176,12 +216,7 @@ class SecretResolver:
         return value
 
     def _from_file(self, ref: SecretRef) -> str:
-        path = Path(ref.target).expanduser()
-        path = path if path.is_absolute() else self._base_dir / path
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as err:
-            raise SecretError(f"{ref}: cannot read {path}: {err.strerror or type(err).__name__}") from None
+        return read_secret_file(ref, confined_file(ref, self._base_dir, self._file_roots))
 
     def _from_vault(self, ref: SecretRef) -> str:
         if self._vault is None:
@@ -203,4 +238,4 @@ def resolver_for(settings: Settings) -> SecretResolver:
         if settings.vault_addr
         else None
     )
-    return SecretResolver(settings.environ, settings.project_root, vault)
+    return SecretResolver(settings.environ, settings.project_root, vault, settings.file_roots)

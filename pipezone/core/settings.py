@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_SECRET_DIRS = (Path("/run/secrets"),)  # Docker and Compose mount secrets here
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -27,11 +29,25 @@ class Settings:
     spark_launcher: str = "spark-submit"
     failpoints: tuple[str, ...] = ()  # fault-injection tests only (see failpoints.py)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    secret_dirs: tuple[Path, ...] = DEFAULT_SECRET_DIRS
+    problems: tuple[str, ...] = ()  # bad PIPEZONE_* values: they fail what they affect, not the whole catalog
 
     def resolve_path(self, path: str | Path) -> Path:
         """Paths in connection files are relative to the project root."""
         candidate = Path(path).expanduser()
         return candidate if candidate.is_absolute() else self.project_root / candidate
+
+    @property
+    def file_roots(self) -> tuple[Path, ...]:
+        """Where `${file:...}` references may read: the project, then the secret folders."""
+        return (self.project_root, *self.secret_dirs)
+
+    def require_launcher(self) -> str:
+        """The Spark launcher, or the one line saying why PIPEZONE_SPARK_LAUNCHER is unusable."""
+        bad = [p for p in self.problems if p.startswith("PIPEZONE_SPARK_LAUNCHER")]
+        if bad:
+            raise ValueError(bad[0])
+        return self.spark_launcher
 
     @property
     def connections_dir(self) -> Path:
@@ -57,6 +73,7 @@ def load_settings(
 ) -> Settings:
     """Build settings from PIPEZONE_* / VAULT_* variables, with explicit arguments taking precedence."""
     env = dict(os.environ if environ is None else environ)
+    launcher, problems = _launcher(env.get("PIPEZONE_SPARK_LAUNCHER"))
     start = (cwd or Path.cwd()).resolve()
     root = Path(env["PIPEZONE_HOME"]).resolve() if env.get("PIPEZONE_HOME") else find_project_root(start)
     if metadata_dir is None:
@@ -70,19 +87,34 @@ def load_settings(
         vault_namespace=env.get("VAULT_NAMESPACE"),
         debug=env.get("PIPEZONE_DEBUG", "") not in ("", "0", "false"),
         jar_cache=Path(env["PIPEZONE_JAR_CACHE"]) if env.get("PIPEZONE_JAR_CACHE") else root / ".pipezone" / "jars",
-        spark_launcher=_launcher(env.get("PIPEZONE_SPARK_LAUNCHER")),
+        spark_launcher=launcher,
         failpoints=tuple(p.strip() for p in env.get("PIPEZONE_FAILPOINTS", "").split(",") if p.strip()),
         environ=env,
+        secret_dirs=_secret_dirs(env.get("PIPEZONE_SECRET_DIRS"), root),
+        problems=problems,
     )
 
 
 SPARK_LAUNCHERS = ("spark-submit", "in-process")
 
 
-def _launcher(value: str | None) -> str:
-    """How a task runs its step: its own spark-submit (default) or a Spark session in the task's process."""
+def _launcher(value: str | None) -> tuple[str, tuple[str, ...]]:
+    """How a task runs its step: its own spark-submit (default) or a Spark session in the task's process.
+    A bad value is kept as a problem (the default stands in) so that parsing DAGs never depends on it."""
     if not value:
-        return SPARK_LAUNCHERS[0]
+        return SPARK_LAUNCHERS[0], ()
     if value not in SPARK_LAUNCHERS:
-        raise ValueError(f"PIPEZONE_SPARK_LAUNCHER={value!r}: expected one of {', '.join(SPARK_LAUNCHERS)}")
-    return value
+        shown = value if len(value) <= 40 else value[:39] + "…"
+        return SPARK_LAUNCHERS[0], (f"PIPEZONE_SPARK_LAUNCHER={shown!r}: expected one of {', '.join(SPARK_LAUNCHERS)}",)
+    return value, ()
+
+
+def _secret_dirs(value: str | None, root: Path) -> tuple[Path, ...]:
+    """PIPEZONE_SECRET_DIRS: folders (os.pathsep-separated) `${file:...}` may read besides the project."""
+    if value is None:
+        return DEFAULT_SECRET_DIRS
+    return tuple(
+        (root / part).resolve() if not Path(part).is_absolute() else Path(part)
+        for part in value.split(os.pathsep)
+        if part.strip()
+    )

@@ -60,7 +60,11 @@ class SparkStepOperator(BaseOperator):
         full_refresh = wants_full_refresh(context)
         backfill = backfill_window(context)
         self.links = task_links(runtime, flow, self.step)
-        if runtime.settings.spark_launcher == "in-process":
+        try:
+            launcher = runtime.settings.require_launcher()
+        except ValueError as err:  # a bad PIPEZONE_SPARK_LAUNCHER fails the tasks it affects, with one line
+            raise AirflowFailException(f"flow {self.flow}, step {self.step}: {err}") from None
+        if launcher == "in-process":
             return self._run_in_process(runtime, run_id, full_refresh, backfill)
         try:
             command = submit_command(runtime, self.flow, self.step, run_id, full_refresh, backfill)

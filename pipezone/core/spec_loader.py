@@ -98,7 +98,8 @@ def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list
         problems: dict[KeyPath, Problem] = {}
         for error in err.errors(include_url=False):
             at = (error.get("ctx") or {}).get("at")  # a model-level rule naming the key it is about
-            loc = (*error["loc"], *at.split(".")) if at else tuple(error["loc"])
+            extra = tuple(int(part) if part.isdigit() else part for part in at.split(".")) if at else ()
+            loc = (*error["loc"], *extra)
             path, is_key = _clean_loc(doc.data, loc)
             problems.setdefault(path, _locate(doc, error, path, is_key, vocabulary))
         return None, sorted(problems.values())

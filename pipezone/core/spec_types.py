@@ -1,83 +1,144 @@
 """Value types shared by the flow and connection specs: identifiers, names, durations, secret references.
 
-Each type carries its own JSON Schema so editors flag the same mistakes `pipezone validate` does.
+Each type carries its own JSON Schema so editors flag the same mistakes `pipezone validate` does, and
+each is bounded: a duration that would overflow a timedelta (`9999999999d`), an infinite number, a
+name ending in a newline (Python's `$` matches before one: every pattern here is matched in full) or
+SQL that is not one read-only statement is a problem of the file, not an exception later.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+from pipezone.core.sql_check import expression_problem, select_problem
+
+MAX_TEXT_CHARS = 32_768  # any string in a spec (the SQL limit); narrower fields say their own
+MAX_INT = 2**63 - 1  # what a Spark long, a JDBC BIGINT and a Delta column hold
+MAX_DURATION = timedelta(days=3650)
 
 
 class SpecModel(BaseModel):
-    """Base of every spec: unknown keys are errors (a typo must never be silently ignored)."""
+    """Base of every spec: unknown keys are errors (a typo must never be silently ignored), text is
+    bounded, and a float must be finite (`.inf` and `.nan` are YAML floats no setting can take)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, str_max_length=MAX_TEXT_CHARS, allow_inf_nan=False
+    )
 
 
-IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-SECRET_REF_PATTERN = r"^\$\{(env|file|vault):([^}#]+)(#[^}]+)?\}$"
-DURATION_PATTERN = r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$"
+ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+SECRET_REF_PATTERN = r"^\$\{(?:env:" + ENV_NAME_PATTERN + r"|file:[^}#\s][^}#]*|vault:[^}#\s][^}#]*#[^}#\s]+)\}$"
+DURATION_PATTERN = r"^\s*(\d{1,12})\s*(ms|s|m|h|d|w)\s*$"
 SPARK_TYPE_PATTERN = (
     r"^(string|boolean|tinyint|smallint|int|integer|bigint|float|double|date|timestamp|timestamp_ntz|"
-    r"binary|decimal(\(\s*\d+\s*(,\s*\d+\s*)?\))?)$"
+    r"binary|decimal(\(\s*\d{1,2}\s*(,\s*\d{1,2}\s*)?\))?)$"
 )
 
 _IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
 _NAME_RE = re.compile(NAME_PATTERN)
 _SECRET_RE = re.compile(SECRET_REF_PATTERN)
+_SECRET_SHAPE = re.compile(r"^\$\{(?P<scheme>[^:}]*):(?P<body>[^}]*)\}$")
 _DURATION_RE = re.compile(DURATION_PATTERN)
 _SPARK_TYPE_RE = re.compile(SPARK_TYPE_PATTERN, re.IGNORECASE)
+_DECIMAL_RE = re.compile(r"decimal\((\d+)(?:,(\d+))?\)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value quoted in a message, cut so a long one can't drown the line."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _identifier(value: str) -> str:
-    if not _IDENTIFIER_RE.match(value):
+    if not _IDENTIFIER_RE.fullmatch(value):  # fullmatch: `$` alone lets a trailing newline through
         raise PydanticCustomError(
             "unsafe_identifier",
-            "unsafe SQL identifier '{value}': use letters, digits and _, not starting with a digit",
-            {"value": value},
+            "unsafe SQL identifier '{value}': use letters, digits and _, not starting with a digit (max 128)",
+            {"value": _shown(value)},
         )
     return value
 
 
 def _name(value: str) -> str:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise PydanticCustomError(
             "invalid_name",
             "invalid name '{value}': use lowercase letters, digits and _, starting with a letter (max 63)",
-            {"value": value},
+            {"value": _shown(value)},
         )
     return value
+
+
+def is_secret_reference(value: Any) -> bool:
+    """`${env:NAME}`, `${file:PATH}` or `${vault:MOUNT/PATH#KEY}`, exactly."""
+    return isinstance(value, str) and bool(_SECRET_RE.fullmatch(value))
+
+
+def reference_problem(value: str) -> str | None:
+    """Why `value` is not a well-formed secret reference (never repeating it: it may be a literal secret)."""
+    if is_secret_reference(value):
+        return None
+    shape = _SECRET_SHAPE.fullmatch(value.strip())
+    if shape is None:
+        return "secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values"
+    scheme, body = shape["scheme"], shape["body"]
+    if scheme == "vault" and "#" not in body:
+        return "a vault reference needs '#KEY' after the path, e.g. ${vault:secret/pipezone/db#password}"
+    if scheme == "env":
+        return "an env reference names one variable: letters, digits and _, e.g. ${env:PIPEZONE_DB_PASSWORD}"
+    if scheme in ("file", "vault"):
+        return f"malformed {scheme} reference: expected " + (
+            "${file:PATH}" if scheme == "file" else "${vault:MOUNT/PATH#KEY}"
+        )
+    return "unknown secret reference scheme: use ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}"
 
 
 def _secret_ref(value: str) -> str:
-    if not _SECRET_RE.match(value):
-        raise PydanticCustomError(
-            "literal_secret",
-            "secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
-        )
+    problem = reference_problem(value)
+    if problem:
+        raise PydanticCustomError("literal_secret", problem)
     return value
 
 
-def parse_duration(value: Any) -> timedelta:
-    """Accept `90s`, `5m`, `2h`, `1d`, `1w` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match:
-            return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-    raise PydanticCustomError(
-        "invalid_duration", "invalid duration '{value}': use e.g. 30s, 5m, 2h, 1d or seconds", {"value": value}
+def _invalid_duration(value: Any) -> PydanticCustomError:
+    return PydanticCustomError(
+        "invalid_duration",
+        "invalid duration '{value}': use e.g. 30s, 5m, 2h, 1d or seconds",
+        {"value": _shown(value)},
     )
+
+
+def parse_duration(value: Any, maximum: timedelta = MAX_DURATION) -> timedelta:
+    """Accept `90s`, `5m`, `2h`, `1d`, `1w` or a number of seconds, up to `maximum`."""
+    if isinstance(value, timedelta):
+        seconds: float = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise _invalid_duration(value)
+        seconds = value
+    elif isinstance(value, str) and (match := _DURATION_RE.fullmatch(value)):
+        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise _invalid_duration(value)
+    if seconds > maximum.total_seconds():
+        raise PydanticCustomError(
+            "duration_too_long",
+            "duration '{value}' is over the limit of {limit}",
+            {
+                "value": _shown(value if not isinstance(value, timedelta) else format_duration(value)),
+                "limit": format_duration(maximum),
+            },
+        )
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -91,31 +152,75 @@ def format_duration(value: timedelta) -> str:
 
 
 def _spark_type(value: str) -> str:
-    if not _SPARK_TYPE_RE.match(value):
+    if not _SPARK_TYPE_RE.fullmatch(value):
         raise PydanticCustomError(
             "invalid_type",
             "unknown column type '{value}': use a Spark SQL type such as int, "
             "bigint, double, decimal(12,2), string, date, timestamp, boolean",
-            {"value": value},
+            {"value": _shown(value)},
         )
-    return value.lower().replace(" ", "")
+    value = value.lower().replace(" ", "")
+    if (decimal := _DECIMAL_RE.fullmatch(value)) and not (
+        1 <= int(decimal.group(1)) <= 38 and int(decimal.group(2) or 0) <= int(decimal.group(1))
+    ):
+        raise PydanticCustomError(
+            "invalid_type", "decimal(p,s) needs 1 <= p <= 38 and s <= p (found '{value}')", {"value": value}
+        )
+    return value
 
 
 def _sql_expression(value: str) -> str:
-    if ";" in value:
-        raise PydanticCustomError("unsafe_sql", "a SQL expression must not contain ';'")
-    if not value.strip():
-        raise PydanticCustomError("empty_sql", "empty SQL expression")
+    problem = expression_problem(value)
+    if problem:
+        raise PydanticCustomError("unsafe_sql", problem)
     return value
 
 
 def _select_statement(value: str) -> str:
-    body = value.strip().rstrip(";").strip()
-    if ";" in body:
-        raise PydanticCustomError("unsafe_sql", "SQL must be one SELECT statement (found ';' inside)")
-    if not re.match(r"^(select|with)\b", body, re.IGNORECASE):
-        raise PydanticCustomError("not_select", "SQL must be a single SELECT (or WITH ... SELECT) statement")
-    return body
+    """Gold SQL: one read-only Spark SQL query. (A source query is checked in its database's dialect by
+    the cross-file checks, which know the connection.)"""
+    problem = select_problem(value, "spark")
+    if problem:
+        raise PydanticCustomError("not_select", problem)
+    return value.strip().rstrip(";").strip()
+
+
+def _query_text(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("empty_sql", "empty SQL")
+    return value.strip().rstrip(";").strip()
+
+
+def bounded_duration(maximum: timedelta, minimum: timedelta = timedelta(0)) -> Any:
+    """A Duration type with its own range, so the message names the limit of that setting."""
+
+    def parse(value: Any) -> timedelta:
+        parsed = parse_duration(value, maximum)
+        if parsed < minimum:
+            raise PydanticCustomError(
+                "duration_too_short", "duration must be at least {limit}", {"limit": format_duration(minimum)}
+            )
+        return parsed
+
+    return Annotated[
+        timedelta,
+        BeforeValidator(parse),
+        PlainSerializer(format_duration, return_type=str),
+        WithJsonSchema(
+            {
+                "oneOf": [
+                    {"type": "string", "pattern": DURATION_PATTERN},
+                    {
+                        "type": "integer",
+                        "minimum": int(minimum.total_seconds()),
+                        "maximum": int(maximum.total_seconds()),
+                    },
+                ],
+                "description": f"A duration such as 30s, 5m, 2h, 1d, or a number of seconds "
+                f"(at most {format_duration(maximum)}).",
+            }
+        ),
+    ]
 
 
 Identifier = Annotated[
@@ -133,22 +238,11 @@ SecretRef = Annotated[
         }
     ),
 ]
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {
-            "oneOf": [
-                {"type": "string", "pattern": DURATION_PATTERN},
-                {"type": "integer", "minimum": 0},
-            ],
-            "description": "A duration such as 30s, 5m, 2h, 1d, or a number of seconds.",
-        }
-    ),
-]
+Duration = bounded_duration(MAX_DURATION)
 SparkType = Annotated[
     str, AfterValidator(_spark_type), WithJsonSchema({"type": "string", "pattern": SPARK_TYPE_PATTERN})
 ]
 SqlExpression = Annotated[str, AfterValidator(_sql_expression)]
 SelectStatement = Annotated[str, AfterValidator(_select_statement)]
+QueryText = Annotated[str, AfterValidator(_query_text)]
+BoundedInt = Annotated[int, Field(ge=-MAX_INT - 1, le=MAX_INT)]

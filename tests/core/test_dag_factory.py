@@ -245,7 +245,7 @@ def test_broken_upstream_flow_keeps_the_downstream_dag(tmp_path: Path, monkeypat
 def test_the_loader_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pipezone.core.dag_factory as factory
 
-    def explode(*_: object) -> None:
+    def explode(*_: object, **__: object) -> None:
         raise OSError("disk on fire")
 
     monkeypatch.setattr(factory, "load_catalog", explode)

@@ -21,7 +21,7 @@ def test_parse_references() -> None:
     assert SecretRef.parse("${vault:secret/app/db#password}") == SecretRef("vault", "secret/app/db", "password")
     with pytest.raises(SecretError, match="needs '#KEY'"):
         SecretRef.parse("${vault:secret/app/db}")
-    with pytest.raises(SecretError, match="not a secret reference"):
+    with pytest.raises(SecretError, match="secrets must be references"):
         SecretRef.parse("hunter2")
 
 

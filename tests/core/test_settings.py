@@ -14,11 +14,15 @@ def test_spark_launcher_defaults_to_spark_submit(tmp_path: Path) -> None:
     assert load_settings(environ=env, cwd=tmp_path).spark_launcher == "in-process"
 
 
-def test_unknown_spark_launcher_is_one_line(
+def test_unknown_spark_launcher_fails_what_it_affects_only(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A bad PIPEZONE_SPARK_LAUNCHER does not hide the catalog: listing and validating work, running fails."""
     monkeypatch.setenv("PIPEZONE_SPARK_LAUNCHER", "yarn")
-    assert main(["list"]) == 2
+    assert main(["list"]) == 0
+    assert main(["validate"]) == 0
+    capsys.readouterr()
+    assert main(["run", "retail_products", "--airflow"]) == 2
     assert capsys.readouterr().err == (
         "pipezone: error: PIPEZONE_SPARK_LAUNCHER='yarn': expected one of spark-submit, in-process\n"
     )
