@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from itertools import groupby
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -28,6 +29,7 @@ _AFTER = re.compile(r"schedule\.after\[(\d+)\]")
 _GOLD_SQL = re.compile(r"layers\.gold\[\d+\]\.sql")
 _UNKNOWN_TABLE = re.compile(r"unknown table (silver|gold)\.([a-z][a-z0-9_]*)")
 YAML_SUFFIXES = (".yaml", ".yml")
+MAX_PROBLEMS_PER_FILE = 50
 
 
 @dataclass(frozen=True)
@@ -264,8 +266,22 @@ def load_catalog(
         _load_guarded(catalog, source, duplicates, cwd)
     catalog.problems += _duplicate_problems(duplicates)
     catalog.problems += cross_check(catalog, file_roots)
-    catalog.problems = sorted({_scrubbed(p) for p in catalog.problems})
+    catalog.problems = _capped(sorted({_scrubbed(p) for p in catalog.problems}))
     return catalog
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    """At most MAX_PROBLEMS_PER_FILE lines per file (sorted), then one saying how many more: a file of ten
+    thousand mistakes must not bury the next file's one."""
+    out: list[Problem] = []
+    for _, group in groupby(problems, key=lambda p: p.file):
+        lines = list(group)
+        out += lines[:MAX_PROBLEMS_PER_FILE]
+        if len(lines) > MAX_PROBLEMS_PER_FILE:
+            last = lines[MAX_PROBLEMS_PER_FILE - 1]
+            more = len(lines) - MAX_PROBLEMS_PER_FILE
+            out.append(replace(last, path="(document)", message=f"and {more:,} more problem(s) in this file"))
+    return out
 
 
 def _folder_problems(metadata_dir: Path) -> list[Problem]:

@@ -8,20 +8,20 @@ YAML is a validation error, so secrets never land in git. The `type` key picks t
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from pipezone.core.secret_scan import USE_REFERENCE, secret_name
-from pipezone.core.spec_types import Name, SecretRef, SpecModel, is_secret_reference
+from pipezone.core.spec_types import Name, SecretRef, SpecModel, is_secret_reference, patterned
 
 ROLE_SOURCE = "source"
 ROLE_LAKE = "lake"
 ROLE_STATE = "state_store"
 
 HOST_PATTERN = r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9_])?|\[?[0-9A-Fa-f:.]{2,45}\]?)$"
-DATABASE_PATTERN = r"^[A-Za-z0-9_$][A-Za-z0-9_$.\-]{0,127}$"
+DATABASE_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"  # adapters encode or refuse the rest; the scan finds `?password=`
 OPTION_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$"
 HTTP_URL_PATTERN = r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[^\s@]*)?$"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
@@ -29,6 +29,8 @@ _HOST = re.compile(HOST_PATTERN)
 _DATABASE = re.compile(DATABASE_PATTERN)
 _OPTION_KEY = re.compile(OPTION_KEY_PATTERN)
 _LITERAL_USER = re.compile(r"^[^\s:@/\\]{1,128}$")
+Bucket = patterned(BUCKET_PATTERN, "an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-'")
+HttpUrl = patterned(HTTP_URL_PATTERN, "not an http(s) URL of a host (and no user:password@ in it)")
 
 
 def _host(value: str) -> str:
@@ -42,7 +44,7 @@ def _host(value: str) -> str:
 def _database(value: str) -> str:
     if not _DATABASE.fullmatch(value):  # '?', '&', '/' would add options to the JDBC URL
         raise PydanticCustomError(
-            "invalid_database", "a database name uses letters, digits, _, $, '.' and '-' only (max 128)"
+            "invalid_database", "a database name is 1-128 characters with no control characters"
         )
     return value
 
@@ -117,13 +119,13 @@ class JdbcConnection(ConnectionSpec):
         for key, value in options.items():
             if not _OPTION_KEY.fullmatch(key):
                 raise PydanticCustomError(
-                    "option_key", "an option name uses letters, digits, _, '.' and '-'", {"at": key}
+                    "option_key", "an option name uses letters, digits, _, '.' and '-'", {"at": (key,)}
                 )
             if secret_name(key) and not isinstance(value, bool) and not is_secret_reference(value):
                 raise PydanticCustomError(
                     "literal_secret",
                     "option '{key}' looks like a secret: {use}",
-                    {"key": key, "use": USE_REFERENCE, "at": key},
+                    {"key": key, "use": USE_REFERENCE, "at": (key,)},
                 )
         return options
 
@@ -167,14 +169,12 @@ class S3LakeConnection(ConnectionSpec):
     roles: ClassVar[frozenset[str]] = frozenset({ROLE_LAKE})
 
     type: Literal["s3", "minio"]
-    endpoint: str | None = Field(
-        default=None, pattern=HTTP_URL_PATTERN, description="e.g. http://127.0.0.1:9000 (MinIO)."
-    )
-    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    endpoint: HttpUrl | None = Field(default=None, description="e.g. http://127.0.0.1:9000 (MinIO).")  # type: ignore[valid-type]
+    region: patterned(r"^[a-z0-9-]{1,32}$", "a region name such as us-east-1") = "us-east-1"  # type: ignore[valid-type]
     access_key: str = Field(description="Access key id, literal or a secret reference.", min_length=1, max_length=256)
     secret_key: SecretRef
     path_style: bool = True
-    buckets: dict[Literal["raw", "bronze", "silver", "gold"], Annotated[str, Field(pattern=BUCKET_PATTERN)]] = Field(
+    buckets: dict[Literal["raw", "bronze", "silver", "gold"], Bucket] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {layer: layer for layer in ("raw", "bronze", "silver", "gold")},
         description="Bucket per layer.",
     )

@@ -11,9 +11,9 @@ import re
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from pipezone.core.connection_spec import HTTP_URL_PATTERN
+from pipezone.core.connection_spec import HttpUrl
 from pipezone.core.secret_scan import secret_name
-from pipezone.core.spec_types import Name, SpecModel
+from pipezone.core.spec_types import Name, SpecModel, patterned
 
 MASTER_PATTERN = (
     r"^(?:local(?:\[(?:\*|\d{1,4})(?:,\d{1,3})?\])?|yarn|spark://[A-Za-z0-9.\-]+:\d{1,5}(?:,[A-Za-z0-9.\-]+:\d{1,5})*"
@@ -21,17 +21,20 @@ MASTER_PATTERN = (
 )
 CONF_KEY_PATTERN = r"^spark\.[A-Za-z0-9_.\-]{1,200}$"
 _CONF_KEY = re.compile(CONF_KEY_PATTERN)
+Master = patterned(
+    MASTER_PATTERN, "not a Spark master: local, local[N], local[*], spark://host:port, yarn or k8s://URL"
+)
 
 
 class SparkProfile(SpecModel):
     """Spark settings for jobs; small-machine defaults."""
 
-    master: str = Field(default="local[2]", pattern=MASTER_PATTERN, description="local[N] or spark://host:7077")
+    master: Master = Field(default="local[2]", description="local[N] or spark://host:7077")  # type: ignore[valid-type]
     driver_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
     executor_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
     shuffle_partitions: int = Field(default=4, ge=1, le=10000)
-    ui_url: str | None = Field(
-        default=None, pattern=HTTP_URL_PATTERN, description="Spark (master) UI, for links from Airflow."
+    ui_url: HttpUrl | None = Field(  # type: ignore[valid-type]
+        default=None, description="Spark (master) UI, for links from Airflow."
     )
     shared_jars: bool = Field(
         default=False,
@@ -40,7 +43,7 @@ class SparkProfile(SpecModel):
     )
     driver_host: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9.\-]{1,253}$",
+        pattern=r"^[A-Za-z0-9.:\[\]\-]{1,253}$",
         description="Address executors reach the driver on, e.g. 127.0.0.1 for a cluster on this host.",
     )
     conf: dict[str, str] = Field(
@@ -61,13 +64,13 @@ class SparkProfile(SpecModel):
     def _spark_keys(cls, conf: dict[str, str]) -> dict[str, str]:
         for key in conf:
             if not _CONF_KEY.fullmatch(key):
-                raise PydanticCustomError("conf_key", "a Spark setting's name starts with 'spark.'", {"at": key})
+                raise PydanticCustomError("conf_key", "a Spark setting's name starts with 'spark.'", {"at": (key,)})
             if secret_name(key):
                 raise PydanticCustomError(
                     "conf_secret",
                     "'{key}' looks like a secret, and spark.conf is passed on command lines and shown in the "
                     "Spark UI: set credentials on the lake connection, as references",
-                    {"key": key, "at": key},
+                    {"key": key, "at": (key,)},
                 )
         return conf
 
@@ -80,6 +83,6 @@ class ProfileSpec(SpecModel):
     lake: Name = Field(description="A lake connection (type local, s3 or minio).")
     state_store: Name = Field(description="A state-store connection (type sqlite, mysql or mariadb).")
     spark: SparkProfile = Field(default_factory=SparkProfile)
-    lake_console_url: str | None = Field(
-        default=None, pattern=HTTP_URL_PATTERN, description="e.g. the MinIO console, for links."
+    lake_console_url: HttpUrl | None = Field(  # type: ignore[valid-type]
+        default=None, description="e.g. the MinIO console, for links."
     )

@@ -75,7 +75,9 @@ def _value_shapes(text: str, *, names: bool, bare: bool) -> str | None:
     if names:
         for match in _NAME_VALUE.finditer(text):
             if secret_name(match["name"]) and not is_secret_reference(match["value"]):
-                return f"holds a literal '{match['name']}=' value"
+                name = match["name"]
+                jvm = name.startswith("D") and text[max(match.start() - 1, 0) : match.start()] == "-"
+                return f"holds a literal '{name[1:] if jvm else name}=' value"
     return None
 
 

@@ -61,8 +61,10 @@ def confined_file(ref: SecretRef, base_dir: Path, roots: Sequence[Path]) -> Path
         real = Path(os.path.realpath(root))
         if path == real or real in path.parents:
             return path
-    allowed = ", ".join(str(r) for r in roots)
-    raise SecretError(f"{ref}: outside the folders secrets may be read from ({allowed}; see PIPEZONE_SECRET_DIRS)")
+    others = ", ".join(str(r) for r in roots if Path(os.path.realpath(r)) != Path(os.path.realpath(base_dir)))
+    raise SecretError(
+        f"{ref}: outside the project and the secret folders ({others or 'none'}; set PIPEZONE_SECRET_DIRS to add one)"
+    )
 
 
 def read_secret_file(ref: SecretRef, path: Path) -> str:

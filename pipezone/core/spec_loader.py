@@ -89,6 +89,16 @@ def _locate(doc: YamlDocument, error: dict[str, Any], path: KeyPath, is_key: boo
     return doc.problem(path, _message(error, path, vocabulary), key=is_key or kind == "extra_forbidden")
 
 
+def _at_path(at: str | tuple[str | int, ...] | None) -> KeyPath:
+    """A model rule's `at`: a dotted path ('source.primary_key', 'quality.0.table') or a tuple of keys
+    (for keys with dots in them, such as Spark settings)."""
+    if not at:
+        return ()
+    if isinstance(at, tuple):
+        return at
+    return tuple(int(part) if part.isdigit() else part for part in at.split("."))
+
+
 def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list[Problem]]:
     """Validate; on failure return every problem, one per key path, located in the file."""
     try:
@@ -98,7 +108,7 @@ def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list
         problems: dict[KeyPath, Problem] = {}
         for error in err.errors(include_url=False):
             at = (error.get("ctx") or {}).get("at")  # a model-level rule naming the key it is about
-            extra = tuple(int(part) if part.isdigit() else part for part in at.split(".")) if at else ()
+            extra = _at_path(at)
             loc = (*error["loc"], *extra)
             path, is_key = _clean_loc(doc.data, loc)
             problems.setdefault(path, _locate(doc, error, path, is_key, vocabulary))

@@ -135,10 +135,16 @@ def parse_duration(value: Any, maximum: timedelta = MAX_DURATION) -> timedelta:
             "duration '{value}' is over the limit of {limit}",
             {
                 "value": _shown(value if not isinstance(value, timedelta) else format_duration(value)),
-                "limit": format_duration(maximum),
+                "limit": _limit_text(maximum),
             },
         )
     return timedelta(seconds=seconds)
+
+
+def _limit_text(value: timedelta) -> str:
+    """A limit as people say it: `7d` rather than `1w`."""
+    seconds = int(value.total_seconds())
+    return f"{seconds // 86400}d" if seconds >= 86400 and seconds % 86400 == 0 else format_duration(value)
 
 
 def format_duration(value: timedelta) -> str:
@@ -189,6 +195,19 @@ def _query_text(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("empty_sql", "empty SQL")
     return value.strip().rstrip(";").strip()
+
+
+def patterned(pattern: str, message: str) -> Any:
+    """A string type matched in full against `pattern`, failing with `message` (which never quotes the
+    value: URLs and hosts are where pasted credentials end up)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise PydanticCustomError("pattern", message)
+        return value
+
+    return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "pattern": pattern})]
 
 
 def bounded_duration(maximum: timedelta, minimum: timedelta = timedelta(0)) -> Any:

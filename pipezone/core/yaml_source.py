@@ -21,6 +21,7 @@ Duplicate keys are refused too (PyYAML lets the last one win, so a typo'd copy h
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import time
@@ -42,7 +43,6 @@ _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_CORE + name for name in ("str", "int", "float", "bool", "null", "timestamp")}
 _MAP, _SEQ, _MERGE = _CORE + "map", _CORE + "seq", _CORE + "merge"
 _SCALAR_KEY_TYPES = (str, int, float)
-_KIND_NAMES = {"int": "integer", "float": "number", "bool": "boolean", "timestamp": "date", "str": "string"}
 
 
 @dataclass(frozen=True)
@@ -209,15 +209,17 @@ class _Builder:
             raise self.refuse(event.start_mark, path, _tag_message(tag))
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
-            return _SCALAR.yaml_constructors[tag](_SCALAR, node)
-        except (ValueError, TypeError, OverflowError, yaml.constructor.ConstructorError) as err:
-            kind = _KIND_NAMES.get(tag.removeprefix(_CORE), tag)
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            line, col = _mark(event.start_mark)
-            self.problems.append(
-                Problem(self.file, line, col, format_key_path(path), f"not a valid {kind}: {_clip(reason)}")
-            )
-            return _INVALID
+            value = _SCALAR.yaml_constructors[tag](_SCALAR, node)
+        except Exception as err:  # noqa: BLE001 - PyYAML's constructors raise ValueError, KeyError, AttributeError...
+            return self._invalid(event, path, _scalar_reason(tag, err))
+        if isinstance(value, float) and not math.isfinite(value):
+            return self._invalid(event, path, "infinite and NaN numbers are not allowed")
+        return value
+
+    def _invalid(self, event: yaml.ScalarEvent, path: KeyPath, message: str) -> object:
+        line, col = _mark(event.start_mark)
+        self.problems.append(Problem(self.file, line, col, format_key_path(path), message))
+        return _INVALID
 
     def _expects_key(self) -> bool:
         return bool(self.stack) and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is None
@@ -315,6 +317,22 @@ class _Builder:
 
 _RESOLVER = yaml.resolver.Resolver()  # the implicit-tag rules (what a plain `3`, `true` or `2024-01-01` is)
 _INVALID = object()  # a scalar its tag can't hold; its problem is already recorded
+
+
+def _scalar_reason(tag: str, err: Exception) -> str:
+    """Why a scalar can't be what its tag says, without quoting it (it may be a pasted secret)."""
+    kind = tag.removeprefix(_CORE)
+    if kind == "timestamp":
+        if isinstance(err, ValueError):  # datetime's own words: 'day is out of range for month'
+            return f"not a valid date: {str(err).splitlines()[0]}"
+        return "not a valid date: expected YYYY-MM-DD or YYYY-MM-DD HH:MM:SS"
+    if kind == "int" and "digits" in str(err):
+        return "not a valid integer: too many digits"
+    return {
+        "int": "not a valid integer",
+        "float": "not a valid number",
+        "bool": "not a valid boolean: use true or false",
+    }.get(kind, f"not a valid {kind}")
 
 
 def _clip(text: str, limit: int = 60) -> str:

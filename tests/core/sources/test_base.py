@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from pipezone.core.connection_spec import JdbcConnection, LocalLakeConnection, SqliteConnection
 from pipezone.core.flow_spec import SourceSpec
@@ -242,9 +243,16 @@ def test_user_options_win_and_empty_drops_a_default() -> None:
     assert "zeroDateTimeBehavior" not in options
 
 
+def unchecked(kind: str, **fields: Any) -> JdbcConnection:
+    """A connection the spec would refuse, built without validation: the adapter's own guard must hold."""
+    return JdbcConnection.model_construct(**{**jdbc(kind).model_dump(), **fields})
+
+
 def test_bad_option_names_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="an option name uses letters, digits"):
+        jdbc("mysql", options={"a&b": 1})
     with pytest.raises(SourceError, match=r"^connection 'crm': invalid option name 'a&b'"):
-        MySqlAdapter().jdbc_url(jdbc("mysql", options={"a&b": 1}), tmp_path)
+        MySqlAdapter().jdbc_url(unchecked("mysql", options={"a&b": 1}), tmp_path)
 
 
 def test_connection_properties_reveal_secrets_only_there(tmp_path: Path) -> None:
@@ -280,8 +288,10 @@ def test_credentials_never_in_the_url(kind: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("host", ["db?allowLoadLocalInfile=true", "a/b", "user@db", "db;x=1", "db host", "-db"])
 def test_hosts_that_could_inject_url_parameters_are_refused(host: str, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not a host name or IP address"):
+        jdbc("postgres", host=host)
     with pytest.raises(SourceError, match="invalid host"):
-        PG.jdbc_url(jdbc("postgres", host=host), tmp_path)
+        PG.jdbc_url(unchecked("postgres", host=host), tmp_path)
 
 
 def test_ipv6_hosts_are_bracketed(tmp_path: Path) -> None:
