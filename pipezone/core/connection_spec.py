@@ -43,9 +43,7 @@ def _host(value: str) -> str:
 
 def _database(value: str) -> str:
     if not _DATABASE.fullmatch(value):  # '?', '&', '/' would add options to the JDBC URL
-        raise PydanticCustomError(
-            "invalid_database", "a database name is 1-128 characters with no control characters"
-        )
+        raise PydanticCustomError("invalid_database", "a database name is 1-128 characters with no control characters")
     return value
 
 

@@ -6,6 +6,7 @@ referenced as `silver.<flow>` / `gold.<table>`.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from pipezone.core.airflow_names import AIRFLOW_TAG_MAX, flow_dag_id, key_problem
+from pipezone.core.cursor_values import normalize
 from pipezone.core.spec_types import (
     MAX_INT,
     NAME_PATTERN,
@@ -28,6 +30,7 @@ from pipezone.core.spec_types import (
     SqlExpression,
     bounded_duration,
     parse_duration,
+    patterned,
 )
 from pipezone.core.sql_references import table_references
 
@@ -35,6 +38,8 @@ WriteMode = Literal["append", "overwrite", "merge", "scd2"]
 LAYERS = ("raw", "bronze", "silver", "gold")
 Preset = Literal["@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"]
 _CRON_START = datetime(2024, 1, 1)
+_LINE_BREAK = re.compile(r"[\r\n]")
+_NUMBER = re.compile(r"\s*-?\d+(\.\d+)?\s*")
 
 
 def _distinct(values: list[Any]) -> list[Any]:
@@ -53,6 +58,8 @@ Columns = Annotated[list[Identifier], AfterValidator(_distinct)]
 def _tag(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("empty_tag", "empty tag")
+    if _LINE_BREAK.search(value):
+        raise PydanticCustomError("tag_line", "a tag is one line of text")
     if len(value) > AIRFLOW_TAG_MAX:
         raise PydanticCustomError(
             "tag_too_long",
@@ -97,6 +104,21 @@ class IncrementalSpec(SpecModel):
     @classmethod
     def _initial_as_text(cls, value: Any) -> Any:
         return _scalar_to_text(value)
+
+    @field_validator("initial_value")
+    @classmethod
+    def _initial_is_a_cursor(cls, value: str | int | None) -> str | int | None:
+        """What the first run will compare with: a real date/time if it looks like one, a number of at most
+        38 digits (a DECIMAL(38) cursor), any other text of at most 200 characters."""
+        if not isinstance(value, str):
+            return value
+        if len(value) > 200 or len(value.strip().lstrip("-").replace(".", "", 1)) > 38 and _NUMBER.fullmatch(value):
+            raise PydanticCustomError("cursor_value", "initial_value is too long for a cursor value")
+        try:
+            normalize(value)
+        except ValueError as err:
+            raise PydanticCustomError("cursor_value", "not a valid date/time: {reason}", {"reason": str(err)}) from None
+        return value
 
     @field_validator("lookback")
     @classmethod
@@ -372,8 +394,8 @@ class FlowSpec(SpecModel):
 
     name: Name = Field(description="Unique flow name; DAG id pipezone_<name>.")
     description: str = ""
-    owner: str = Field(default="pipezone", min_length=1, max_length=100)
-    tags: list[Tag] = Field(default_factory=list)
+    owner: patterned(r"[^\r\n]{1,100}", "an owner is one line of 1-100 characters") = "pipezone"  # type: ignore[valid-type]
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
     source: SourceSpec | None = Field(default=None, description="Omit for a gold-only flow.")
     layers: Layers = Field(default_factory=Layers)
     quality: list[QualityCheck] = Field(default_factory=list)

@@ -21,6 +21,7 @@ MASTER_PATTERN = (
 )
 CONF_KEY_PATTERN = r"^spark\.[A-Za-z0-9_.\-]{1,200}$"
 _CONF_KEY = re.compile(CONF_KEY_PATTERN)
+MemorySize = patterned(r"\d{1,6}[kmgt]", "a memory size such as 2g or 512m")
 Master = patterned(
     MASTER_PATTERN, "not a Spark master: local, local[N], local[*], spark://host:port, yarn or k8s://URL"
 )
@@ -30,8 +31,8 @@ class SparkProfile(SpecModel):
     """Spark settings for jobs; small-machine defaults."""
 
     master: Master = Field(default="local[2]", description="local[N] or spark://host:7077")  # type: ignore[valid-type]
-    driver_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
-    executor_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]$")
+    driver_memory: MemorySize = "2g"  # type: ignore[valid-type]
+    executor_memory: MemorySize = "2g"  # type: ignore[valid-type]
     shuffle_partitions: int = Field(default=4, ge=1, le=10000)
     ui_url: HttpUrl | None = Field(  # type: ignore[valid-type]
         default=None, description="Spark (master) UI, for links from Airflow."

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,11 @@ _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_CORE + name for name in ("str", "int", "float", "bool", "null", "timestamp")}
 _MAP, _SEQ, _MERGE = _CORE + "map", _CORE + "seq", _CORE + "merge"
 _SCALAR_KEY_TYPES = (str, int, float)
+# What an escape in a quoted string can smuggle in: terminal control sequences, bidi overrides ("Trojan
+# source" SQL that reads differently than it runs), NUL. Tabs and line breaks stay allowed.
+_HIDDEN = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
+)
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,8 @@ class _Builder:
             return self._invalid(event, path, _scalar_reason(tag, err))
         if isinstance(value, float) and not math.isfinite(value):
             return self._invalid(event, path, "infinite and NaN numbers are not allowed")
+        if isinstance(value, str) and (hidden := _HIDDEN.search(value)):
+            return self._invalid(event, path, f"control character U+{ord(hidden.group(0)):04X} is not allowed in text")
         return value
 
     def _invalid(self, event: yaml.ScalarEvent, path: KeyPath, message: str) -> object:
