@@ -6,6 +6,7 @@ referenced as `silver.<flow>` / `gold.<table>`.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -40,6 +41,16 @@ Preset = Literal["@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterl
 _CRON_START = datetime(2024, 1, 1)
 _LINE_BREAK = re.compile(r"[\r\n]")
 _NUMBER = re.compile(r"\s*-?\d+(\.\d+)?\s*")
+
+
+@functools.lru_cache(maxsize=1024)
+def _fires(cron: str) -> bool:
+    """Whether a well-formed cron has a next run at all."""
+    try:
+        croniter(cron, _CRON_START).get_next(datetime)
+    except (CroniterError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def _distinct(values: list[Any]) -> list[Any]:
@@ -357,10 +368,8 @@ class ScheduleSpec(SpecModel):
             raise PydanticCustomError(
                 "invalid_cron", "invalid cron '{value}': expected 5 fields like '0 */6 * * *'", {"value": value}
             )
-        try:  # '0 0 30 2 *' is well formed and never fires: the scheduler would search for its next run
-            croniter(value, _CRON_START).get_next(datetime)
-        except (CroniterError, ValueError, OverflowError):
-            raise PydanticCustomError("cron_never", "cron '{value}' never fires", {"value": value}) from None
+        if not _fires(value):  # '0 0 30 2 *' is well formed and never fires: the scheduler would search forever
+            raise PydanticCustomError("cron_never", "cron '{value}' never fires", {"value": value})
         return value
 
     @model_validator(mode="after")

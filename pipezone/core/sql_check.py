@@ -13,6 +13,7 @@ limit on a few thousand nested parentheses, and its time grows with the text.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import sqlglot
@@ -115,6 +116,7 @@ def _write_in(tree: exp.Expression) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # flows of an estate share checks and models: parse each text once
 def select_problem(sql: str, dialect: str = "spark") -> str | None:
     """Why `sql` is not one read-only query in `dialect`, or None when it is."""
     if not sql.strip():
@@ -138,6 +140,7 @@ def select_problem(sql: str, dialect: str = "spark") -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def expression_problem(text: str) -> str | None:
     """Why `text` is not one Spark SQL expression (a filter, a derived column, a row check), or None."""
     if not text.strip():

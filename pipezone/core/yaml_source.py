@@ -42,7 +42,7 @@ except AttributeError:  # pragma: no cover - depends on the PyYAML build
 _SCALAR = yaml.constructor.SafeConstructor()
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_CORE + name for name in ("str", "int", "float", "bool", "null", "timestamp")}
-_MAP, _SEQ, _MERGE = _CORE + "map", _CORE + "seq", _CORE + "merge"
+_MAP, _SEQ, _MERGE, _STR = _CORE + "map", _CORE + "seq", _CORE + "merge", _CORE + "str"
 _SCALAR_KEY_TYPES = (str, int, float)
 # What an escape in a quoted string can smuggle in: terminal control sequences, bidi overrides ("Trojan
 # source" SQL that reads differently than it runs), NUL. Tabs and line breaks stay allowed.
@@ -172,13 +172,14 @@ class _Builder:
     def feed(self, event: yaml.Event, count: int) -> None:
         if count % 512 == 0 and time.monotonic() > self.deadline:
             raise self.refuse(event.start_mark, self._path(), f"took over {self.limits.max_seconds:g} s to read")
-        if isinstance(event, yaml.ScalarEvent):
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
             self._value(event, self._scalar(event), 1)
-        elif isinstance(event, yaml.AliasEvent):
+        elif kind is yaml.AliasEvent:
             self._alias(event)
-        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             self._open(event)
-        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             self._close()
 
     def _path(self) -> KeyPath:
@@ -202,31 +203,37 @@ class _Builder:
         tag = event.tag
         if tag is None or tag == "!":
             tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)
-        path = self._path()
+        if tag == _STR:  # most values: no constructor call
+            value: Any = event.value
+        else:
+            value = self._construct(event, tag)
+        if isinstance(value, str):
+            if (hidden := _HIDDEN.search(value)) is not None:
+                return self._invalid(event, f"control character U+{ord(hidden.group(0)):04X} is not allowed in text")
+        elif isinstance(value, float) and not math.isfinite(value):
+            return self._invalid(event, "infinite and NaN numbers are not allowed")
+        return value
+
+    def _construct(self, event: yaml.ScalarEvent, tag: str) -> Any:
         if tag == _MERGE and not self._expects_key():
-            tag = _CORE + "str"  # a plain `<<` as a value is just text
+            return event.value  # a plain `<<` as a value is just text
         if tag == _MERGE:
             raise self.refuse(
                 event.start_mark,
-                path,
+                self._path(),
                 "YAML merge keys ('<<') are not supported: write the keys out (anchors and aliases are fine)",
             )
         if tag not in _SCALAR_TAGS:
-            raise self.refuse(event.start_mark, path, _tag_message(tag))
+            raise self.refuse(event.start_mark, self._path(), _tag_message(tag))
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
-            value = _SCALAR.yaml_constructors[tag](_SCALAR, node)
+            return _SCALAR.yaml_constructors[tag](_SCALAR, node)
         except Exception as err:  # noqa: BLE001 - PyYAML's constructors raise ValueError, KeyError, AttributeError...
-            return self._invalid(event, path, _scalar_reason(tag, err))
-        if isinstance(value, float) and not math.isfinite(value):
-            return self._invalid(event, path, "infinite and NaN numbers are not allowed")
-        if isinstance(value, str) and (hidden := _HIDDEN.search(value)):
-            return self._invalid(event, path, f"control character U+{ord(hidden.group(0)):04X} is not allowed in text")
-        return value
+            return self._invalid(event, _scalar_reason(tag, err))
 
-    def _invalid(self, event: yaml.ScalarEvent, path: KeyPath, message: str) -> object:
+    def _invalid(self, event: yaml.ScalarEvent, message: str) -> object:
         line, col = _mark(event.start_mark)
-        self.problems.append(Problem(self.file, line, col, format_key_path(path), message))
+        self.problems.append(Problem(self.file, line, col, format_key_path(self._path()), message))
         return _INVALID
 
     def _expects_key(self) -> bool:
