@@ -161,14 +161,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from pipezone.core.flow_runner import run_flows
 
     runtime = _runtime(settings)
-    flows = sorted(runtime.catalog.flows) if args.all else args.flows
-    if not flows:
-        raise CliError("name one or more flows, or pass --all")
-    for name in flows:
-        runtime.flow(name)  # unknown or invalid flows fail before anything runs
+    flows, skipped = _flows_to_run(runtime, args)
     steps = [s for part in args.steps for s in part.split(",")] if args.steps else None
     if args.airflow:
-        return _run_through_airflow(args, runtime, flows, steps)
+        code = _run_through_airflow(args, runtime, flows, steps)
+        return EXIT_PROBLEMS if skipped else code
     report = run_flows(
         runtime,
         flows,
@@ -180,7 +177,29 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(f"\nrun {report.run_id}")
     print(_outcome_table(report.outcomes))
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    return EXIT_OK if report.ok and not skipped else EXIT_PROBLEMS
+
+
+def _flows_to_run(runtime, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The flows named (each must be valid: they fail before anything runs), or with --all every valid
+    flow; an invalid one is skipped with one line (one bad file never stops the others) and exit 1."""
+    if not args.all:
+        if not args.flows:
+            raise CliError("name one or more flows, or pass --all")
+        for name in args.flows:
+            runtime.flow(name)
+        return list(args.flows), []
+    flows, skipped = [], []
+    for name in sorted(runtime.catalog.flows):
+        own = runtime.catalog.own_problems(name)
+        if own:
+            skipped.append(name)
+            print(f"pipezone: skipping invalid flow {name}: {own[0]}", file=sys.stderr)
+        else:
+            flows.append(name)
+    if not flows:
+        raise CliError("no valid flow to run: see `pipezone validate`")
+    return flows, skipped
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:

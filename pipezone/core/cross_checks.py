@@ -74,6 +74,8 @@ def _references(catalog: Catalog, entry: Entry[FlowSpec], gold: dict[str, str]) 
                     ("layers", "gold", index, "name"), f"gold table '{table.name}' is also written by flow '{owner}'"
                 )
             )
+        if ("gold", table.name) in table.references():
+            problems.append(entry.doc.problem(path, f"gold table '{table.name}' reads itself"))
         for layer, name in sorted(table.references()):
             if layer == "silver":
                 upstream = catalog.flows.get(name)

@@ -348,7 +348,9 @@ class ScheduleSpec(SpecModel):
 
     cron: str | None = Field(default=None, max_length=120, description="Five-field cron, e.g. '0 */6 * * *' (UTC).")
     preset: Preset | None = None
-    after: list[Name] | None = Field(default=None, min_length=1, description="Run when these flows finish.")
+    after: Annotated[list[Name], AfterValidator(_distinct)] | None = Field(
+        default=None, min_length=1, description="Run when these flows finish."
+    )
 
     @model_validator(mode="before")
     @classmethod

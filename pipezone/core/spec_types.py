@@ -185,7 +185,7 @@ def _sql_expression(value: str) -> str:
 def _select_statement(value: str) -> str:
     """Gold SQL: one read-only Spark SQL query. (A source query is checked in its database's dialect by
     the cross-file checks, which know the connection.)"""
-    problem = select_problem(value, "spark")
+    problem = select_problem(value, "spark", lake_only=True)
     if problem:
         raise PydanticCustomError("not_select", problem)
     return value.strip().rstrip(";").strip()

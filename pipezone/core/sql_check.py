@@ -66,6 +66,26 @@ _WRITES: tuple[tuple[type[exp.Expression], str], ...] = (
 )
 
 
+# Functions that read files, run code or stall the server, whatever the user's rights allow: never in a
+# flow's SQL. Spark's reflect/java_method call any static Java method in the driver.
+_FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "reflect", "java_method", "try_reflect",  # Spark
+        "load_file", "sleep", "benchmark", "sys_exec", "sys_eval",  # MySQL / MariaDB
+        "pg_sleep", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "set_config", "dblink",
+        "dblink_exec", "pg_stat_file", "lo_import", "lo_export",  # PostgreSQL
+        "load_extension", "readfile", "writefile", "edit", "fts3_tokenizer",  # SQLite
+        "openrowset", "opendatasource", "openquery",  # SQL Server
+    }
+)  # fmt: skip
+_FORBIDDEN_PREFIXES = ("pg_read_", "pg_ls_", "xp_", "dbms_", "utl_")
+# Table-valued functions a gold query may read from (they make rows, they read nothing).
+_GENERATORS = frozenset(
+    {"range", "explode", "explode_outer", "inline", "inline_outer", "posexplode", "posexplode_outer", "stack"}
+)
+LAKE_LAYERS = ("silver", "gold")
+
+
 def _bounded(sql: str) -> str | None:
     if len(sql) > MAX_SQL_CHARS:
         return f"SQL is {len(sql):,} characters, over the limit of {MAX_SQL_CHARS:,}"
@@ -116,9 +136,39 @@ def _write_in(tree: exp.Expression) -> str | None:
     return None
 
 
+def _function_name(node: exp.Func) -> str:
+    return (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+
+
+def _forbidden_call(tree: exp.Expression) -> str | None:
+    for node in tree.find_all(exp.Func):
+        name = _function_name(node)
+        if name in _FORBIDDEN_FUNCTIONS or name.startswith(_FORBIDDEN_PREFIXES):
+            return f"SQL must not call {name}(): it reads files, runs code or stalls the server"
+    return None
+
+
+def _outside_the_lake(tree: exp.Expression) -> str | None:
+    """Gold SQL reads silver.<flow>, gold.<table>, its own CTEs and row generators: never a file path
+    (parquet.`/etc/...`), a catalog table or a dynamic IDENTIFIER()."""
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        if isinstance(table.this, exp.Func):
+            name = _function_name(table.this)
+            if name not in _GENERATORS:
+                return f"gold SQL can't read from {name}(): read silver.<flow> and gold.<table>"
+            continue
+        layer, name = table.db.lower(), table.name
+        if table.catalog or (layer and layer not in LAKE_LAYERS) or (not layer and name.lower() not in ctes):
+            shown = ".".join(part for part in (table.catalog, table.db, name) if part)[:80]
+            return f"gold SQL reads '{shown}': read silver.<flow> and gold.<table> (and its own WITH names) only"
+    return None
+
+
 @functools.lru_cache(maxsize=4096)  # flows of an estate share checks and models: parse each text once
-def select_problem(sql: str, dialect: str = "spark") -> str | None:
-    """Why `sql` is not one read-only query in `dialect`, or None when it is."""
+def select_problem(sql: str, dialect: str = "spark", *, lake_only: bool = False) -> str | None:
+    """Why `sql` is not one read-only query in `dialect`, or None when it is. `lake_only` (gold SQL): it
+    may read the lake's silver and gold tables only."""
     if not sql.strip():
         return "empty SQL"
     bounded = _bounded(sql)
@@ -137,7 +187,7 @@ def select_problem(sql: str, dialect: str = "spark") -> str | None:
         return f"SQL must be a read-only SELECT, but it contains {write}"
     if not isinstance(statement, exp.Query | exp.Values):
         return "SQL must be a single SELECT (or WITH ... SELECT) statement"
-    return None
+    return _forbidden_call(statement) or (_outside_the_lake(statement) if lake_only else None)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -160,4 +210,4 @@ def expression_problem(text: str) -> str | None:
     write = _write_in(select)
     if write:
         return f"a SQL expression must not contain {write}"
-    return None
+    return _forbidden_call(select)

@@ -9,6 +9,7 @@ a project below a folder named `connections`) are built here.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.cli import main
+from pipezone.core.cli import _flows_to_run, main
+from pipezone.core.runtime import RunError, load_runtime
 from pipezone.core.secrets import SecretError, SecretRef, SecretResolver
+from pipezone.core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "fixtures" / "hostile"
@@ -268,7 +271,22 @@ EXPECTED = {
     "flows/c7_for_update.yaml": [
         "5:10: source.query: SQL must be a read-only SELECT, but it contains a row lock (FOR UPDATE / FOR SHARE)"
     ],
+    "flows/c7_gold_calls_java.yaml": [
+        "5:12: layers.gold[0].sql: SQL must not call reflect(): it reads files, runs code or stalls the server"
+    ],
+    "flows/c7_gold_dynamic_identifier.yaml": [
+        "5:12: layers.gold[0].sql: gold SQL can't read from identifier(): read silver.<flow> and gold.<table>"
+    ],
+    "flows/c7_gold_reads_a_catalog_table.yaml": [
+        "5:12: layers.gold[0].sql: gold SQL reads 'spark_catalog.default.secrets': read silver.<flow> and gold.<table> (and its own WITH names) only"
+    ],
+    "flows/c7_gold_reads_a_file.yaml": [
+        "5:12: layers.gold[0].sql: gold SQL reads 'text./etc/shadow': read silver.<flow> and gold.<table> (and its own WITH names) only"
+    ],
     "flows/c7_modifying_cte.yaml": ["5:10: source.query: SQL must be a read-only SELECT, but it contains DELETE"],
+    "flows/c7_query_reads_server_file.yaml": [
+        "5:10: source.query: SQL must not call load_file(): it reads files, runs code or stalls the server"
+    ],
     "flows/c7_second_statement_after_line_comment.yaml": [
         "5:12: layers.gold[0].sql: SQL must be one SELECT statement, found 2 statements"
     ],
@@ -282,10 +300,12 @@ EXPECTED = {
     "flows/c8_after_itself.yaml": [
         "7:26: schedule.after[1]: a flow can't run after itself ('c8_after_itself' would wait on its own output)"
     ],
+    "flows/c8_after_twice.yaml": ["7:10: schedule.after: 'retail_orders' is listed twice"],
     "flows/c8_gold_check_unknown_table.yaml": [
         "9:12: quality[0].table: no gold table 'c8_other' in this flow (its gold tables: c8_t)"
     ],
     "flows/c8_gold_check_without_table.yaml": ["7:5: quality[0].table: a check on layer gold names its gold table"],
+    "flows/c8_gold_reads_itself.yaml": ["5:12: layers.gold[0].sql: gold table 'c8_gold_reads_itself_t' reads itself"],
     "flows/c8_primary_key_twice.yaml": ["5:16: source.primary_key: 'order_id' is listed twice"],
     "flows/c8_row_count_min_over_max.yaml": ["8:10: quality[0].min: min 10 is greater than max 5"],
     "flows/c8_row_count_no_bounds.yaml": ["7:5: quality[0].row_count: row_count needs 'min', 'max' or both"],
@@ -490,3 +510,18 @@ def test_hostile_dagbag(tmp_path: Path) -> None:
     assert len(result["logs"]) > len(EXPECTED)
     assert PLANTED not in json.dumps(result["docs"]) + "\n".join(result["logs"]) + proc.stdout + proc.stderr
     assert elapsed < 30  # Airflow's dagbag_import_timeout
+
+
+def test_run_all_skips_an_invalid_flow_and_runs_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow whose file has problems of its own (here a DELETE in its source query, found by the cross-file
+    check) never runs; `run --all` names it and carries on with the valid flows."""
+    rel = "flows/c7_modifying_cte.yaml"
+    home = _project(tmp_path, (f"metadata/{rel}", (CORPUS / rel).read_bytes()))
+    runtime = load_runtime(load_settings(environ={"PIPEZONE_HOME": str(home)}))
+    flows, skipped = _flows_to_run(runtime, argparse.Namespace(all=True, flows=[]))
+    assert flows == DEMO_FLOWS and skipped == ["c7_modifying_cte"]
+    assert "skipping invalid flow c7_modifying_cte: " in capsys.readouterr().err
+    with pytest.raises(RunError, match="flow 'c7_modifying_cte' is invalid: .*contains DELETE"):
+        runtime.flow("c7_modifying_cte")

@@ -84,3 +84,45 @@ def test_spark_expressions_pass(expression: str) -> None:
 )
 def test_expressions_that_break_out_are_refused(expression: str, problem: str) -> None:
     assert problem in (expression_problem(expression) or "")
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        ("SELECT * FROM text.`/etc/shadow`", "gold SQL reads 'text./etc/shadow'"),
+        ("SELECT * FROM parquet.`s3a://other-bucket/x`", "gold SQL reads 'parquet.s3a://other-bucket/x'"),
+        ("SELECT * FROM spark_catalog.default.t", "gold SQL reads 'spark_catalog.default.t'"),
+        ("SELECT * FROM orders", "gold SQL reads 'orders'"),
+        ("SELECT * FROM IDENTIFIER('silver.x')", "can't read from identifier()"),
+        ("SELECT reflect('java.lang.System', 'exit', 0)", "must not call reflect()"),
+    ],
+)
+def test_gold_sql_reads_the_lake_only(sql: str, problem: str) -> None:
+    assert problem in (select_problem(sql, "spark", lake_only=True) or "")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH a AS (SELECT order_id FROM silver.retail_orders) SELECT * FROM a JOIN gold.daily_revenue ON true",
+        "SELECT * FROM silver.x LATERAL VIEW explode(arr) t AS v",
+        "SELECT * FROM range(10)",
+        "SELECT * FROM VALUES (1, 2) AS v(a, b)",
+        "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r",
+    ],
+)
+def test_gold_sql_over_lake_tables_passes(sql: str) -> None:
+    assert select_problem(sql, "spark", lake_only=True) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect", "name"),
+    [
+        ("SELECT LOAD_FILE('/etc/passwd')", "mysql", "load_file"),
+        ("SELECT SLEEP(3600)", "mysql", "sleep"),
+        ("SELECT pg_read_file('/etc/passwd')", "postgres", "pg_read_file"),
+        ("SELECT load_extension('evil')", "sqlite", "load_extension"),
+    ],
+)
+def test_source_queries_call_no_server_side_effects(sql: str, dialect: str, name: str) -> None:
+    assert f"must not call {name}()" in (select_problem(sql, dialect) or "")
