@@ -308,3 +308,16 @@ def expand_paths(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
 def is_metadata_root(folder: Path) -> bool:
     """A folder that holds connections/, profiles/ or flows/: a whole catalog of its own."""
     return folder.is_dir() and any((folder / name).is_dir() for name in ROLE_FOLDERS)
+
+
+def shared_metadata_root(paths: Sequence[Path]) -> Path | None:
+    """The one metadata folder all `paths` lie in (the nearest folder at or above each holding
+    connections/, profiles/ or flows/), or None when they lie in none or in several."""
+    found: set[Path] = set()
+    for path in paths:
+        start = path if path.is_dir() else path.parent
+        root = next((p for p in (start, *start.resolve().parents) if is_metadata_root(p)), None)
+        if root is None:
+            return None
+        found.add(root.resolve())
+    return found.pop() if len(found) == 1 else None

@@ -51,16 +51,20 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipezone.core.catalog import display_path, expand_paths, is_metadata_root
+    from pipezone.core.catalog import display_path, expand_paths, is_metadata_root, load_catalog, shared_metadata_root
     from pipezone.core.problems import Problem
 
     started = time.perf_counter()
     paths: list[Path] = list(args.paths or [])
     missing = [p for p in paths if not p.exists() and not p.is_symlink()]
-    roots = [p for p in paths if p not in missing and is_metadata_root(p)]
-    targets = expand_paths(p for p in paths if p not in missing)
-    # A metadata folder on the command line is a whole catalog: it is not checked against ./metadata too.
-    catalog = _catalog(settings, targets, whole=bool(roots))
+    present = [p for p in paths if p not in missing]
+    roots = [p for p in present if is_metadata_root(p)]
+    targets = expand_paths(present)
+    home = None if settings.metadata_explicit else shared_metadata_root(present)
+    if home is not None:  # files of another project are checked against their own catalog, not ./metadata
+        catalog = load_catalog(home, targets, file_roots=settings.file_roots)
+    else:  # a metadata folder on the command line is a whole catalog: not checked against ./metadata too
+        catalog = _catalog(settings, targets, whole=bool(roots))
     shown = {display_path(path) for path, _ in targets}
     problems = [p for p in catalog.problems if roots or not paths or p.file in shown]
     problems += [Problem(str(p), 1, 1, "(file)", "no such file or folder") for p in missing]
@@ -548,8 +552,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(metadata_dir=args.metadata)
-    except ValueError as err:  # a bad PIPEZONE_* value
-        return _fail(str(err))
+    except (ValueError, OSError, RuntimeError) as err:  # a PIPEZONE_HOME that can't be resolved (a symlink loop)
+        code = _fail(f"{type(err).__name__}: {err}")
+        return EXIT_PROBLEMS if args.func is cmd_validate else code  # validate exits 0 or 1, nothing else
     debug = args.debug or settings.debug
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     try:

@@ -30,6 +30,7 @@ class Settings:
     failpoints: tuple[str, ...] = ()  # fault-injection tests only (see failpoints.py)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     secret_dirs: tuple[Path, ...] = DEFAULT_SECRET_DIRS
+    metadata_explicit: bool = False  # --metadata or PIPEZONE_METADATA named the catalog
     problems: tuple[str, ...] = ()  # bad PIPEZONE_* values: they fail what they affect, not the whole catalog
 
     def resolve_path(self, path: str | Path) -> Path:
@@ -76,6 +77,7 @@ def load_settings(
     launcher, problems = _launcher(env.get("PIPEZONE_SPARK_LAUNCHER"))
     start = (cwd or Path.cwd()).resolve()
     root = Path(env["PIPEZONE_HOME"]).resolve() if env.get("PIPEZONE_HOME") else find_project_root(start)
+    explicit = metadata_dir is not None or bool(env.get("PIPEZONE_METADATA"))
     if metadata_dir is None:
         metadata_dir = Path(env["PIPEZONE_METADATA"]) if env.get("PIPEZONE_METADATA") else root / "metadata"
     return Settings(
@@ -92,6 +94,7 @@ def load_settings(
         environ=env,
         secret_dirs=_secret_dirs(env.get("PIPEZONE_SECRET_DIRS"), root),
         problems=problems,
+        metadata_explicit=explicit,
     )
 
 

@@ -394,9 +394,12 @@ def test_a_metadata_folder_on_the_command_line_is_the_whole_catalog(
     """`pipezone validate OTHER/metadata` inside a project: OTHER's problems only, not duplicates of ./metadata."""
     other = _project(tmp_path / "other", (UNRELATED, UNRELATED_TEXT.encode()))
     monkeypatch.chdir(REPO)
-    code, out, _ = _run(capsys, "validate", str(other / "metadata"))
-    assert code == 1
-    assert out.splitlines() == [UNRELATED_LINE.replace(UNRELATED, str(other / UNRELATED))]
+    expected = [UNRELATED_LINE.replace(UNRELATED, str(other / UNRELATED))]
+    for target in (other / "metadata", other / "metadata" / "flows", other / UNRELATED):
+        code, out, _ = _run(capsys, "validate", str(target))
+        assert (code, out.splitlines()) == (1, expected), target
+    code, out, err = _run(capsys, "validate", str(other / "metadata" / "flows" / "retail_orders.yaml"))
+    assert (code, out) == (0, "") and "ok: 1 file(s) valid" in err  # not a duplicate of ./metadata's flow
 
 
 def test_missing_paths_are_problems_not_errors(
