@@ -10,7 +10,6 @@ import argparse
 import math
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -32,56 +31,17 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
-def _catalog(settings: Settings, extra: Sequence[Path | tuple[Path, Path]] = (), *, whole: bool = False):
-    """The project's catalog (plus `extra` files); `whole`: the `extra` files are the catalog."""
+def _catalog(settings: Settings):
     from pipezone.core.catalog import load_catalog
 
-    return load_catalog(None if whole else settings.metadata_dir, extra, file_roots=settings.file_roots)
+    return load_catalog(settings.metadata_dir, file_roots=settings.file_roots)
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 (valid) or 1 (problems, each one line), whatever the files hold."""
-    try:
-        return _validate(args, settings)
-    except Exception as err:  # noqa: BLE001 - validate never exits 2: even our own bug is one line and exit 1
-        if settings.debug or getattr(args, "debug", False):
-            raise
-        print(f"pipezone: error: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
-        return EXIT_PROBLEMS
+    from pipezone.core.validate_command import validate
 
-
-def _validate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipezone.core.catalog import display_path, expand_paths, is_metadata_root, load_catalog, shared_metadata_root
-    from pipezone.core.problems import Problem
-
-    started = time.perf_counter()
-    paths: list[Path] = list(args.paths or [])
-    missing = [p for p in paths if not p.exists() and not p.is_symlink()]
-    present = [p for p in paths if p not in missing]
-    roots = [p for p in present if is_metadata_root(p)]
-    targets = expand_paths(present)
-    home = None if settings.metadata_explicit else shared_metadata_root(present)
-    if home is not None:  # files of another project are checked against their own catalog, not ./metadata
-        catalog = load_catalog(home, targets, file_roots=settings.file_roots)
-    else:  # a metadata folder on the command line is a whole catalog: not checked against ./metadata too
-        catalog = _catalog(settings, targets, whole=bool(roots))
-    shown = {display_path(path) for path, _ in targets}
-    problems = [p for p in catalog.problems if roots or not paths or p.file in shown]
-    problems += [Problem(str(p), 1, 1, "(file)", "no such file or folder") for p in missing]
-    for problem in problems:
-        print(problem)
-    elapsed = time.perf_counter() - started
-    files = len({p.file for p in problems})
-    if problems:
-        print(f"{len(problems)} problem(s) in {files} file(s) ({elapsed:.2f} s)", file=sys.stderr)
-        return EXIT_PROBLEMS
-    scope = (
-        f"{len(targets)} file(s)"
-        if paths and not roots
-        else (f"{len(catalog.flows)} flows, {len(catalog.connections)} connections, {len(catalog.profiles)} profiles")
-    )
-    print(f"ok: {scope} valid ({elapsed:.2f} s)", file=sys.stderr)
-    return EXIT_OK
+    return validate(list(args.paths or []), settings, debug=settings.debug or bool(getattr(args, "debug", False)))
 
 
 def _require_valid_flow(catalog, name: str) -> None:

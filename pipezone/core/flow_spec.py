@@ -6,21 +6,20 @@ referenced as `silver.<flow>` / `gold.<table>`.
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from croniter import CroniterError, croniter
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from pipezone.core.airflow_names import AIRFLOW_TAG_MAX, flow_dag_id, key_problem
 from pipezone.core.cursor_values import normalize
+from pipezone.core.quality_spec import QualityCheck
+from pipezone.core.schedule_spec import ScheduleSpec, schedule_shorthands
 from pipezone.core.spec_types import (
-    MAX_INT,
-    NAME_PATTERN,
     BoundedInt,
+    Columns,
     Duration,
     Identifier,
     Name,
@@ -37,33 +36,10 @@ from pipezone.core.sql_references import table_references
 
 WriteMode = Literal["append", "overwrite", "merge", "scd2"]
 LAYERS = ("raw", "bronze", "silver", "gold")
-Preset = Literal["@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"]
-_CRON_START = datetime(2024, 1, 1)
+MAX_SQL_SNIPPETS = 300  # per flow: gold SQL, source query, filters, derived columns, expression checks
+MAX_SQL_TOTAL_CHARS = 65_536
 _LINE_BREAK = re.compile(r"[\r\n]")
 _NUMBER = re.compile(r"\s*-?\d+(\.\d+)?\s*")
-
-
-@functools.lru_cache(maxsize=1024)
-def _fires(cron: str) -> bool:
-    """Whether a well-formed cron has a next run at all."""
-    try:
-        croniter(cron, _CRON_START).get_next(datetime)
-    except (CroniterError, ValueError, OverflowError):
-        return False
-    return True
-
-
-def _distinct(values: list[Any]) -> list[Any]:
-    """Column lists name each column once: a repeat is a slip (and breaks joins and partitioning)."""
-    seen: set[Any] = set()
-    for value in values:
-        if value in seen:
-            raise PydanticCustomError("duplicate", "'{value}' is listed twice", {"value": str(value)[:60]})
-        seen.add(value)
-    return values
-
-
-Columns = Annotated[list[Identifier], AfterValidator(_distinct)]
 
 
 def _tag(value: str) -> str:
@@ -278,126 +254,28 @@ class Layers(SpecModel):
     gold: list[GoldTable] = Field(default_factory=list)
 
 
-class _Check(SpecModel):
-    layer: Literal["bronze", "silver", "gold"] = "silver"
-    table: Name | None = Field(default=None, description="Gold table name, for layer gold.")
-    severity: Literal["error", "warn"] = Field(default="error", description="error fails the run, warn logs.")
-
-    @model_validator(mode="after")
-    def _table_for_gold(self) -> _Check:
-        if self.layer == "gold" and self.table is None:
-            raise PydanticCustomError("gold_table", "a check on layer gold names its gold table", {"at": "table"})
-        if self.layer != "gold" and self.table is not None:
-            raise PydanticCustomError("table_layer", "'table' is for checks on layer gold", {"at": "table"})
-        return self
-
-
-class NotNullCheck(_Check):
-    check: Literal["not_null"]
-    columns: Columns = Field(min_length=1)
-
-
-class UniqueCheck(_Check):
-    check: Literal["unique"]
-    columns: Columns = Field(min_length=1)
-
-
-class AcceptedValuesCheck(_Check):
-    check: Literal["accepted_values"]
-    column: Identifier
-    values: list[str | BoundedInt | float | bool] = Field(min_length=1)
-
-
-class RowCountCheck(_Check):
-    check: Literal["row_count"]
-    min: int | None = Field(default=None, ge=0, le=MAX_INT)
-    max: int | None = Field(default=None, ge=0, le=MAX_INT)
-
-    @model_validator(mode="after")
-    def _range(self) -> RowCountCheck:
-        if self.min is None and self.max is None:
-            raise PydanticCustomError("row_count_range", "row_count needs 'min', 'max' or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise PydanticCustomError(
-                "row_count_range",
-                "min {min} is greater than max {max}",
-                {"min": self.min, "max": self.max, "at": "min"},
-            )
-        return self
-
-
-class ExpressionCheck(_Check):
-    check: Literal["expression"]
-    expression: SqlExpression = Field(description="Must hold for every row.")
-
-
-class FreshnessCheck(_Check):
-    check: Literal["freshness"]
-    column: Identifier
-    max_age: Duration
-
-
-QualityCheck = Annotated[
-    NotNullCheck | UniqueCheck | AcceptedValuesCheck | RowCountCheck | ExpressionCheck | FreshnessCheck,
-    Field(discriminator="check"),
-]
-
-
-class ScheduleSpec(SpecModel):
-    """When the flow runs: a cron, a preset, or after other flows' outputs update."""
-
-    cron: str | None = Field(default=None, max_length=120, description="Five-field cron, e.g. '0 */6 * * *' (UTC).")
-    preset: Preset | None = None
-    after: Annotated[list[Name], AfterValidator(_distinct)] | None = Field(
-        default=None, min_length=1, description="Run when these flows finish."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"preset": value} if value.startswith("@") else {"cron": value}
-        if isinstance(value, list):
-            return {"after": value}
-        return value
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if len(value.split()) != 5 or not croniter.is_valid(value):
-            raise PydanticCustomError(
-                "invalid_cron", "invalid cron '{value}': expected 5 fields like '0 */6 * * *'", {"value": value}
-            )
-        if not _fires(value):  # '0 0 30 2 *' is well formed and never fires: the scheduler would search forever
-            raise PydanticCustomError("cron_never", "cron '{value}' never fires", {"value": value})
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ScheduleSpec:
-        given = [k for k in ("cron", "preset", "after") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise PydanticCustomError(
-                "one_schedule",
-                "set exactly one of 'cron', 'preset' or 'after' (found {found})",
-                {"found": ", ".join(given) or "none"},
-            )
-        return self
-
-    def describe(self) -> str:
-        if self.after:
-            return "after " + ", ".join(self.after)
-        return self.cron or self.preset or ""
-
-
-def _schedule_shorthands(schema: dict[str, Any]) -> None:
-    """Let editors accept `schedule: "0 * * * *"`, `schedule: "@daily"` and `schedule: [a, b]`."""
-    schema["anyOf"] = [
-        *schema["anyOf"],
-        {"type": "string"},
-        {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN}, "minItems": 1},
-    ]
+def _sql_snippets(data: Any) -> tuple[int, int]:
+    """How many SQL texts a raw flow mapping holds (gold SQL, a source query, filters, derived columns,
+    expression checks), and their total length, read from the plain data."""
+    texts: list[Any] = []
+    if not isinstance(data, dict):
+        return 0, 0
+    source, layers = data.get("source"), data.get("layers")
+    if isinstance(source, dict):
+        texts.append(source.get("query"))
+    if isinstance(layers, dict):
+        gold, silver = layers.get("gold"), layers.get("silver")
+        texts += [t.get("sql") for t in gold if isinstance(t, dict)] if isinstance(gold, list) else []
+        transforms = silver.get("transforms") if isinstance(silver, dict) else None
+        for step in transforms if isinstance(transforms, list) else []:
+            if isinstance(step, dict):
+                texts.append(step.get("filter"))
+                derive = step.get("derive")
+                texts += list(derive.values()) if isinstance(derive, dict) else []
+    quality = data.get("quality")
+    texts += [c.get("expression") for c in quality if isinstance(c, dict)] if isinstance(quality, list) else []
+    strings = [t for t in texts if isinstance(t, str)]
+    return len(strings), sum(len(t) for t in strings)
 
 
 class FlowSpec(SpecModel):
@@ -413,7 +291,7 @@ class FlowSpec(SpecModel):
     schedule: ScheduleSpec | None = Field(
         default=None,
         description="Omit to run only when triggered. Shorthands: a cron or @preset string, or a list of flows.",
-        json_schema_extra=_schedule_shorthands,
+        json_schema_extra=schedule_shorthands,
     )
     schema_drift: Literal["evolve", "freeze"] = Field(
         default="evolve", description="evolve: add new source columns; freeze: fail on any change."
@@ -423,6 +301,26 @@ class FlowSpec(SpecModel):
     timeout: bounded_duration(timedelta(days=7), timedelta(seconds=1)) = Field(  # type: ignore[valid-type]
         default=timedelta(hours=2), description="Per task execution timeout."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sql_budget(cls, data: Any) -> Any:
+        """Refuse a flow with more SQL than a flow needs before any of it is parsed: parsing is the one
+        validation cost that grows with the text, and one file must never take seconds to check."""
+        count, chars = _sql_snippets(data)
+        if count > MAX_SQL_SNIPPETS or chars > MAX_SQL_TOTAL_CHARS:
+            raise PydanticCustomError(
+                "too_much_sql",
+                "this flow holds {count} SQL statements and expressions ({chars} characters); "
+                "the limit per flow is {max_count} and {max_chars} characters",
+                {
+                    "count": count,
+                    "chars": f"{chars:,}",
+                    "max_count": MAX_SQL_SNIPPETS,
+                    "max_chars": f"{MAX_SQL_TOTAL_CHARS:,}",
+                },
+            )
+        return data
 
     @model_validator(mode="after")
     def _airflow_ids(self) -> FlowSpec:

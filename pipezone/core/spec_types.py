@@ -265,3 +265,17 @@ SqlExpression = Annotated[str, AfterValidator(_sql_expression)]
 SelectStatement = Annotated[str, AfterValidator(_select_statement)]
 QueryText = Annotated[str, AfterValidator(_query_text)]
 BoundedInt = Annotated[int, Field(ge=-MAX_INT - 1, le=MAX_INT)]
+
+
+def distinct(values: list[Any]) -> list[Any]:
+    """Column lists name each column once: a repeat is a slip (and breaks joins and partitioning)."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise PydanticCustomError("duplicate", "'{value}' is listed twice", {"value": str(value)[:60]})
+        seen.add(value)
+    return values
+
+
+Columns = Annotated[list[Identifier], AfterValidator(distinct)]
+Names = Annotated[list[Name], AfterValidator(distinct)]

@@ -209,6 +209,9 @@ EXPECTED = {
     "flows/c2_too_many_values.yaml": [
         "6:99980: tags[49986]: more than 50,000 values (aliases expanded): refusing to read further"
     ],
+    "flows/c2_too_much_sql.yaml": [
+        "1:1: (document): this flow holds 301 SQL statements and expressions (2,790 characters); the limit per flow is 300 and 65,536 characters"
+    ],
     "flows/c2_top_level_list.yaml": ["1:1: (document): expected a YAML mapping at the top level"],
     "flows/c2_top_level_scalar.yaml": ["1:1: (document): expected a YAML mapping at the top level"],
     "flows/c2_two_documents.yaml": ["7:1: (document): expected one YAML document, found several"],
