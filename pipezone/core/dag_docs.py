@@ -7,6 +7,7 @@ the same DAG. Never a secret: flows hold none, and of a connection only its name
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -44,7 +45,9 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 
 def _code(text: str, lang: str = "") -> list[str]:
-    fence = "````" if "```" in text else "```"
+    """A fenced block that no run of backticks in `text` (a file's SQL, a problem quoting a file) can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
     return [fence + lang, text.rstrip("\n"), fence]
 
 
