@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core import delta_tables as dt
-from pipezone.core.flow_spec import (
+from pipezone.core.quality_spec import (
     AcceptedValuesCheck,
     ExpressionCheck,
     FreshnessCheck,

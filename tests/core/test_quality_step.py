@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from pipezone.core import delta_tables as dt
-from pipezone.core.flow_spec import (
+from pipezone.core.flow_spec import FlowSpec
+from pipezone.core.quality_spec import (
     AcceptedValuesCheck,
     ExpressionCheck,
-    FlowSpec,
     FreshnessCheck,
     NotNullCheck,
     RowCountCheck,
