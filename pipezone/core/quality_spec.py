@@ -47,8 +47,6 @@ class RowCountCheck(_Check):
 
     @model_validator(mode="after")
     def _range(self) -> RowCountCheck:
-        if self.min is None and self.max is None:
-            raise PydanticCustomError("row_count_range", "row_count needs 'min', 'max' or both")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise PydanticCustomError(
                 "row_count_range",
