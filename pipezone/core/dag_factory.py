@@ -253,7 +253,8 @@ def _checked(make: Callable[[], DAG]) -> DAG:
     """A DAG Airflow will take: built, and through the checks DagBag runs before bagging it (an error
     there would become an import error of the whole DAG file)."""
     dag = make()
-    problem = key_problem(dag.dag_id) or next((key_problem(t, "task id") for t in dag.task_ids if key_problem(t)), None)
+    problems = (key_problem(dag.dag_id), *(key_problem(t, "task id") for t in dag.task_ids))
+    problem = next((p for p in problems if p), None)
     if problem:
         raise ValueError(problem)
     dag.validate()

@@ -28,12 +28,15 @@ def format_key_path(path: KeyPath) -> str:
     return out or "(document)"
 
 
+def clip(text: str, limit: int = 60) -> str:
+    """`text` cut to `limit` characters, with an ellipsis: a value quoted in a message can't drown the line."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def printable(text: str, limit: int | None = None) -> str:
     """`text` safe to print on one terminal line: control and bidi characters escaped, cut at `limit`."""
     clean = _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
-    if limit is not None and len(clean) > limit:
-        clean = clean[: limit - 1] + "…"
-    return clean
+    return clean if limit is None else clip(clean, limit)
 
 
 @dataclass(frozen=True, order=True)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from pipezone.core.problems import clip
 from pipezone.core.sql_check import expression_problem, select_problem
 
 MAX_TEXT_CHARS = 32_768  # any string in a spec (the SQL limit); narrower fields say their own
@@ -52,18 +53,12 @@ _DECIMAL_RE = re.compile(r"decimal\((\d+)(?:,(\d+))?\)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value quoted in a message, cut so a long one can't drown the line."""
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _identifier(value: str) -> str:
     if not _IDENTIFIER_RE.fullmatch(value):  # fullmatch: `$` alone lets a trailing newline through
         raise PydanticCustomError(
             "unsafe_identifier",
             "unsafe SQL identifier '{value}': use letters, digits and _, not starting with a digit (max 128)",
-            {"value": _shown(value)},
+            {"value": clip(str(value))},
         )
     return value
 
@@ -73,7 +68,7 @@ def _name(value: str) -> str:
         raise PydanticCustomError(
             "invalid_name",
             "invalid name '{value}': use lowercase letters, digits and _, starting with a letter (max 63)",
-            {"value": _shown(value)},
+            {"value": clip(str(value))},
         )
     return value
 
@@ -113,7 +108,7 @@ def _invalid_duration(value: Any) -> PydanticCustomError:
     return PydanticCustomError(
         "invalid_duration",
         "invalid duration '{value}': use e.g. 30s, 5m, 2h, 1d or seconds",
-        {"value": _shown(value)},
+        {"value": clip(str(value))},
     )
 
 
@@ -134,7 +129,7 @@ def parse_duration(value: Any, maximum: timedelta = MAX_DURATION) -> timedelta:
             "duration_too_long",
             "duration '{value}' is over the limit of {limit}",
             {
-                "value": _shown(value if not isinstance(value, timedelta) else format_duration(value)),
+                "value": clip(str(value if not isinstance(value, timedelta) else format_duration(value))),
                 "limit": _limit_text(maximum),
             },
         )
@@ -163,7 +158,7 @@ def _spark_type(value: str) -> str:
             "invalid_type",
             "unknown column type '{value}': use a Spark SQL type such as int, "
             "bigint, double, decimal(12,2), string, date, timestamp, boolean",
-            {"value": _shown(value)},
+            {"value": clip(str(value))},
         )
     value = value.lower().replace(" ", "")
     if (decimal := _DECIMAL_RE.fullmatch(value)) and not (
@@ -272,7 +267,7 @@ def distinct(values: list[Any]) -> list[Any]:
     seen: set[Any] = set()
     for value in values:
         if value in seen:
-            raise PydanticCustomError("duplicate", "'{value}' is listed twice", {"value": str(value)[:60]})
+            raise PydanticCustomError("duplicate", "'{value}' is listed twice", {"value": clip(str(value))})
         seen.add(value)
     return values
 

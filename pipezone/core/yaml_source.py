@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from pipezone.core.problems import KeyPath, Problem, SpecError, format_key_path
+from pipezone.core.problems import KeyPath, Problem, SpecError, clip, format_key_path
 
 try:  # libyaml is ~10x faster than the pure-Python scanner
     _Loader: type = yaml.CSafeLoader
@@ -242,10 +242,10 @@ class _Builder:
     def _alias(self, event: yaml.AliasEvent) -> None:
         anchor = event.anchor
         if anchor not in self.anchors:
-            raise self.refuse(event.start_mark, self._path(), f"unknown alias '*{_clip(anchor)}'")
+            raise self.refuse(event.start_mark, self._path(), f"unknown alias '*{clip(anchor)}'")
         target = self.anchors[anchor]
         if target is None:
-            raise self.refuse(event.start_mark, self._path(), f"recursive alias '*{_clip(anchor)}' (refers to itself)")
+            raise self.refuse(event.start_mark, self._path(), f"recursive alias '*{clip(anchor)}' (refers to itself)")
         value, nodes = target
         self._value(event, value, nodes)
 
@@ -309,7 +309,7 @@ class _Builder:
                     line,
                     col,
                     format_key_path((*top.path, key)),
-                    f"duplicate key '{_clip(str(key))}' (first defined on line {top.first_seen[key]})",
+                    f"duplicate key '{clip(str(key))}' (first defined on line {top.first_seen[key]})",
                 )
             )
         else:
@@ -350,14 +350,10 @@ def _scalar_reason(tag: str, err: Exception) -> str:
     }.get(kind, f"not a valid {kind}")
 
 
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _tag_message(tag: str | None) -> str:
     shown = "!!" + tag.removeprefix(_CORE) if tag and tag.startswith(_CORE) else str(tag)
     return (
-        f"unsupported YAML tag '{_clip(shown)}': PipeZone reads plain YAML "
+        f"unsupported YAML tag '{clip(shown)}': PipeZone reads plain YAML "
         "(strings, numbers, booleans, null, dates, mappings and lists)"
     )
 

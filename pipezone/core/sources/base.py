@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote as url_quote
 
-from pipezone.core.connection_spec import ConnectionSpec, JdbcConnection, OptionValue
+from pipezone.core.connection_spec import OPTION_KEY_PATTERN, ConnectionSpec, JdbcConnection, OptionValue
 from pipezone.core.flow_spec import ReadOptions, SourceSpec
 from pipezone.core.secrets import SecretError, SecretResolver, is_reference
 
@@ -38,7 +38,7 @@ NOW_COLUMN = "pz_now"
 
 _HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?$")
 _IPV6 = re.compile(r"^[0-9A-Fa-f:.]+$")
-_OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+_OPTION_KEY = re.compile(OPTION_KEY_PATTERN)  # the spec's own rule, checked again where the URL is built
 
 
 class SourceError(Exception):
@@ -153,7 +153,7 @@ class SourceAdapter(ABC):
         """Defaults, then the user's options (theirs win; an empty value drops a default); never secrets."""
         merged = dict(self.url_defaults)
         for key, value in conn.options.items():
-            if not _OPTION_KEY.match(key):
+            if not _OPTION_KEY.fullmatch(key):
                 raise SourceError(f"invalid option name {key!r}")
             if is_reference(value):
                 continue  # resolved into connection_properties, never into the URL
