@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 jars: $(STAMP)
-	$(PY) -m pipezone.core.spark_jars --cache $(JARS)
+	$(PY) -m pipezone.core.spark.jars --cache $(JARS)
 
 validate: $(STAMP)
 	$(VENV)/bin/pipezone validate
@@ -63,7 +63,7 @@ DEMO_LAUNCHER ?= in-process
 # change the shop, run the DAGs again, compare every layer with the source.
 demo: jars
 	rm -rf .pipezone/lake .pipezone/state.db
-	$(PY) -m pipezone.core.demo_source create .pipezone/demo/retail.db --force
+	$(PY) -m pipezone.core.demo.shop create .pipezone/demo/retail.db --force
 	$(VENV)/bin/pipezone validate
 	@mkdir -p $(AIRFLOW_HOME_DIR)
 	@$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate >$(AIRFLOW_HOME_DIR)/db-migrate.log 2>&1 \
@@ -72,7 +72,7 @@ demo: jars
 	$(AIRFLOW_ENV) AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING PIPEZONE_SPARK_LAUNCHER=$(DEMO_LAUNCHER) \
 		$(VENV)/bin/pipezone run --all --airflow
 	@echo "== change batch 1: inserts and updates in the source"
-	$(PY) -m pipezone.core.demo_source change .pipezone/demo/retail.db --batch 1
+	$(PY) -m pipezone.core.demo.shop change .pipezone/demo/retail.db --batch 1
 	@echo "== run 2: incremental (extract reads only the changed rows and the lookback window)"
 	$(AIRFLOW_ENV) AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING PIPEZONE_SPARK_LAUNCHER=$(DEMO_LAUNCHER) \
 		$(VENV)/bin/pipezone run --all --airflow

@@ -6,7 +6,7 @@ registering them here lists them among the plugin's operator extra links in the 
 
 from airflow.plugins_manager import AirflowPlugin
 
-from pipezone.core.task_links import LakeLocationLink, SparkUiLink
+from pipezone.core.airflow.links import LakeLocationLink, SparkUiLink
 
 
 class PipeZoneLinksPlugin(AirflowPlugin):

@@ -23,7 +23,7 @@ JAR_CACHE = REPO_ROOT / ".pipezone" / "jars"
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     """A local[2] Delta-enabled session with a throwaway warehouse; jars from the repo's cache."""
-    from pipezone.core.spark_session import SparkSettings, build_session
+    from pipezone.core.spark.session import SparkSettings, build_session
 
     settings = SparkSettings(
         jar_cache=JAR_CACHE,

@@ -37,15 +37,15 @@ def problems() -> list[str]:
         from pyspark.status import SparkJobInfo  # noqa: F401
     except ImportError as err:
         found.append(f"pyspark is broken: {err}")
-    from pipezone.core.spark_jars import cached_jars
+    from pipezone.core.spark.jars import cached_jars
 
     cache = Path(os.environ.get("PIPEZONE_JAR_CACHE", "/opt/pipezone/jars"))
     if cached_jars(cache) is None:
-        found.append(f"jar cache {cache} is missing or stale (run python -m pipezone.core.spark_jars --cache {cache})")
+        found.append(f"jar cache {cache} is missing or stale (run python -m pipezone.core.spark.jars --cache {cache})")
     java_home = os.environ.get("JAVA_HOME", "")
     if not (Path(java_home) / "bin" / "java").is_file() or shutil.which("java") is None:
         found.append(f"no java at JAVA_HOME={java_home!r}")
-    for module in ("delta", "pipezone.core.dag_factory", "pipezone.core.spark_step_operator"):
+    for module in ("delta", "pipezone.core.airflow.dag_factory", "pipezone.core.airflow.operator"):
         try:
             importlib.import_module(module)
         except Exception as err:  # noqa: BLE001 - report any import failure as one line

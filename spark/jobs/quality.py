@@ -6,7 +6,7 @@ Idempotent per run id; prints one summary line (rows in/out, duration) or one er
 
 import sys
 
-from pipezone.core.step_runner import job_main
+from pipezone.core.steps.runner import job_main
 
 if __name__ == "__main__":
     sys.exit(job_main("quality"))

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipezone.core import delta_tables as dt
-from pipezone.core import demo_source
-from pipezone.core.flow_runner import RunReport, run_flows
-from pipezone.core.runtime import Runtime, load_runtime
-from pipezone.core.settings import load_settings
-from pipezone.core.spec_types import parse_duration
-from pipezone.core.state_store import RunRecord
-from pipezone.core.step_context import StepContext
+from pipezone.core.demo import shop as demo_source
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.runs.flow_runner import RunReport, run_flows
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.spec.value_types import parse_duration
+from pipezone.core.state.store import RunRecord
+from pipezone.core.steps.context import StepContext
+from pipezone.core.steps.runtime import Runtime, load_runtime
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

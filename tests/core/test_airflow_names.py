@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.utils.helpers import validate_key
 
-from pipezone.core.airflow_names import AIRFLOW_KEY_MAX, key_problem, placeholder_dag_id
+from pipezone.core.spec.airflow_names import AIRFLOW_KEY_MAX, key_problem, placeholder_dag_id
 
 
 def test_key_problem_names_the_limit() -> None:

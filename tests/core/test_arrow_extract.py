@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipezone.core import delta_tables as dt
-from pipezone.core.flow_runner import run_flows
-from pipezone.core.runtime import Runtime, load_runtime
-from pipezone.core.settings import load_settings
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.runs.flow_runner import run_flows
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.steps.runtime import Runtime, load_runtime
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipezone.core import bronze_bulk
-from pipezone.core import delta_tables as dt
-from pipezone.core.arrow_tables import ArrowUnsupported
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.lake.arrow_tables import ArrowUnsupported
+from pipezone.core.steps import bronze_bulk
 
 pytestmark = pytest.mark.spark
 

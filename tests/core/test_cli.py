@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.cli import main
-from pipezone.core.state_store import LeaseHolder, StateStore
+from pipezone.core.cli.main import main
+from pipezone.core.state.store import LeaseHolder, StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "metadata"

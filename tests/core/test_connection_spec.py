@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipezone.core.connection_spec import ROLE_LAKE, ROLE_SOURCE, ROLE_STATE, connection_roles
-from pipezone.core.spec_loader import validate_connection
-from pipezone.core.yaml_source import parse_yaml
+from pipezone.core.spec.connection import ROLE_LAKE, ROLE_SOURCE, ROLE_STATE, connection_roles
+from pipezone.core.spec.loader import validate_connection
+from pipezone.core.spec.yaml_source import parse_yaml
 
 
 def load(text: str):

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipezone.core.cursor_values import capped, later, parse_cursor_text
+from pipezone.core.spec.cursor_values import capped, later, parse_cursor_text
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 BUFFER = timedelta(seconds=10)

@@ -26,10 +26,10 @@ import pytest  # noqa: E402
 from airflow.dag_processing.dagbag import DagBag  # noqa: E402
 from airflow.sdk.exceptions import AirflowException, AirflowFailException  # noqa: E402
 
-from pipezone.core.dag_factory import START_DATE, build_dags  # noqa: E402
-from pipezone.core.runtime import load_runtime  # noqa: E402
-from pipezone.core.settings import load_settings  # noqa: E402
-from pipezone.core.task_links import LakeLocationLink, SparkUiLink, browse_url  # noqa: E402
+from pipezone.core.airflow.dag_factory import START_DATE, build_dags  # noqa: E402
+from pipezone.core.airflow.links import LakeLocationLink, SparkUiLink, browse_url  # noqa: E402
+from pipezone.core.spec.settings import load_settings  # noqa: E402
+from pipezone.core.steps.runtime import load_runtime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO / "dags"
@@ -243,7 +243,7 @@ def test_broken_upstream_flow_keeps_the_downstream_dag(tmp_path: Path, monkeypat
 
 
 def test_the_loader_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipezone.core.dag_factory as factory
+    import pipezone.core.airflow.dag_factory as factory
 
     def explode(*_: object, **__: object) -> None:
         raise OSError("disk on fire")
@@ -291,7 +291,7 @@ def orders_task(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_operator_submits_the_step_with_airflow_run_id(orders_task, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipezone.core.flow_runner as flow_runner
+    import pipezone.core.runs.flow_runner as flow_runner
 
     calls = []
 
@@ -315,7 +315,7 @@ def test_operator_submits_the_step_with_airflow_run_id(orders_task, monkeypatch:
 
 
 def test_operator_fails_with_the_job_error_line(orders_task, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipezone.core.flow_runner as flow_runner
+    import pipezone.core.runs.flow_runner as flow_runner
 
     script = textwrap.dedent(
         """
@@ -342,7 +342,7 @@ def test_operator_reads_the_profile_at_execution_time(orders_task, tmp_path, mon
         "name: cluster\nlake: local_lake\nstate_store: local_state\n"
         "spark: {master: 'spark://spark-master:7077', ui_url: 'http://spark-master:8080'}\n"
     )
-    import pipezone.core.flow_runner as flow_runner
+    import pipezone.core.runs.flow_runner as flow_runner
 
     masters = []
 
@@ -376,7 +376,7 @@ def test_runtime_of_the_demo_profile_is_local() -> None:
 def test_the_plugin_registers_the_operator_links() -> None:
     import importlib.util
 
-    from pipezone.core.spark_step_operator import SparkStepOperator
+    from pipezone.core.airflow.operator import SparkStepOperator
 
     spec = importlib.util.spec_from_file_location("pipezone_links_plugin", REPO / "plugins" / "pipezone_links.py")
     module = importlib.util.module_from_spec(spec)
@@ -390,7 +390,7 @@ def test_trigger_config_selects_full_refresh_and_backfill_windows() -> None:
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipezone.core.spark_step_operator import backfill_window, wants_full_refresh
+    from pipezone.core.airflow.operator import backfill_window, wants_full_refresh
 
     def context(conf: dict) -> dict:
         return {"dag_run": SimpleNamespace(conf=conf), "params": {}}

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pipezone.core import delta_log
-from pipezone.core import delta_tables as dt
+from pipezone.core.lake import delta_log
+from pipezone.core.lake import delta_tables as dt
 
 pytestmark = pytest.mark.spark
 
@@ -72,7 +72,7 @@ def test_new_tables_keep_statistics_only_where_reads_filter(spark: Any, tmp_path
 
 
 def test_s3_paths_become_delta_rs_uris_with_fast_failing_clients() -> None:
-    from pipezone.core.spark_session import S3Settings
+    from pipezone.core.spark.session import S3Settings
 
     assert delta_log.table_uri("s3a://raw/db/t") == "s3://raw/db/t"
     assert delta_log.table_uri("file:///lake/raw/t") == "file:///lake/raw/t"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.demo_source import (
+from pipezone.core.demo.shop import (
     TABLES,
     DemoSourceError,
     applied_batches,
@@ -169,7 +169,7 @@ def test_cli_prints_one_line_per_table(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_cli_errors_have_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pipezone.core.demo_source", "counts", str(tmp_path / "nope.db")],
+        [sys.executable, "-m", "pipezone.core.demo.shop", "counts", str(tmp_path / "nope.db")],
         capture_output=True,
         text=True,
         check=False,

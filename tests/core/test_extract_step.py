@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipezone.core import delta_tables as dt
-from pipezone.core.extract_step import run_extract
-from pipezone.core.step_runner import StepFailed, run_step
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.steps.extract import run_extract
+from pipezone.core.steps.runner import StepFailed, run_step
 
 pytestmark = pytest.mark.spark
 

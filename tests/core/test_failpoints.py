@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pipezone.core import failpoints
-from pipezone.core.settings import load_settings
+from pipezone.core.spec.settings import load_settings
 
 
 def test_unknown_points_are_refused() -> None:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from pipezone.core import flow_runner
-from pipezone.core.flow_runner import child_env, find_java_home, run_flows, submit_command
-from pipezone.core.runtime import Runtime, load_runtime
-from pipezone.core.settings import load_settings
+from pipezone.core.runs import flow_runner
+from pipezone.core.runs.flow_runner import child_env, find_java_home, run_flows, submit_command
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.steps.runtime import Runtime, load_runtime
 
 pytestmark = pytest.mark.spark
 

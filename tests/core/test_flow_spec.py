@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from pipezone.core.flow_spec import FlowSpec
+from pipezone.core.spec.flow import FlowSpec
 
 BASE = {"name": "orders", "source": {"connection": "shop", "table": "orders", "primary_key": ["id"]}}
 

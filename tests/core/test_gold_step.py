@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.flow_spec import FlowSpec
-from pipezone.core.gold_step import resolve_references, run_gold
-from pipezone.core.step_context import StepContext
+from pipezone.core.spec.flow import FlowSpec
+from pipezone.core.steps.context import StepContext
+from pipezone.core.steps.gold import resolve_references, run_gold
 
 pytestmark = pytest.mark.spark
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.cli import _flows_to_run, main
-from pipezone.core.runtime import RunError, load_runtime
-from pipezone.core.secrets import SecretError, SecretRef, SecretResolver
-from pipezone.core.settings import load_settings
+from pipezone.core.cli.main import _flows_to_run, main
+from pipezone.core.spec.secrets import SecretError, SecretRef, SecretResolver
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.steps.runtime import RunError, load_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "fixtures" / "hostile"

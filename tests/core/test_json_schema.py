@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import yaml
 
-from pipezone.core.json_schema import render_schemas, stale_schemas
+from pipezone.core.spec.json_schema import render_schemas, stale_schemas
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "metadata" / "schemas"

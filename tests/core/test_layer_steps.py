@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.layer_steps import run_bronze, run_silver
-from pipezone.core.step_runner import run_step
+from pipezone.core.steps.bronze import run_bronze
+from pipezone.core.steps.runner import run_step
+from pipezone.core.steps.silver import run_silver
 
 pytestmark = pytest.mark.spark
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipezone.core.demo_source import as_money, create_retail_db
-from pipezone.core.flow_runner import RunReport, run_flows
-from pipezone.core.runtime import Runtime, load_runtime
-from pipezone.core.settings import load_settings
+from pipezone.core.demo.shop import as_money, create_retail_db
+from pipezone.core.runs.flow_runner import RunReport, run_flows
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.steps.runtime import Runtime, load_runtime
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

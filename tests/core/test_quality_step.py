@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipezone.core import delta_tables as dt
-from pipezone.core.flow_spec import FlowSpec
-from pipezone.core.quality_spec import (
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.spec.flow import FlowSpec
+from pipezone.core.spec.quality import (
     AcceptedValuesCheck,
     ExpressionCheck,
     FreshnessCheck,
@@ -19,9 +19,9 @@ from pipezone.core.quality_spec import (
     RowCountCheck,
     UniqueCheck,
 )
-from pipezone.core.quality_step import QualityError, evaluate, run_quality
-from pipezone.core.step_context import StepContext
-from pipezone.core.step_runner import StepFailed, run_step
+from pipezone.core.steps.context import StepContext
+from pipezone.core.steps.quality import QualityError, evaluate, run_quality
+from pipezone.core.steps.runner import StepFailed, run_step
 
 pytestmark = pytest.mark.spark
 

@@ -23,7 +23,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from pipezone.core.schema_drift import (
+from pipezone.core.lake.schema_drift import (
     WIDENING_TABLE_PROPERTIES,
     Drift,
     SchemaDriftError,

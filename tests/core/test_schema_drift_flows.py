@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipezone.core import delta_tables as dt
+from pipezone.core.lake import delta_tables as dt
 
 pytestmark = pytest.mark.spark
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipezone.core.secret_scan import literal_secrets, scrub, secret_name
+from pipezone.core.spec.secret_scan import literal_secrets, scrub, secret_name
 
 
 @pytest.mark.parametrize(

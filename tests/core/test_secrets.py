@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.secrets import (
+from pipezone.core.spec.secrets import (
     REDACTOR,
     RedactingFilter,
     Secret,

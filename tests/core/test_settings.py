@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.cli import main
-from pipezone.core.settings import load_settings
+from pipezone.core.cli.main import main
+from pipezone.core.spec.settings import load_settings
 
 
 def test_spark_launcher_defaults_to_spark_submit(tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from pipezone.core import demo_source, spark_connect_server
-from pipezone.core.cli import main
-from pipezone.core.flow_runner import run_flows, submit_command
-from pipezone.core.spark_session import ConnectUnavailable, connect_session
-from pipezone.core.step_runner import job_main
+from pipezone.core.cli.main import main
+from pipezone.core.demo import shop as demo_source
+from pipezone.core.runs import connect_server as spark_connect_server
+from pipezone.core.runs.flow_runner import run_flows, submit_command
+from pipezone.core.spark.session import ConnectUnavailable, connect_session
+from pipezone.core.steps.runner import job_main
 
 
 def free_port() -> int:

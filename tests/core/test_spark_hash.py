@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pytest
 
-from pipezone.core import spark_hash
+from pipezone.core.lake import row_hash as spark_hash
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core import spark_jars
-from pipezone.core.spark_jars import (
+from pipezone.core.spark import jars as spark_jars
+from pipezone.core.spark.jars import (
     DEPENDENCIES,
     JDBC_DRIVERS,
     MavenDep,
@@ -22,7 +22,7 @@ from pipezone.core.spark_jars import (
     manifest_key,
     resolve_jars,
 )
-from pipezone.core.spark_session import (
+from pipezone.core.spark.session import (
     S3Settings,
     SparkSettings,
     find_spark_submit,

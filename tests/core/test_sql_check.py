@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipezone.core.sql_check import MAX_NESTING, MAX_SQL_CHARS, expression_problem, select_problem
+from pipezone.core.spec.sql_check import MAX_NESTING, MAX_SQL_CHARS, expression_problem, select_problem
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipezone.core.sql_references import rewrite_references, table_references
+from pipezone.core.spec.sql_references import rewrite_references, table_references
 
 SQL = """SELECT o.id, 'silver.orders' AS label, "gold.y" AS quoted -- from gold.commented
 FROM silver.retail_orders o /* silver.hidden */

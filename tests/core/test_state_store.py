@@ -25,7 +25,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql.mariadb import MariaDBDialect
 from sqlalchemy.schema import CreateTable
 
-from pipezone.core.state_store import (
+from pipezone.core.state.store import (
     VERSION_TABLE,
     Lease,
     LeaseHolder,

@@ -23,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from pipezone.core.state_store import (
+from pipezone.core.state.store import (
     VERSION_TABLE,
     Lease,
     LeaseHolder,
@@ -419,7 +419,7 @@ def test_concurrent_takers_exactly_one_wins_on_mariadb(scratch_db: str, expired_
 
 
 def test_hold_tables_serializes_writers_and_heartbeats_on_mariadb(scratch_db: str) -> None:
-    from pipezone.core.table_lease import LeaseHeld, hold_tables, this_process
+    from pipezone.core.state.table_lease import LeaseHeld, hold_tables, this_process
 
     StateStore(scratch_db).migrate()
     active, most, errors = [0], [0], []

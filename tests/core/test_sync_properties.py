@@ -29,10 +29,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipezone.core import delta_tables as dt
-from pipezone.core.flow_runner import run_flows
-from pipezone.core.runtime import load_runtime
-from pipezone.core.settings import load_settings
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.runs.flow_runner import run_flows
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.steps.runtime import load_runtime
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -19,14 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core import step_runner, table_lease
-from pipezone.core.flow_spec import FlowSpec
-from pipezone.core.runtime import Runtime, load_runtime
-from pipezone.core.settings import load_settings
-from pipezone.core.state_store import LeaseHolder, StateStore
-from pipezone.core.step_context import StepContext, StepResult
-from pipezone.core.step_runner import StepFailed, run_step
-from pipezone.core.table_lease import (
+from pipezone.core.spec.flow import FlowSpec
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.state import table_lease
+from pipezone.core.state.store import LeaseHolder, StateStore
+from pipezone.core.state.table_lease import (
     LeaseHeld,
     LeaseLost,
     flow_tables,
@@ -34,6 +31,10 @@ from pipezone.core.table_lease import (
     step_tables,
     this_process,
 )
+from pipezone.core.steps import runner as step_runner
+from pipezone.core.steps.context import StepContext, StepResult
+from pipezone.core.steps.runner import StepFailed, run_step
+from pipezone.core.steps.runtime import Runtime, load_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 OTHER = LeaseHolder(run_id="scheduled__1", flow="orders", step="silver", host="etl-2", pid=4242)

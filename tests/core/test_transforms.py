@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.flow_spec import Transform
-from pipezone.core.transforms import apply_transforms, latest_per_key, renamed
+from pipezone.core.spec.flow import Transform
+from pipezone.core.steps.transforms import apply_transforms, latest_per_key, renamed
 
 pytestmark = pytest.mark.spark
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.cli import main
+from pipezone.core.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 REPO_METADATA = REPO / "metadata"

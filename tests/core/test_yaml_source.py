@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.problems import SpecError
-from pipezone.core.yaml_source import YamlLimits, load_yaml, parse_yaml
+from pipezone.core.spec.problems import SpecError
+from pipezone.core.spec.yaml_source import YamlLimits, load_yaml, parse_yaml
 
 
 def test_positions_of_keys_and_values() -> None:

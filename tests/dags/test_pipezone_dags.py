@@ -22,7 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DAG_TEST = """
 import json, sys
-from pipezone.core.dag_factory import build_dags
+from pipezone.core.airflow.dag_factory import build_dags
 dag = build_dags(use_context=False)[sys.argv[1]]
 run = dag.test()
 from airflow.models.xcom import XComModel
@@ -67,7 +67,7 @@ def test_dag_test_runs_a_demo_flow(tmp_path: Path, profile: str) -> None:
         return proc.stdout
 
     pipezone = str(Path(sys.executable).with_name("pipezone"))
-    run(sys.executable, "-m", "pipezone.core.demo_source", "create", ".pipezone/demo/retail.db")
+    run(sys.executable, "-m", "pipezone.core.demo.shop", "create", ".pipezone/demo/retail.db")
     run(str(Path(sys.executable).with_name("airflow")), "db", "migrate", timeout=300)
     if profile == "warm":
         _warm_profile(home)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipezone.core import delta_tables as dt
+from pipezone.core.lake import delta_tables as dt
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

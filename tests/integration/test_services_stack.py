@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipezone.core.demo_source import apply_change_batch, create_retail_db, table_counts
+from pipezone.core.demo.shop import apply_change_batch, create_retail_db, table_counts
 
 if TYPE_CHECKING:
     from services import Stack

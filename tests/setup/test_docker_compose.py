@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from pipezone.core.catalog import load_catalog
-from pipezone.core.connection_spec import JdbcConnection, S3LakeConnection
-from pipezone.core.runtime import Runtime
-from pipezone.core.secrets import SecretResolver
-from pipezone.core.settings import load_settings
+from pipezone.core.spec.catalog import load_catalog
+from pipezone.core.spec.connection import JdbcConnection, S3LakeConnection
+from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.steps.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "setup" / "docker"
@@ -331,8 +331,8 @@ def test_dockerfile_pins_its_base_and_installs_with_constraints() -> None:
 def test_dockerfile_bakes_the_jars_into_the_cache_it_points_at() -> None:
     text = DOCKERFILE.read_text()
     assert "PIPEZONE_JAR_CACHE=/opt/pipezone/jars" in text
-    bake = [ln for ln in _logical_lines(text) if ln.startswith("RUN") and "pipezone.core.spark_jars" in ln]
-    assert bake and "python -m pipezone.core.spark_jars --cache /opt/pipezone/jars" in bake[0]
+    bake = [ln for ln in _logical_lines(text) if ln.startswith("RUN") and "pipezone.core.spark.jars" in ln]
+    assert bake and "python -m pipezone.core.spark.jars --cache /opt/pipezone/jars" in bake[0]
     assert "image_check.py" in text.rsplit("RUN", 1)[1], "the last step checks versions, pyspark and the jars"
 
 

@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipezone.core.connection_spec import JdbcConnection, LocalLakeConnection, SqliteConnection
-from pipezone.core.flow_spec import SourceSpec
-from pipezone.core.secrets import SecretResolver
-from pipezone.core.sources import SOURCE_ADAPTERS, SourceError, source_adapter
-from pipezone.core.sources.base import SourceAdapter, timestamp_text, utc_naive
-from pipezone.core.sources.mysql import MySqlAdapter
-from pipezone.core.sources.oracle import OracleAdapter
-from pipezone.core.sources.postgres import PostgresAdapter
-from pipezone.core.sources.sqlite import SqliteAdapter
-from pipezone.core.sources.sqlserver import SqlServerAdapter
+from pipezone.core.sources.jdbc.base import SourceAdapter, timestamp_text, utc_naive
+from pipezone.core.sources.jdbc.mysql import MySqlAdapter
+from pipezone.core.sources.jdbc.oracle import OracleAdapter
+from pipezone.core.sources.jdbc.postgres import PostgresAdapter
+from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
+from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter
+from pipezone.core.sources.registry import SOURCE_ADAPTERS, SourceError, source_adapter
+from pipezone.core.spec.connection import JdbcConnection, LocalLakeConnection, SqliteConnection
+from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.secrets import SecretResolver
 
 PG = PostgresAdapter()
 SECRET = "s3cr3t-pw-value"

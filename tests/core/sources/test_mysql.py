@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.connection_spec import JdbcConnection
-from pipezone.core.flow_spec import SourceSpec
-from pipezone.core.sources import SourceError, source_adapter
-from pipezone.core.sources.mysql import STREAMING_FETCH_SIZE, MySqlAdapter
+from pipezone.core.sources.jdbc.mysql import STREAMING_FETCH_SIZE, MySqlAdapter
+from pipezone.core.sources.registry import SourceError, source_adapter
+from pipezone.core.spec.connection import JdbcConnection
+from pipezone.core.spec.flow import SourceSpec
 
 MYSQL = MySqlAdapter()
 UTC_DEFAULTS = (

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.connection_spec import JdbcConnection
-from pipezone.core.flow_spec import SourceSpec
-from pipezone.core.secrets import SecretResolver
-from pipezone.core.sources import SourceError
-from pipezone.core.sources.oracle import OracleAdapter
+from pipezone.core.sources.jdbc.oracle import OracleAdapter
+from pipezone.core.sources.registry import SourceError
+from pipezone.core.spec.connection import JdbcConnection
+from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.secrets import SecretResolver
 
 ORA = OracleAdapter()
 

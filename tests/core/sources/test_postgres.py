@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.connection_spec import JdbcConnection
-from pipezone.core.flow_spec import SourceSpec
-from pipezone.core.sources import SourceError
-from pipezone.core.sources.postgres import PostgresAdapter
+from pipezone.core.sources.jdbc.postgres import PostgresAdapter
+from pipezone.core.sources.registry import SourceError
+from pipezone.core.spec.connection import JdbcConnection
+from pipezone.core.spec.flow import SourceSpec
 
 PG = PostgresAdapter()
 

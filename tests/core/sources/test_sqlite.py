@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.connection_spec import SqliteConnection
-from pipezone.core.flow_spec import SourceSpec
-from pipezone.core.secrets import SecretResolver
-from pipezone.core.sources import SourceError
-from pipezone.core.sources.base import CursorValue
-from pipezone.core.sources.mysql import MySqlAdapter
-from pipezone.core.sources.sqlite import SqliteAdapter
+from pipezone.core.sources.jdbc.base import CursorValue
+from pipezone.core.sources.jdbc.mysql import MySqlAdapter
+from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
+from pipezone.core.sources.registry import SourceError
+from pipezone.core.spec.connection import SqliteConnection
+from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.secrets import SecretResolver
 
 LITE = SqliteAdapter()
 

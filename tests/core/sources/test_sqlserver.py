@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.connection_spec import JdbcConnection
-from pipezone.core.flow_spec import SourceSpec
-from pipezone.core.sources.sqlserver import SqlServerAdapter, property_value
+from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter, property_value
+from pipezone.core.spec.connection import JdbcConnection
+from pipezone.core.spec.flow import SourceSpec
 
 MSSQL = SqlServerAdapter()
 

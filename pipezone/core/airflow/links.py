@@ -1,0 +1,78 @@
+"""Extra links on every PipeZone task: the Spark UI and the lake location of the table the step writes.
+
+Airflow 3 evaluates an operator's links on the worker when the task finishes and stores them in XCom,
+so they are computed from the runtime (the profile chosen by PIPEZONE_PROFILE) at execution time, never
+at parse time. An empty link shows as disabled in the UI (e.g. no Spark UI configured for local runs).
+`plugins/pipezone_links.py` registers the same classes with Airflow's plugin manager.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink
+
+if TYPE_CHECKING:
+    from pipezone.core.spec.flow import FlowSpec
+    from pipezone.core.steps.runtime import Runtime
+
+SPARK_UI = "spark_ui"
+LAKE = "lake"
+
+
+class SparkUiLink(BaseOperatorLink):
+    """The Spark UI: the profile's `spark.ui_url` (master or history server) or the driver UI seen in the log."""
+
+    name = "Spark UI"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return (getattr(operator, "links", None) or {}).get(SPARK_UI, "")
+
+
+class LakeLocationLink(BaseOperatorLink):
+    """Where the step's table lives: the MinIO console (profile `lake_console_url`), S3 console or the folder."""
+
+    name = "Lake location"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return (getattr(operator, "links", None) or {}).get(LAKE, "")
+
+
+def step_table(runtime: Runtime, flow: FlowSpec, step: str) -> str:
+    """The lake URI of the table `step` writes (quality: the table it checks first)."""
+    lake = runtime.lake
+    if step == "extract":
+        return lake.raw(flow)
+    if step in ("bronze", "silver"):
+        return lake.table(step, flow.name)
+    if step == "quality" and flow.quality:
+        check = flow.quality[0]
+        if check.layer != "gold" and flow.source is not None:
+            return lake.table(check.layer, flow.name)
+        if check.layer == "gold" and check.table:
+            return lake.gold(check.table)
+    if flow.layers.gold:
+        return lake.gold(flow.layers.gold[0].name)
+    return lake.silver(flow.name)
+
+
+def browse_url(uri: str, console_url: str | None) -> str:
+    """A URL a browser can open for a lake URI: `s3a://bucket/prefix` in the console, else the URI itself."""
+    if not uri.startswith(("s3a://", "s3://")):
+        return uri
+    bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    if console_url:  # MinIO console: the object prefix is base64-encoded in the path
+        encoded = base64.b64encode(prefix.encode()).decode() if prefix else ""
+        return f"{console_url.rstrip('/')}/browser/{bucket}/{encoded}".rstrip("/")
+    return f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}?prefix={quote(prefix)}"
+
+
+def task_links(runtime: Runtime, flow: FlowSpec, step: str, spark_ui: str | None = None) -> dict[str, str]:
+    """The links of one task, from the runtime's profile."""
+    return {
+        SPARK_UI: runtime.profile.spark.ui_url or spark_ui or "",
+        LAKE: browse_url(step_table(runtime, flow, step), runtime.profile.lake_console_url),
+    }

@@ -1,0 +1,191 @@
+"""The operator behind every PipeZone task: one step of one flow as its own `spark-submit`.
+
+Everything about *how* to run (Spark master, memory, jars, lake, state store, secrets) comes from the
+runtime at execution time (settings from the environment, the profile from `PIPEZONE_PROFILE`), never at
+parse time, so a DAG parses without touching configuration services and the same DAG runs embedded or
+on the cluster. The command is `flow_runner.submit_command` (the one `pipezone run` uses; with a
+profile's `spark.connect_url` it runs the job file with this Python, a client of the Spark Connect server,
+so no JVM starts in the task); the run id is Airflow's run id, so a retry re-runs the step with the same
+id, which the step makes a no-op once it succeeded. The job's output streams into the task log; a failure
+fails the task with the job's one-line error. Not the Spark provider's SparkSubmitOperator: it needs a
+`spark_default` connection (a DB read) and silently falls back to master `yarn` without one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from pipezone.core.airflow.links import SPARK_UI, LakeLocationLink, SparkUiLink
+
+if TYPE_CHECKING:
+    from pipezone.core.steps.runtime import Runtime
+
+ERROR_PREFIX = "pipezone: error: "
+SPARK_UI_LINE = re.compile(r"(?:Spark web UI|SparkUI).*?(https?://\S+)")
+KILL_GRACE_S = 15
+
+
+class SparkStepOperator(BaseOperator):
+    """Run `spark/jobs/<step>.py --flow FLOW --run-id <Airflow run id>` through spark-submit."""
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#fdebd0"
+    operator_extra_links = (SparkUiLink(), LakeLocationLink())
+
+    def __init__(self, *, flow: str, step: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.flow = flow
+        self.step = step
+        self.links: dict[str, str] = {}
+        self._proc: subprocess.Popen[str] | None = None
+
+    # ------------------------------------------------------------------ execution
+
+    def execute(self, context: Any) -> str:
+        from pipezone.core.airflow.links import task_links
+        from pipezone.core.runs.flow_runner import submit_command
+        from pipezone.core.spark.session import printable_args
+
+        runtime = self._runtime()
+        flow = runtime.flow(self.flow)
+        run_id = str(context["run_id"])
+        full_refresh = wants_full_refresh(context)
+        backfill = backfill_window(context)
+        self.links = task_links(runtime, flow, self.step)
+        try:
+            launcher = runtime.settings.require_launcher()
+        except ValueError as err:  # a bad PIPEZONE_SPARK_LAUNCHER fails the tasks it affects, with one line
+            raise AirflowFailException(f"flow {self.flow}, step {self.step}: {err}") from None
+        if launcher == "in-process":
+            return self._run_in_process(runtime, run_id, full_refresh, backfill)
+        try:
+            command = submit_command(runtime, self.flow, self.step, run_id, full_refresh, backfill)
+        except Exception as err:  # noqa: BLE001 - e.g. a secret that does not resolve: one line
+            raise AirflowException(f"flow {self.flow}, step {self.step}: {err}") from None
+        _mask_secrets(command)
+        self.log.info("flow %s, step %s, run id %s", self.flow, self.step, run_id)
+        self.log.info("$ %s", printable_args(command))
+        return self._run(command, runtime)
+
+    def _runtime(self) -> Runtime:
+        from pipezone.core.spec.settings import load_settings
+        from pipezone.core.steps.runtime import RunError, load_runtime
+
+        try:
+            runtime = load_runtime(load_settings())
+            runtime.flow(self.flow)
+        except RunError as err:  # the flow became invalid after the DAG was parsed
+            raise AirflowFailException(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - SpecError (profile), anything else: one line, no retry
+            raise AirflowFailException(f"flow {self.flow}, step {self.step}: {err}") from None
+        return runtime
+
+    def _run_in_process(
+        self, runtime: Runtime, run_id: str, full_refresh: bool, backfill: tuple[str, str] | None
+    ) -> str:
+        """PIPEZONE_SPARK_LAUNCHER=in-process: a Spark session in the task's own process (kept across tasks
+        when they share the process, as under `dag.test()`), for the embedded default's quick runs."""
+        from pipezone.core.runs.flow_runner import run_in_process
+
+        self.log.info("flow %s, step %s, run id %s (in-process Spark session)", self.flow, self.step, run_id)
+        ok, line = run_in_process(runtime, self.flow, self.step, run_id, full_refresh, backfill)
+        self.log.info("%s", line)
+        if not ok:
+            raise AirflowException(line)
+        return line
+
+    def _run(self, command: list[str], runtime: Runtime) -> str:
+        from pipezone.core.runs.flow_runner import child_env
+
+        summary, error, seen_ui, tail = "", "", "", []
+        self._proc = proc = subprocess.Popen(
+            command,
+            cwd=runtime.settings.project_root,
+            env=child_env(runtime),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,  # its own process group: a kill reaches the JVM and the Python workers
+        )
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip("\n")
+                self.log.info("%s", line)
+                if line.startswith(ERROR_PREFIX):
+                    error = line.removeprefix(ERROR_PREFIX)
+                elif line.startswith("pipezone "):
+                    summary = line
+                elif not seen_ui and (match := SPARK_UI_LINE.search(line)):
+                    seen_ui = match.group(1)
+                if line.strip():
+                    tail = [*tail[-2:], line.strip()]
+            code = proc.wait()
+        finally:
+            self._terminate()
+        if seen_ui and not self.links.get(SPARK_UI):
+            self.links[SPARK_UI] = seen_ui
+        if code != 0:
+            raise AirflowException(error or f"the step's process exited with {code}: {' | '.join(tail)}")
+        return summary or f"pipezone {self.step} {self.flow}: done"
+
+    def on_kill(self) -> None:
+        self._terminate()
+
+    def _terminate(self) -> None:
+        """Stop the job's whole process group (SIGTERM, then SIGKILL after a grace period)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def wants_full_refresh(context: Any) -> bool:
+    """A run triggered with config `{"full_refresh": true}` (or such a param) re-reads everything."""
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    params = context.get("params") or {}
+    return bool(conf.get("full_refresh") or params.get("full_refresh"))
+
+
+def backfill_window(context: Any) -> tuple[str, str] | None:
+    """A run triggered with config `{"backfill": {"start": S, "end": E}}` reads the window [S, E) instead
+    of the incremental one (as `pipezone backfill`); anything malformed fails the task in one line."""
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    window = conf.get("backfill")
+    if window is None:
+        return None
+    if not isinstance(window, dict) or not window.get("start") or not window.get("end"):
+        raise AirflowFailException(f'backfill config {window!r}: expected {{"start": "...", "end": "..."}}')
+    return str(window["start"]), str(window["end"])
+
+
+def _mask_secrets(command: Sequence[str]) -> None:
+    """Register the secret values of `--conf key=value` pairs with Airflow's log masker."""
+    from airflow.sdk.log import mask_secret
+
+    from pipezone.core.spark.session import is_sensitive
+
+    for previous, arg in zip(command, command[1:], strict=False):
+        if previous == "--conf":
+            key, _, value = arg.partition("=")
+            if value and is_sensitive(key):
+                mask_secret(value)

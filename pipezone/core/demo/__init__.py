@@ -1,0 +1,1 @@
+"""The embedded demo: a small SQLite retail shop and its change batches."""

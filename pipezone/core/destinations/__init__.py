@@ -1,0 +1,1 @@
+"""Where lake tables go: the destination contract export adapters implement."""

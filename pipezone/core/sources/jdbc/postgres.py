@@ -1,0 +1,51 @@
+"""PostgreSQL, through pgjdbc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import quote as url_quote
+
+from pipezone.core.sources.jdbc.base import SourceAdapter, for_connection, host_port, query_string
+from pipezone.core.spec.connection import ConnectionSpec
+
+UTC_STARTUP_OPTION = "-c TimeZone=UTC"
+
+
+class PostgresAdapter(SourceAdapter):
+    """PostgreSQL 12+ (and wire-compatible servers that accept the `options` startup parameter)."""
+
+    name = "postgres"
+    types = ("postgres",)
+    driver_class = "org.postgresql.Driver"
+    now_sql = "(now() AT TIME ZONE 'UTC')"
+    url_defaults: ClassVar[dict[str, str]] = {
+        # The session time zone as a startup parameter: it applies to every connection Spark opens,
+        # before any statement, so timestamptz comparisons and TIMESTAMP literals are UTC.
+        "options": UTC_STARTUP_OPTION,
+        "ApplicationName": "pipezone",
+    }
+    dialect_notes = (
+        "Streams with fetchsize > 0 (Spark's Postgres dialect turns autocommit off for the read).",
+        "The UTC session time zone is a startup option (options=-c TimeZone=UTC); PgBouncer rejects "
+        "startup options: set options: '' on the connection there (pgjdbc still sends the JVM's zone, UTC).",
+        "Unconstrained numeric becomes decimal(38,18) in Spark (Spark's mapping, kept).",
+        "Identifiers are quoted as written: a column created unquoted as CustomerId is customerid.",
+    )
+
+    def jdbc_url(self, conn: ConnectionSpec, project_root: Path) -> str:
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            database = url_quote(jdbc.database, safe="")
+            return f"jdbc:postgresql://{host_port(jdbc)}/{database}{query_string(self.url_options(jdbc))}"
+
+    def merge_option(self, key: str, default: str | None, value: str) -> str:
+        """A user `options` adds to the UTC pin; later `-c` settings win, so theirs can still override it."""
+        return f"{default} {value}" if key == "options" and default else value
+
+    def string_literal(self, value: str) -> str:
+        """E'...' when a backslash is present: unambiguous whatever standard_conforming_strings says."""
+        quoted = value.replace("'", "''")
+        if "\\" in value:
+            return "E'" + quoted.replace("\\", "\\\\") + "'"
+        return f"'{quoted}'"

@@ -1,0 +1,73 @@
+"""SQLite files (the embedded demo source), through xerial sqlite-jdbc.
+
+SQLite has no date/time types: timestamps are usually TEXT, compared as strings. sqlite-jdbc maps a
+column declared DATE/DATETIME/TIMESTAMP to a JDBC date/timestamp and parses the text with a fixed
+`yyyy-MM-dd HH:mm:ss.SSS` pattern, which (checked with sqlite-jdbc 3.54.1.0 and Spark 4.2):
+- reads `2024-01-02 03:04:05` and `...05.123` correctly,
+- silently corrupts six fractional digits: `...05.123456` becomes 03:06:08.456 (123456 ms added),
+- fails the whole read on `2024-01-02T03:04:05` ("Error parsing time stamp"),
+- fails on DATE text `2024-01-02` ("Error parsing date"),
+- reads integer values as epoch milliseconds (epoch seconds land in January 1970).
+So those columns are read as text (`custom_schema`) and typed by Spark afterwards (`post_read_casts`).
+Computed columns (MAX, strftime) have no declared type and are inferred as decimal(38,18), which fails
+on text, hence `aux_custom_schema`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+
+from pipezone.core.sources.jdbc.base import SourceAdapter, SourceError, for_connection, schema_ddl, timestamp_text
+from pipezone.core.spec.connection import ConnectionSpec, SqliteConnection
+
+_TEXT_TIME_TYPES = {"date": "DATE", "timestamp": "TIMESTAMP", "timestamp_ntz": "TIMESTAMP_NTZ"}
+
+
+class SqliteAdapter(SourceAdapter):
+    """SQLite 3 database files."""
+
+    name = "sqlite"
+    types = ("sqlite",)
+    driver_class = "org.sqlite.JDBC"
+    now_sql = "strftime('%Y-%m-%d %H:%M:%S','now')"
+    dialect_notes = (
+        "Timestamp cursors compare as text: store them as 'YYYY-MM-DD HH:MM:SS[.fff]' (SQLite's own "
+        "CURRENT_TIMESTAMP form); ISO 'T' separators or epoch numbers do not order against these literals.",
+        "DATE/DATETIME/TIMESTAMP columns are read as text and cast by Spark (try_cast: NULL when unparsable).",
+        "Bounds come back as text; an INTEGER cursor still compares numerically (column affinity).",
+    )
+
+    def jdbc_url(self, conn: ConnectionSpec, project_root: Path) -> str:
+        if not isinstance(conn, SqliteConnection):
+            raise SourceError(f"a {conn.type} connection cannot be read by the sqlite adapter", conn.name)
+        with for_connection(conn.name):
+            if "?" in conn.path:
+                raise SourceError(f"database path {conn.path!r} must not contain '?' (sqlite-jdbc parameters)")
+            path = Path(conn.path).expanduser()
+            path = path if path.is_absolute() else project_root / path
+            # open_mode=1 is SQLITE_OPEN_READONLY: a source is only read, and a missing file must be an
+            # error naming it, not silently created empty.
+            return f"jdbc:sqlite:{path.resolve()}?open_mode=1"
+
+    def timestamp_literal(self, value: datetime) -> str:
+        """Text in SQLite's CURRENT_TIMESTAMP form, so string comparison orders like time."""
+        return f"'{timestamp_text(value)}'"
+
+    def date_literal(self, value: date) -> str:
+        return f"'{value.isoformat()}'"
+
+    def aux_custom_schema(self, columns: tuple[str, ...]) -> str:
+        return schema_ddl(dict.fromkeys(columns, "STRING"))
+
+    def custom_schema(self, inferred: Mapping[str, str]) -> str | None:
+        text = {name: "STRING" for name, kind in inferred.items() if kind in _TEXT_TIME_TYPES}
+        return schema_ddl(text) if text else None
+
+    def post_read_casts(self, inferred: Mapping[str, str]) -> dict[str, str]:
+        return {
+            name: f"try_cast(`{name.replace('`', '``')}` AS {_TEXT_TIME_TYPES[kind]})"
+            for name, kind in inferred.items()
+            if kind in _TEXT_TIME_TYPES
+        }

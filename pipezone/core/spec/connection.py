@@ -1,0 +1,211 @@
+"""Connection specs (`metadata/connections/*.yaml`): where sources, the lake and the state store live.
+
+Credentials are only ever references (`${env:..}`, `${file:..}`, `${vault:..}`): a literal password in
+YAML is a validation error, so secrets never land in git. The `type` key picks the model from
+`CONNECTION_TYPES`; adding a database means one model (or one more type on an existing one) here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from pipezone.core.spec.secret_scan import USE_REFERENCE, secret_name
+from pipezone.core.spec.value_types import Name, SecretRef, SpecModel, is_secret_reference, patterned
+
+ROLE_SOURCE = "source"
+ROLE_LAKE = "lake"
+ROLE_STATE = "state_store"
+
+HOST_PATTERN = r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9_])?|\[?[0-9A-Fa-f:.]{2,45}\]?)$"
+DATABASE_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"  # adapters encode or refuse the rest; the scan finds `?password=`
+OPTION_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$"
+HTTP_URL_PATTERN = r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[^\s@]*)?$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
+_HOST = re.compile(HOST_PATTERN)
+_DATABASE = re.compile(DATABASE_PATTERN)
+_OPTION_KEY = re.compile(OPTION_KEY_PATTERN)
+_LITERAL_USER = re.compile(r"^[^\s:@/\\]{1,128}$")
+Bucket = patterned(BUCKET_PATTERN, "an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-'")
+HttpUrl = patterned(HTTP_URL_PATTERN, "not an http(s) URL of a host (and no user:password@ in it)")
+
+
+def _host(value: str) -> str:
+    if not _HOST.fullmatch(value):  # never quote it: a host is where a pasted `user:password@` ends up
+        raise PydanticCustomError(
+            "invalid_host", "not a host name or IP address (credentials go in user and password, as references)"
+        )
+    return value
+
+
+def _database(value: str) -> str:
+    if not _DATABASE.fullmatch(value):  # '?', '&', '/' would add options to the JDBC URL
+        raise PydanticCustomError("invalid_database", "a database name is 1-128 characters with no control characters")
+    return value
+
+
+def _user(value: str | None) -> str | None:
+    if value is None or is_secret_reference(value) or _LITERAL_USER.fullmatch(value):
+        return value
+    raise PydanticCustomError(
+        "invalid_user", "a user is a plain name (no ':', '@', '/' or spaces) or a secret reference"
+    )
+
+
+class ConnectionSpec(SpecModel):
+    """Fields every connection has."""
+
+    roles: ClassVar[frozenset[str]] = frozenset()
+
+    name: Name = Field(description="Unique connection name that flows refer to.")
+    type: str
+    description: str = ""
+
+    def secret_refs(self) -> dict[str, str]:
+        """Field name -> secret reference, for resolution and redaction."""
+        return {}
+
+
+OptionValue = str | int | float | bool
+
+
+class JdbcConnection(ConnectionSpec):
+    """A database server read over JDBC (and, for mysql/mariadb, usable as the state store)."""
+
+    roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE})
+    default_ports: ClassVar[dict[str, int]] = {
+        "mysql": 3306,
+        "mariadb": 3306,
+        "postgres": 5432,
+        "sqlserver": 1433,
+        "oracle": 1521,
+    }
+
+    type: Literal["mysql", "mariadb", "postgres", "sqlserver", "oracle"]
+    host: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": HOST_PATTERN})
+    port: int | None = Field(default=None, ge=1, le=65535, description="Defaults to the type's usual port.")
+    database: str = Field(
+        min_length=1, description="Database (Oracle: service name).", json_schema_extra={"pattern": DATABASE_PATTERN}
+    )
+    user: str | None = Field(default=None, description="User name, literal or a secret reference.")
+    password: SecretRef | None = None
+    options: dict[str, OptionValue] = Field(
+        default_factory=dict, description="Driver URL/connection options, e.g. {useSSL: false}.", max_length=200
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        return _host(value)
+
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, value: str) -> str:
+        return _database(value)
+
+    @field_validator("user")
+    @classmethod
+    def _check_user(cls, value: str | None) -> str | None:
+        return _user(value)
+
+    @field_validator("options")
+    @classmethod
+    def _no_literal_secret_options(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
+        for key, value in options.items():
+            if not _OPTION_KEY.fullmatch(key):
+                raise PydanticCustomError(
+                    "option_key", "an option name uses letters, digits, _, '.' and '-'", {"at": (key,)}
+                )
+            if secret_name(key) and not isinstance(value, bool) and not is_secret_reference(value):
+                raise PydanticCustomError(
+                    "literal_secret",
+                    "option '{key}' looks like a secret: {use}",
+                    {"key": key, "use": USE_REFERENCE, "at": (key,)},
+                )
+        return options
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or self.default_ports[self.type]
+
+    @property
+    def roles_for_type(self) -> frozenset[str]:
+        return self.roles | ({ROLE_STATE} if self.type in ("mysql", "mariadb") else frozenset())
+
+    def secret_refs(self) -> dict[str, str]:
+        refs = {"password": self.password} if self.password else {}
+        if self.user and is_secret_reference(self.user):
+            refs["user"] = self.user
+        refs.update({f"options.{k}": v for k, v in self.options.items() if is_secret_reference(v)})
+        return refs
+
+
+class SqliteConnection(ConnectionSpec):
+    """An SQLite file: the embedded demo source and the default state store."""
+
+    roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE, ROLE_STATE})
+
+    type: Literal["sqlite"]
+    path: str = Field(min_length=1, description="Database file; relative paths start at the project root.")
+
+
+class LocalLakeConnection(ConnectionSpec):
+    """The lake on a local folder: one sub-folder per layer."""
+
+    roles: ClassVar[frozenset[str]] = frozenset({ROLE_LAKE})
+
+    type: Literal["local"]
+    path: str = Field(min_length=1, description="Lake root; relative paths start at the project root.")
+
+
+class S3LakeConnection(ConnectionSpec):
+    """The lake on S3 or MinIO: one bucket per layer, read and written through s3a."""
+
+    roles: ClassVar[frozenset[str]] = frozenset({ROLE_LAKE})
+
+    type: Literal["s3", "minio"]
+    endpoint: HttpUrl | None = Field(default=None, description="e.g. http://127.0.0.1:9000 (MinIO).")  # type: ignore[valid-type]
+    region: patterned(r"^[a-z0-9-]{1,32}$", "a region name such as us-east-1") = "us-east-1"  # type: ignore[valid-type]
+    access_key: str = Field(description="Access key id, literal or a secret reference.", min_length=1, max_length=256)
+    secret_key: SecretRef
+    path_style: bool = True
+    buckets: dict[Literal["raw", "bronze", "silver", "gold"], Bucket] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {layer: layer for layer in ("raw", "bronze", "silver", "gold")},
+        description="Bucket per layer.",
+    )
+
+    @property
+    def effective_endpoint(self) -> str:
+        """The endpoint s3a talks to: the configured one (MinIO), else the region's AWS endpoint."""
+        return self.endpoint or f"https://s3.{self.region}.amazonaws.com"
+
+    def secret_refs(self) -> dict[str, str]:
+        refs = {"secret_key": self.secret_key}
+        if is_secret_reference(self.access_key):
+            refs["access_key"] = self.access_key
+        return refs
+
+
+CONNECTION_TYPES: dict[str, type[ConnectionSpec]] = {
+    **{t: JdbcConnection for t in JdbcConnection.default_ports},
+    "sqlite": SqliteConnection,
+    "local": LocalLakeConnection,
+    "s3": S3LakeConnection,
+    "minio": S3LakeConnection,
+}
+
+AnyConnection = JdbcConnection | SqliteConnection | LocalLakeConnection | S3LakeConnection
+
+
+def connection_roles(spec: ConnectionSpec) -> frozenset[str]:
+    """What a connection can serve as: source, lake, state store."""
+    return spec.roles_for_type if isinstance(spec, JdbcConnection) else spec.roles
+
+
+def connection_model(data: Any) -> type[ConnectionSpec] | None:
+    """The model for a raw mapping's `type`, or None when the type is missing or unknown."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    return CONNECTION_TYPES.get(kind) if isinstance(kind, str) else None

@@ -1,0 +1,396 @@
+"""Flow specs (`metadata/flows/*.yaml`): one source table carried through raw -> bronze -> silver -> gold.
+
+A flow without a `source` is a gold-only flow: Spark SQL over other flows' silver (or gold) tables,
+referenced as `silver.<flow>` / `gold.<table>`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from pipezone.core.spec.airflow_names import AIRFLOW_TAG_MAX, flow_dag_id, key_problem
+from pipezone.core.spec.cursor_values import normalize
+from pipezone.core.spec.quality import QualityCheck
+from pipezone.core.spec.schedule import ScheduleSpec, schedule_shorthands
+from pipezone.core.spec.sql_references import table_references
+from pipezone.core.spec.value_types import (
+    BoundedInt,
+    Columns,
+    Duration,
+    Identifier,
+    Name,
+    QueryText,
+    SelectStatement,
+    SparkType,
+    SpecModel,
+    SqlExpression,
+    bounded_duration,
+    parse_duration,
+    patterned,
+)
+
+WriteMode = Literal["append", "overwrite", "merge", "scd2"]
+LAYERS = ("raw", "bronze", "silver", "gold")
+MAX_SQL_SNIPPETS = 300  # per flow: gold SQL, source query, filters, derived columns, expression checks
+MAX_SQL_TOTAL_CHARS = 65_536
+_LINE_BREAK = re.compile(r"[\r\n]")
+_NUMBER = re.compile(r"\s*-?\d+(\.\d+)?\s*")
+
+
+def _tag(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("empty_tag", "empty tag")
+    if _LINE_BREAK.search(value):
+        raise PydanticCustomError("tag_line", "a tag is one line of text")
+    if len(value) > AIRFLOW_TAG_MAX:
+        raise PydanticCustomError(
+            "tag_too_long",
+            "tag has {n} characters, over Airflow's limit of {limit}",
+            {"n": len(value), "limit": AIRFLOW_TAG_MAX},
+        )
+    return value
+
+
+Tag = Annotated[str, AfterValidator(_tag)]
+
+
+def _scalar_to_text(value: Any) -> Any:
+    """YAML turns `2024-01-01` into a date; cursor values are kept as the text the user wrote."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+class IncrementalSpec(SpecModel):
+    """Read only rows whose cursor moved past the stored watermark."""
+
+    cursor: Identifier = Field(description="Monotonic column, e.g. updated_at or an id.")
+    initial_value: str | BoundedInt | None = Field(
+        default=None, description="Watermark before the first run (default: read everything)."
+    )
+    lookback: str | BoundedInt = Field(
+        default=0,
+        description="Re-read this far behind the watermark (a duration for time cursors, a number for numeric).",
+    )
+    safety_buffer: bounded_duration(timedelta(days=1)) = Field(  # type: ignore[valid-type]
+        default=timedelta(seconds=10),
+        description=(
+            "Time cursors: read only rows older than the source's clock minus this, so rows of transactions "
+            "still in flight are read by the next run instead of being skipped. Numeric cursors need lookback."
+        ),
+    )
+
+    @field_validator("initial_value", mode="before")
+    @classmethod
+    def _initial_as_text(cls, value: Any) -> Any:
+        return _scalar_to_text(value)
+
+    @field_validator("initial_value")
+    @classmethod
+    def _initial_is_a_cursor(cls, value: str | int | None) -> str | int | None:
+        """What the first run will compare with: a real date/time if it looks like one, a number of at most
+        38 digits (a DECIMAL(38) cursor), any other text of at most 200 characters."""
+        if not isinstance(value, str):
+            return value
+        if len(value) > 200 or len(value.strip().lstrip("-").replace(".", "", 1)) > 38 and _NUMBER.fullmatch(value):
+            raise PydanticCustomError("cursor_value", "initial_value is too long for a cursor value")
+        try:
+            normalize(value)
+        except ValueError as err:
+            raise PydanticCustomError("cursor_value", "not a valid date/time: {reason}", {"reason": str(err)}) from None
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback_form(cls, value: str | int) -> str | int:
+        if isinstance(value, str):
+            parse_duration(value)
+        elif value < 0:
+            raise PydanticCustomError("negative", "lookback must not be negative")
+        return value
+
+
+class ReadOptions(SpecModel):
+    """How the JDBC read is split and fetched."""
+
+    num_partitions: int = Field(default=1, ge=1, le=64, description="Parallel JDBC connections.")
+    partition_column: Identifier | None = Field(
+        default=None, description="Numeric/date column to split on (default: the single-column primary key)."
+    )
+    fetch_size: int = Field(default=10000, ge=1, le=1_000_000, description="Rows per round trip.")
+    initial_load: Literal["auto", "jdbc"] = Field(
+        default="auto",
+        description="auto: a flow's first load from MySQL/MariaDB streams Arrow batches (binary protocol, "
+        "num_partitions connections) straight into raw, without the JVM; later reads use JDBC. jdbc: JDBC always.",
+    )
+
+
+class DeleteDetection(SpecModel):
+    """Find rows deleted in the source by comparing its primary keys with the keys already loaded."""
+
+    detect: Literal["key_snapshot"] = Field(
+        default="key_snapshot", description="Read every primary key of the source and compare (a full key scan)."
+    )
+    every: Duration = Field(
+        default=timedelta(0), description="At most this often (0: every run); the scan reads all keys."
+    )
+
+
+class SourceSpec(SpecModel):
+    """Which table (or query) to read, and how to read it incrementally."""
+
+    connection: Name = Field(description="Name of a source connection in metadata/connections.")
+    schema_: Identifier | None = Field(default=None, alias="schema", description="Schema / database name.")
+    table: Identifier | None = None
+    query: QueryText | None = Field(
+        default=None, description="A SELECT instead of a table, in the source database's SQL (one read-only query)."
+    )
+    primary_key: Columns = Field(default_factory=list, description="Key columns for merge and dedup.")
+    incremental: IncrementalSpec | None = None
+    read: ReadOptions = Field(default_factory=ReadOptions)
+    deletes: DeleteDetection | None = Field(
+        default=None, description="Mark rows deleted in the source (_pz_deleted) by a primary-key snapshot."
+    )
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SourceSpec:
+        if (self.table is None) == (self.query is None):
+            raise PydanticCustomError("table_or_query", "set exactly one of 'table' or 'query'")
+        if self.deletes is not None and not self.primary_key:
+            raise PydanticCustomError("deletes_key", "deletes needs source.primary_key", {"at": "primary_key"})
+        return self
+
+
+class DeduplicateSpec(SpecModel):
+    keys: Columns = Field(min_length=1)
+    order_by: Identifier | None = Field(default=None, description="Keep the row with the highest value.")
+
+
+_TRANSFORMS = ("rename", "cast", "filter", "derive", "drop", "trim", "lower", "deduplicate")
+
+
+class Transform(SpecModel):
+    """One declarative step; each list item sets exactly one of the keys."""
+
+    rename: dict[Identifier, Identifier] | None = Field(default=None, description="old -> new column name.")
+    cast: dict[Identifier, SparkType] | None = Field(default=None, description="column -> Spark SQL type.")
+    filter: SqlExpression | None = Field(default=None, description="Keep rows where this is true.")
+    derive: dict[Identifier, SqlExpression] | None = Field(default=None, description="new column -> expression.")
+    drop: Columns | None = None
+    trim: Columns | None = Field(default=None, description="Strip surrounding whitespace.")
+    lower: Columns | None = Field(default=None, description="Lower-case these columns.")
+    deduplicate: DeduplicateSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Transform:
+        given = [name for name in _TRANSFORMS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "one_transform",
+                "each transform sets exactly one of: {names} (found {found})",
+                {"names": ", ".join(_TRANSFORMS), "found": ", ".join(given) or "none"},
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in _TRANSFORMS if getattr(self, name) is not None)
+
+
+class RawLayer(SpecModel):
+    """Immutable extracts, one partition per ingest date."""
+
+    enabled: bool = True
+
+
+class BronzeLayer(SpecModel):
+    """Typed, snake_cased, deduplicated within the batch."""
+
+    enabled: bool = True
+    write_mode: WriteMode = "append"
+    partition_by: Columns = Field(default_factory=list)
+
+
+class SilverLayer(SpecModel):
+    """Cleaned and conformed; merged by primary key by default."""
+
+    enabled: bool = True
+    write_mode: WriteMode = "merge"
+    partition_by: Columns = Field(default_factory=list)
+    transforms: list[Transform] = Field(default_factory=list)
+
+
+class GoldTable(SpecModel):
+    """A Spark SQL model over silver (or other gold) tables."""
+
+    name: Name
+    sql: SelectStatement = Field(description="SELECT over silver.<flow> / gold.<table>.")
+    write_mode: Literal["overwrite", "merge"] = "overwrite"
+    primary_key: Columns = Field(default_factory=list, description="Required for merge.")
+    partition_by: Columns = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _merge_needs_key(self) -> GoldTable:
+        if self.write_mode == "merge" and not self.primary_key:
+            raise PydanticCustomError("merge_key", "write_mode merge needs a primary_key")
+        return self
+
+    def references(self) -> set[tuple[str, str]]:
+        """(layer, name) pairs this SQL reads."""
+        return table_references(self.sql)
+
+
+class Layers(SpecModel):
+    raw: RawLayer = Field(default_factory=RawLayer)
+    bronze: BronzeLayer = Field(default_factory=BronzeLayer)
+    silver: SilverLayer = Field(default_factory=SilverLayer)
+    gold: list[GoldTable] = Field(default_factory=list)
+
+
+def _sql_snippets(data: Any) -> tuple[int, int]:
+    """How many SQL texts a raw flow mapping holds (gold SQL, a source query, filters, derived columns,
+    expression checks), and their total length, read from the plain data."""
+    texts: list[Any] = []
+    if not isinstance(data, dict):
+        return 0, 0
+    source, layers = data.get("source"), data.get("layers")
+    if isinstance(source, dict):
+        texts.append(source.get("query"))
+    if isinstance(layers, dict):
+        gold, silver = layers.get("gold"), layers.get("silver")
+        texts += [t.get("sql") for t in gold if isinstance(t, dict)] if isinstance(gold, list) else []
+        transforms = silver.get("transforms") if isinstance(silver, dict) else None
+        for step in transforms if isinstance(transforms, list) else []:
+            if isinstance(step, dict):
+                texts.append(step.get("filter"))
+                derive = step.get("derive")
+                texts += list(derive.values()) if isinstance(derive, dict) else []
+    quality = data.get("quality")
+    texts += [c.get("expression") for c in quality if isinstance(c, dict)] if isinstance(quality, list) else []
+    strings = [t for t in texts if isinstance(t, str)]
+    return len(strings), sum(len(t) for t in strings)
+
+
+class FlowSpec(SpecModel):
+    """A flow: what to read, how each layer is written, checks, and when it runs."""
+
+    name: Name = Field(description="Unique flow name; DAG id pipezone_<name>.")
+    description: str = ""
+    owner: patterned(r"[^\r\n]{1,100}", "an owner is one line of 1-100 characters") = "pipezone"  # type: ignore[valid-type]
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    source: SourceSpec | None = Field(default=None, description="Omit for a gold-only flow.")
+    layers: Layers = Field(default_factory=Layers)
+    quality: list[QualityCheck] = Field(default_factory=list)
+    schedule: ScheduleSpec | None = Field(
+        default=None,
+        description="Omit to run only when triggered. Shorthands: a cron or @preset string, or a list of flows.",
+        json_schema_extra=schedule_shorthands,
+    )
+    schema_drift: Literal["evolve", "freeze"] = Field(
+        default="evolve", description="evolve: add new source columns; freeze: fail on any change."
+    )
+    retries: int = Field(default=2, ge=0, le=20)
+    retry_delay: bounded_duration(timedelta(days=1)) = Field(default=timedelta(minutes=5))  # type: ignore[valid-type]
+    timeout: bounded_duration(timedelta(days=7), timedelta(seconds=1)) = Field(  # type: ignore[valid-type]
+        default=timedelta(hours=2), description="Per task execution timeout."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sql_budget(cls, data: Any) -> Any:
+        """Refuse a flow with more SQL than a flow needs before any of it is parsed: parsing is the one
+        validation cost that grows with the text, and one file must never take seconds to check."""
+        count, chars = _sql_snippets(data)
+        if count > MAX_SQL_SNIPPETS or chars > MAX_SQL_TOTAL_CHARS:
+            raise PydanticCustomError(
+                "too_much_sql",
+                "this flow holds {count} SQL statements and expressions ({chars} characters); "
+                "the limit per flow is {max_count} and {max_chars} characters",
+                {
+                    "count": count,
+                    "chars": f"{chars:,}",
+                    "max_count": MAX_SQL_SNIPPETS,
+                    "max_chars": f"{MAX_SQL_TOTAL_CHARS:,}",
+                },
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _airflow_ids(self) -> FlowSpec:
+        problem = key_problem(flow_dag_id(self.name))
+        if problem:
+            raise PydanticCustomError("dag_id", problem, {"at": "name"})
+        return self
+
+    @model_validator(mode="after")
+    def _not_after_itself(self) -> FlowSpec:
+        for index, upstream in enumerate((self.schedule.after or []) if self.schedule else []):
+            if upstream == self.name:
+                raise PydanticCustomError(
+                    "after_self",
+                    "a flow can't run after itself ('{name}' would wait on its own output)",
+                    {"name": self.name, "at": f"schedule.after.{index}"},
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _gold_checks_name_tables(self) -> FlowSpec:
+        tables = {table.name for table in self.layers.gold}
+        for index, check in enumerate(self.quality):
+            if check.table is not None and check.table not in tables:
+                known = ", ".join(sorted(tables)) or "none"
+                raise PydanticCustomError(
+                    "unknown_gold_table",
+                    "no gold table '{table}' in this flow (its gold tables: {known})",
+                    {"table": check.table, "known": known, "at": f"quality.{index}.table"},
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _coherent(self) -> FlowSpec:
+        if self.source is None:
+            explicit = [name for name in ("raw", "bronze", "silver") if name in self.layers.model_fields_set]
+            if not self.layers.gold:
+                raise PydanticCustomError("no_work", "a flow needs a 'source' or at least one layers.gold table")
+            if explicit:
+                raise PydanticCustomError(
+                    "no_source", "layers {layers} need a 'source'", {"layers": ", ".join(explicit)}
+                )
+        elif not self.source.primary_key and self.uses_key_modes():
+            raise PydanticCustomError(
+                "merge_key",
+                "write_mode merge/scd2 needs source.primary_key (or use append/overwrite)",
+                {"at": "source.primary_key"},
+            )
+        return self
+
+    def uses_key_modes(self) -> bool:
+        layers = [self.layers.bronze, self.layers.silver]
+        return any(layer.enabled and layer.write_mode in ("merge", "scd2") for layer in layers)
+
+    def steps(self) -> list[str]:
+        """The steps this flow runs, in order."""
+        steps: list[str] = []
+        if self.source is not None:
+            steps.append("extract")
+            steps += [name for name in ("bronze", "silver") if getattr(self.layers, name).enabled]
+        if self.layers.gold:
+            steps.append("gold")
+        if self.quality:
+            steps.append("quality")
+        return steps
+
+    def upstream_flows(self) -> set[str]:
+        """Flows this one depends on: its `after` list and the silver tables its gold SQL reads."""
+        upstream = set(self.schedule.after or []) if self.schedule else set()
+        for table in self.layers.gold:
+            upstream |= {name for layer, name in table.references() if layer == "silver"}
+        upstream.discard(self.name)
+        return upstream

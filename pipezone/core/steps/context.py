@@ -1,0 +1,56 @@
+"""What every step receives, and what it returns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipezone.core.spec.flow import FlowSpec
+from pipezone.core.steps.runtime import Runtime
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@dataclass
+class StepContext:
+    runtime: Runtime
+    spark: SparkSession
+    flow: FlowSpec
+    run_id: str
+    full_refresh: bool = False
+    backfill: tuple[Any, Any] | None = None  # [start, end) cursor values of a backfill run
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, kept in the run history
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the block's wall time to `phase`, so a slow run shows where its time went."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - started
+
+    @property
+    def state(self):  # noqa: ANN201 - StateStore, imported lazily
+        return self.runtime.state
+
+    def app_id(self, target: str) -> str:
+        """The Delta txnAppId of this flow's writer to `target`: fixed, so txnVersion orders its commits."""
+        return f"pipezone:{self.flow.name}:{target}"
+
+    def metadata(self, step: str, **extra: Any) -> dict[str, Any]:
+        return {"flow": self.flow.name, "run_id": self.run_id, "step": step, **extra}
+
+
+@dataclass
+class StepResult:
+    rows_read: int = 0
+    rows_written: int = 0
+    bytes_written: int = 0
+    skipped: bool = False
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,167 @@
+"""What bronze and silver share: take the batches the layer has not consumed, write them in the layer's
+write mode, then record the position.
+
+Each layer remembers (in the state store) the last batch it consumed. A run takes the batches after
+it, up to the newest batch below, writes them with txnVersion = that newest batch (a retry is a Delta
+no-op), and only then records the new position. If the process dies between the commit and the state
+update, the position is recovered from the table's own commit metadata, so the batches are not taken
+twice. Nothing depends on the run id being new.
+
+Rows are events: live row versions and, with delete detection, tombstones (`_pz_deleted`). Write modes:
+- append: the table keeps every distinct version of a row, once (a re-read version is not appended);
+- merge: one row per key, forward-only by cursor; tombstones flag the row and keep its data;
+- scd2: every version with `_pz_valid_from` / `_pz_valid_to` / `_pz_is_current`;
+- overwrite: the table becomes the latest live rows of the new batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipezone.core import failpoints
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.lake.schema_drift import conform_to_table
+from pipezone.core.steps.context import StepContext, StepResult
+from pipezone.core.steps.events import latest_events, order_columns
+from pipezone.core.steps.standardize import snake_case
+from pipezone.core.steps.transforms import latest_per_key
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+
+def pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None, int, int]:
+    """Rows of batches not yet consumed by `layer`, with the (previous, newest) batch numbers."""
+    target = ctx.runtime.lake.table(layer, ctx.flow.name)
+    stored = ctx.state.get_progress(ctx.flow.name, layer)
+    previous = max(stored, dt.committed_batch(ctx.spark, target))
+    if previous > stored:  # the state update after this layer's last commit was lost: repair it first
+        ctx.state.set_progress(ctx.flow.name, layer, previous, ctx.run_id)
+    newest = dt.newest_batch(ctx.spark, below)
+    if newest <= previous:
+        return None, previous, newest
+    df = ctx.spark.read.format("delta").load(below)
+    return df.filter((df[dt.BATCH] > previous) & (df[dt.BATCH] <= newest)), previous, newest
+
+
+def pending_rows(ctx: StepContext, below: str, df: DataFrame, batches: tuple[int, int]) -> int:
+    """Rows of the pending batches: from their append commits' metrics when the recent log has them all
+    (no pass over the data), else counted."""
+    previous, newest = batches
+    wanted = set(range(previous + 1, newest + 1))
+    rows = {}
+    for commit in dt.commits_with_metadata(ctx.spark, below):
+        if commit.get("batch") in wanted:
+            rows[commit["batch"]] = dt.appended_rows(commit)
+    if set(rows) == wanted and None not in rows.values():
+        return sum(rows.values())
+    return df.count()
+
+
+def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int, int]) -> DataFrame:
+    """Leave out the columns no consumed batch read from the source (dropped there): Delta then keeps the
+    target's values for updated rows instead of overwriting them with NULL. Raw's commit metadata lists
+    each batch's source columns (batch numbers are shared by every layer)."""
+    previous, newest = batches
+    raw = ctx.runtime.lake.raw(ctx.flow)
+    wanted = set(range(previous + 1, newest + 1))
+    commits: list[dict] = []
+    for limit in (50, None):  # the recent history first, all of it only when a batch is older
+        commits = [c for c in dt.commits_with_metadata(ctx.spark, raw, limit=limit) if c.get("batch") in wanted]
+        if {c["batch"] for c in commits} == wanted:
+            break
+    if {c["batch"] for c in commits} != wanted or any("columns" not in c for c in commits):
+        return df  # a batch's commit is gone from the log, or predates `columns`: keep everything
+    reads = [c["columns"] for c in commits if c["columns"] is not None]  # None: tombstones only
+    if not reads:
+        return df
+    read = {snake_case(name) for columns in reads for name in columns}
+    dropped = [c for c in df.columns if not c.startswith("_pz_") and snake_case(c) not in read]
+    return df.drop(*dropped) if dropped else df
+
+
+def _with_valid_from(df: DataFrame, cursor: str | None) -> DataFrame:
+    """SCD2 validity starts at the source's cursor when it is a time, else when the row was extracted."""
+    from pyspark.sql import functions as F
+
+    kinds = {f.name: f.dataType.typeName() for f in df.schema.fields}
+    timed = cursor is not None and kinds.get(cursor) in ("timestamp", "timestamp_ntz", "date")
+    start = F.col(f"`{cursor}`").cast("timestamp") if timed else F.col(dt.EXTRACTED_AT)
+    return df.withColumn(dt.VALID_FROM, F.when(F.col(dt.DELETED), F.col(dt.EXTRACTED_AT)).otherwise(start))
+
+
+def _new_versions(ctx: StepContext, df: DataFrame, path: str, keys: list[str], cursor: str | None) -> DataFrame:
+    """Rows that differ from their key's latest version in the table (re-read versions are dropped).
+
+    No key filter here (unlike silver's MERGE): collecting the batch's keys first costs more than the
+    semi join, which reads only the table's key, order and hash columns (measured in docs/benchmarks.md).
+    """
+    df = dt.with_row_hash(df)
+    if not keys or not dt.table_exists(ctx.spark, path):
+        return df
+    table = ctx.spark.read.format("delta").load(path)
+    if dt.ROW_HASH not in table.columns:
+        return df
+    touched = table.join(df.select(*keys).distinct(), on=keys, how="left_semi")
+    held = latest_per_key(touched, keys, [dt.BATCH, *order_columns(cursor)])
+    return df.join(held.select(*keys, dt.ROW_HASH), on=[*keys, dt.ROW_HASH], how="left_anti")
+
+
+def write_layer(
+    ctx: StepContext, df: DataFrame, layer: str, keys: list[str], cursor: str | None, batch: int, rows_in: int
+) -> dt.CommitInfo:
+    settings = getattr(ctx.flow.layers, layer)
+    path = ctx.runtime.lake.table(layer, ctx.flow.name)
+    common = {
+        "app_id": ctx.app_id(layer),
+        "version": batch,
+        "metadata": ctx.metadata(layer, batch=batch),
+        "partition_by": settings.partition_by,
+    }
+    mode = settings.write_mode
+    df, _ = conform_to_table(
+        df, path, ctx.flow.schema_drift, f"{layer}.{ctx.flow.name}", for_merge=mode in ("merge", "scd2")
+    )
+    stats_on = [*keys, *([cursor] if cursor else [])]
+    if mode == "append":
+        return dt.append(_new_versions(ctx, df, path, keys, cursor), path, stats_on=stats_on, **common)
+    if mode == "scd2":
+        return dt.scd2(_with_valid_from(df, cursor), path, keys=keys, **common)
+    events = latest_events(df, keys, cursor)
+    if mode == "merge":
+        # a few rows in: MERGE filters the table to their keys first
+        return dt.merge(events, path, keys=keys, cursor=cursor, narrow=rows_in <= dt.NARROW_KEYS, **common)
+    return dt.append(events.filter(f"NOT `{dt.DELETED}`"), path, overwrite=True, stats_on=stats_on, **common)
+
+
+def layer_keys(ctx: StepContext) -> tuple[list[str], str | None]:
+    """Primary key and cursor as bronze names them (snake_case)."""
+    source = ctx.flow.source
+    assert source is not None
+    cursor = snake_case(source.incremental.cursor) if source.incremental else None
+    return [snake_case(k) for k in source.primary_key], cursor
+
+
+def commit_layer(
+    ctx: StepContext,
+    layer: str,
+    batches: tuple[int, int],
+    rows_in: int,
+    write: Callable[[], tuple[dt.CommitInfo, str]],
+) -> StepResult:
+    """Write the layer (`write` says how: "spark" or "arrow"), then, only after the commit, record the
+    batches it consumed."""
+    previous, newest = batches
+    failpoints.reach(f"{layer}.before_commit")
+    with ctx.timed("read_write"):
+        commit, how = write()
+    failpoints.reach(f"{layer}.after_commit")
+    with ctx.timed("state"):
+        ctx.state.set_progress(ctx.flow.name, layer, newest, ctx.run_id)
+    return StepResult(
+        rows_read=rows_in,
+        rows_written=commit.rows_written,
+        bytes_written=commit.bytes_written,
+        details={"batches": [previous + 1, newest], "delta_version": commit.version, "write_path": how},
+    )

@@ -1,0 +1,189 @@
+"""Run one step of one flow: log it in the state store, make a re-run with the same run id a no-op,
+and turn any failure into one line naming the flow, the step, the connection and the cause.
+
+`job_main` is what the spark-submit entry points in spark/jobs/ call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
+
+from pipezone.core import failpoints
+from pipezone.core.spark.errors import summarize_error
+from pipezone.core.spark.session import build_session
+from pipezone.core.spec.connection import S3LakeConnection
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.state.table_lease import LeaseHeld, hold_tables, step_tables, this_process
+from pipezone.core.steps.bronze import run_bronze
+from pipezone.core.steps.context import StepContext, StepResult
+from pipezone.core.steps.extract import run_extract
+from pipezone.core.steps.gold import run_gold
+from pipezone.core.steps.quality import run_quality
+from pipezone.core.steps.runtime import Runtime, load_runtime
+from pipezone.core.steps.silver import run_silver
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+STEPS = ("extract", "bronze", "silver", "gold", "quality")
+
+
+class StepFailed(RuntimeError):
+    """A step failed; the message is the one line users see (and the one stored in the run log)."""
+
+
+STEP_FUNCTIONS: dict[str, Callable[[StepContext], StepResult]] = {
+    "extract": run_extract,
+    "bronze": run_bronze,
+    "silver": run_silver,
+    "gold": run_gold,
+    "quality": run_quality,
+}
+
+
+LAKE_ERROR_MARKERS = ("org.apache.hadoop.fs.s3a.", "software.amazon.awssdk.", "s3a://")
+
+
+def _failure_line(ctx: StepContext, step: str, err: BaseException) -> str:
+    """Names what failed: the lake (its connection and endpoint) when the error came from s3a, else the
+    source connection for extract."""
+    source = ctx.flow.source
+    where = f" (connection {source.connection})" if source is not None and step == "extract" else ""
+    lake = ctx.runtime.connection(ctx.runtime.profile.lake)
+    if isinstance(lake, S3LakeConnection) and any(marker in str(err) for marker in LAKE_ERROR_MARKERS):
+        where = f" (lake {lake.name} at {lake.effective_endpoint})"
+    return f"flow {ctx.flow.name}, step {step}{where}: {summarize_error(err)}"
+
+
+def _spec_hash(spec: object) -> str:
+    import hashlib
+
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()  # type: ignore[attr-defined]
+
+
+def register_specs(ctx: StepContext) -> None:
+    """Keep flows_registry / connections_registry current with what actually runs (never secrets)."""
+    flow = ctx.flow
+    connection = flow.source.connection if flow.source else "-"
+    schedule = flow.schedule.describe() if flow.schedule else None
+    ctx.state.register_flow(
+        flow.name, connection, _spec_hash(flow), schedule=schedule, layers=flow.steps(), owner=flow.owner
+    )
+    if flow.source is not None:
+        conn = ctx.runtime.connection(flow.source.connection)
+        host = getattr(conn, "host", None) or getattr(conn, "path", None)
+        ctx.state.register_connection(
+            conn.name, conn.type, _spec_hash(conn), host=host, description=conn.description or None
+        )
+
+
+def _hold_tables(ctx: StepContext, step: str, stack: ExitStack) -> None:
+    """Hold the lake tables `step` writes; when another writer keeps one, log a failed attempt saying who."""
+    holder = this_process(ctx.run_id, ctx.flow.name, step)
+    try:
+        stack.enter_context(hold_tables(ctx.state, step_tables(ctx.flow, step), holder))
+    except LeaseHeld as err:
+        line = f"flow {ctx.flow.name}, step {step}: {err}"
+        log_id = ctx.state.start_step(ctx.run_id, ctx.flow.name, step)
+        ctx.state.finish_step(log_id, "failed", error=line)
+        raise StepFailed(line) from err
+
+
+def run_step(ctx: StepContext, step: str) -> StepResult:
+    """Run `step` for the context's flow and run id as the only writer of its tables, recording it in
+    pipeline_execution_logs."""
+    state = ctx.state
+    register_specs(ctx)
+    done = StepResult(skipped=True, note="already succeeded for this run id")
+    if state.step_succeeded(ctx.run_id, ctx.flow.name, step):
+        return done
+    with ExitStack() as leases:
+        _hold_tables(ctx, step, leases)
+        if state.step_succeeded(ctx.run_id, ctx.flow.name, step):  # the writer we waited for ran this very step
+            return done
+        log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
+        started = time.perf_counter()
+        try:
+            result = STEP_FUNCTIONS[step](ctx)
+            leases.close()  # release before reporting success; raises LeaseLost if another writer took over
+        except Exception as err:  # noqa: BLE001 - recorded, then re-raised as one line
+            line = _failure_line(ctx, step, err)
+            state.finish_step(log_id, "failed", error=line)
+            raise StepFailed(line) from err
+    duration = time.perf_counter() - started
+    details = {
+        **result.details,
+        "note": result.note,
+        "duration_s": round(duration, 3),
+        "phases_s": _phases(ctx, duration),
+    }
+    state.finish_step(
+        log_id,
+        "skipped" if result.skipped else "success",
+        rows_read=result.rows_read,
+        rows_written=result.rows_written,
+        bytes_written=result.bytes_written,
+        details=json.loads(json.dumps(details, default=str)),
+    )
+    return result
+
+
+def _phases(ctx: StepContext, duration: float) -> dict[str, float]:
+    """Seconds per phase; `prepare` is the rest of the step (history, bounds queries, schema checks)."""
+    timed = {phase: seconds for phase, seconds in ctx.phases.items() if phase != "session"}
+    phases = {**ctx.phases, "prepare": max(0.0, duration - sum(timed.values()))}
+    return {phase: round(seconds, 3) for phase, seconds in phases.items()}
+
+
+def summary_line(flow: str, step: str, run_id: str, result: StepResult, seconds: float) -> str:
+    parts = [f"pipezone {step} {flow} run={run_id}:"]
+    if result.skipped:
+        parts.append(f"skipped ({result.note})")
+    else:
+        parts.append(f"rows in {result.rows_read}, rows out {result.rows_written}, {result.bytes_written} bytes")
+        if result.note:
+            parts.append(f"({result.note})")
+    parts.append(f"in {seconds:.1f} s")
+    return " ".join(parts)
+
+
+def open_session(runtime: Runtime, app_name: str) -> SparkSession:
+    return build_session(runtime.spark_settings(app_name))
+
+
+def job_main(step: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of spark/jobs/<step>.py: `--flow NAME --run-id ID [--full-refresh]
+    [--backfill-start S --backfill-end E]`."""
+    parser = argparse.ArgumentParser(prog=f"spark/jobs/{step}.py")
+    parser.add_argument("--flow", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--full-refresh", action="store_true")
+    parser.add_argument("--backfill-start")
+    parser.add_argument("--backfill-end")
+    args = parser.parse_args(argv)
+    backfill = (args.backfill_start, args.backfill_end) if args.backfill_start or args.backfill_end else None
+    started = time.perf_counter()
+    try:
+        settings = load_settings()
+        failpoints.arm(settings.failpoints)
+        runtime = load_runtime(settings)
+        flow = runtime.flow(args.flow)
+        session_started = time.perf_counter()
+        spark = open_session(runtime, f"pipezone-{flow.name}-{step}")
+        ctx = StepContext(runtime, spark, flow, args.run_id, args.full_refresh, backfill)
+        ctx.phases["session"] = time.perf_counter() - session_started
+        with failpoints.in_step(step):
+            result = run_step(ctx, step)
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback
+        message = str(err) if isinstance(err, StepFailed) else f"flow {args.flow}, step {step}: {summarize_error(err)}"
+        print(f"pipezone: error: {message}", file=sys.stderr, flush=True)
+        return 1
+    print(summary_line(args.flow, step, args.run_id, result, time.perf_counter() - started), flush=True)
+    return 0

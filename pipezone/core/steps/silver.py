@@ -1,0 +1,43 @@
+"""Silver: bronze's new batches, transformed, merged by primary key (forward-only) by default (see
+layer_writes for the protocol)."""
+
+from __future__ import annotations
+
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.steps.context import StepContext, StepResult
+from pipezone.core.steps.events import as_events, latest_events
+from pipezone.core.steps.layer_writes import (
+    commit_layer,
+    layer_keys,
+    pending,
+    pending_rows,
+    without_dropped_columns,
+    write_layer,
+)
+from pipezone.core.steps.transforms import apply_transforms, renamed
+
+
+def run_silver(ctx: StepContext) -> StepResult:
+    from pyspark.sql import functions as F
+
+    df, previous, newest = pending(ctx, ctx.runtime.lake.bronze(ctx.flow.name), "silver")
+    if df is None:
+        return StepResult(note=f"no new bronze batches (at batch {previous})")
+    transforms = ctx.flow.layers.silver.transforms
+    keys, cursor = layer_keys(ctx)
+    rows_in = pending_rows(ctx, ctx.runtime.lake.bronze(ctx.flow.name), df, (previous, newest))
+    df = df.drop(dt.ROW_HASH, dt.VALID_FROM, dt.VALID_TO, dt.IS_CURRENT)
+    df = as_events(without_dropped_columns(ctx, df, (previous, newest)))
+    if ctx.flow.layers.silver.write_mode != "scd2":
+        df = latest_events(df, keys, cursor)
+    df = apply_transforms(df, transforms).withColumn(dt.LOADED_AT, F.current_timestamp())
+    keys = renamed(keys, transforms)
+    cursor = renamed([cursor], transforms)[0] if cursor else None
+    batches = (previous, newest)
+    return commit_layer(
+        ctx,
+        "silver",
+        batches,
+        rows_in,
+        lambda: (write_layer(ctx, df, "silver", keys, cursor, newest, rows_in), "spark"),
+    )
