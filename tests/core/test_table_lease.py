@@ -259,7 +259,7 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
 
 
 def fake_silver(monkeypatch: pytest.MonkeyPatch, step: Callable[[StepContext], StepResult]) -> None:
-    monkeypatch.setattr(step_runner, "_step_functions", lambda: {"silver": step})
+    monkeypatch.setitem(step_runner.STEP_FUNCTIONS, "silver", step)
 
 
 def context(runtime: Runtime, run_id: str) -> StepContext:
