@@ -33,7 +33,7 @@ from pipezone.core.lake import delta_tables as dt
 from pipezone.core.runs.flow_runner import RunReport, run_flows
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.spec.value_types import parse_duration
-from pipezone.core.state.store import RunRecord
+from pipezone.core.state.run_history import RunRecord
 from pipezone.core.steps.context import StepContext
 from pipezone.core.steps.runtime import Runtime, load_runtime
 

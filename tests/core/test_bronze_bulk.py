@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.lake.arrow_tables import ArrowUnsupported
 from pipezone.core.steps import bronze_bulk
@@ -90,7 +91,7 @@ def test_the_demo_full_load_takes_the_bulk_path_and_later_runs_match_its_hashes(
         assert demo.full.logs[flow]["bronze"].details["write_path"] == "arrow", flow
         assert demo.incremental.logs[flow]["bronze"].details["write_path"] == "spark", flow
         bronze = demo.project.read("bronze", flow)
-        recomputed = dt.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
+        recomputed = dm.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
         assert recomputed.exceptAll(bronze.select(dt.ROW_HASH)).count() == 0, flow
 
 
@@ -107,5 +108,5 @@ def test_a_bulk_write_that_fails_midway_leaves_bronze_to_spark(
     assert "bronze bulk path not used (stopped mid-stream: " in capsys.readouterr().out
     bronze = project.read("bronze", FLOW)
     assert bronze.count() == project.source_count(FLOW)
-    recomputed = dt.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
+    recomputed = dm.with_row_hash(bronze.drop(dt.ROW_HASH)).select(dt.ROW_HASH)
     assert recomputed.exceptAll(bronze.select(dt.ROW_HASH)).count() == 0

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipezone.core.cli.main import main
-from pipezone.core.state.store import LeaseHolder, StateStore
+from pipezone.core.state.leases import LeaseHolder
+from pipezone.core.state.store import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "metadata"

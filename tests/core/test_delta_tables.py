@@ -1,4 +1,4 @@
-"""delta_tables on real Delta: idempotent appends, forward-only MERGE, replayed batches as no-ops, commit metadata."""
+"""delta_tables and delta_merge on real Delta: idempotent appends, forward-only MERGE, replays, commit metadata."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
 
 pytestmark = pytest.mark.spark
@@ -37,7 +38,7 @@ def table(spark: Any, path: str) -> dict[int, tuple[Any, ...]]:
 
 def merge(spark: Any, path: str, rows: list[tuple[Any, ...]], version: int, cursor: str | None = "updated_at") -> Any:
     df = frame(spark, rows)
-    return dt.merge(df, path, keys=["id"], cursor=cursor, app_id=APP, version=version, metadata=meta(version))
+    return dm.merge(df, path, keys=["id"], cursor=cursor, app_id=APP, version=version, metadata=meta(version))
 
 
 @pytest.fixture
@@ -182,45 +183,45 @@ def test_forward_only_condition(spark: Any) -> None:
     schema = "n INT, updated_at TIMESTAMP, _pz_batch BIGINT"
     spark.createDataFrame([(i, c[0], c[2]) for i, c in enumerate(CASES)], schema).createOrReplaceTempView("t")
     spark.createDataFrame([(i, c[1], c[3]) for i, c in enumerate(CASES)], schema).createOrReplaceTempView("s")
-    condition = dt.forward_only_condition("updated_at")
+    condition = dm.forward_only_condition("updated_at")
     rows = spark.sql(f"SELECT s.n, coalesce({condition}, false) AS ok FROM s JOIN t ON s.n = t.n").collect()
     got = {r.n: r.ok for r in rows}
     assert got == {i: c[4] for i, c in enumerate(CASES)}, [CASES[i] for i in got if got[i] != CASES[i][4]]
 
 
 def test_forward_only_condition_without_a_cursor_is_by_batch() -> None:
-    assert dt.forward_only_condition(None) == "s.`_pz_batch` > t.`_pz_batch`"
+    assert dm.forward_only_condition(None) == "s.`_pz_batch` > t.`_pz_batch`"
 
 
 def test_key_filter_keeps_the_rows_a_null_safe_key_join_can_match(spark: Any, monkeypatch: Any) -> None:
     batch = spark.createDataFrame([(1, "a"), (2, None), (1, "b")], "k1 INT, k2 STRING")
     rows = [(1, "a"), (1, "b"), (2, None), (2, "a"), (3, "a"), (None, "a")]
     table_df = spark.createDataFrame(rows, "k1 INT, k2 STRING")
-    only = dt.key_filter(batch, ["k1", "k2"])
+    only = dm.key_filter(batch, ["k1", "k2"])
     assert only is not None
     kept = {tuple(r) for r in table_df.filter(only).collect()}
     # a superset per column of what the join matches: (2, 'a') stays, (3, *) and (NULL, *) go
     assert kept == {(1, "a"), (1, "b"), (2, "a"), (2, None)}
     monkeypatch.setattr(dt, "NARROW_KEYS", 2)
-    assert dt.key_filter(batch, ["k1", "k2"]) is None  # 3 keys: too many to list, the join does it all
+    assert dm.key_filter(batch, ["k1", "k2"]) is None  # 3 keys: too many to list, the join does it all
 
 
 def test_sql_literals_read_back_as_the_same_value_and_type(spark: Any) -> None:
     values = [7, -(2**40), "it's a \\path\\ 'x'", "", Decimal("12345.6700"), date(2026, 2, 28), True]
     for value in values:
-        literal = dt.sql_literal(value)
+        literal = dm.sql_literal(value)
         assert literal is not None, value
         back = spark.sql(f"SELECT {literal} AS v").first()["v"]
         assert (back, type(back)) == (value, type(value)), literal
-    assert dt.sql_literal(datetime(2026, 1, 1, tzinfo=UTC)) is None  # zone-dependent: no narrowing
-    assert dt.sql_literal(Decimal("NaN")) is None and dt.sql_literal(1.5) is None
+    assert dm.sql_literal(datetime(2026, 1, 1, tzinfo=UTC)) is None  # zone-dependent: no narrowing
+    assert dm.sql_literal(Decimal("NaN")) is None and dm.sql_literal(1.5) is None
 
 
 def test_key_filter_gives_up_on_keys_it_cannot_spell(spark: Any) -> None:
     batch = spark.createDataFrame([(datetime(2026, 1, 1, 12, tzinfo=UTC),)], "k TIMESTAMP")
-    assert dt.key_filter(batch, ["k"]) is None  # the MERGE then joins the whole table, still correct
+    assert dm.key_filter(batch, ["k"]) is None  # the MERGE then joins the whole table, still correct
     strings = spark.createDataFrame([("o'k",), ("a\\b",)], "k STRING")
-    only = dt.key_filter(strings, ["k"])
+    only = dm.key_filter(strings, ["k"])
     table_df = spark.createDataFrame([("o'k",), ("a\\b",), ("ok",)], "k STRING")
     assert {r.k for r in table_df.filter(only).collect()} == {"o'k", "a\\b"}
 
@@ -233,7 +234,7 @@ def test_a_narrowed_merge_writes_what_a_whole_table_merge_writes(spark: Any, tmp
         path = (tmp_path / f"narrow-{narrow}").as_uri()
         for version, rows in ((1, first), (2, second)):
             df = frame(spark, rows)
-            dt.merge(
+            dm.merge(
                 df,
                 path,
                 keys=["id"],

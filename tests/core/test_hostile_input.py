@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pipezone.core.cli.main import _flows_to_run, main
+from pipezone.core.cli.main import main
+from pipezone.core.cli.run import _flows_to_run
 from pipezone.core.spec.secrets import SecretError, SecretRef, SecretResolver
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.steps.runtime import RunError, load_runtime

@@ -61,7 +61,7 @@ def append(df: Any, path: str) -> None:
 
 
 def merge(spark: Any, df: Any, path: str) -> None:
-    """As delta_tables.merge does: update all / insert all with schema evolution."""
+    """As delta_merge.merge does: update all / insert all with schema evolution."""
     from delta.tables import DeltaTable
 
     builder = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), "t.id = s.id").withSchemaEvolution()

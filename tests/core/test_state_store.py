@@ -25,19 +25,12 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql.mariadb import MariaDBDialect
 from sqlalchemy.schema import CreateTable
 
-from pipezone.core.state.store import (
-    VERSION_TABLE,
-    Lease,
-    LeaseHolder,
-    StateStore,
-    StateStoreError,
-    alembic_config,
-    decode_watermark,
-    encode_watermark,
-    metadata,
-    offline_migration_sql,
-    process_gone,
-)
+from pipezone.core.state.encoding import decode_watermark, encode_watermark
+from pipezone.core.state.engine import alembic_config, offline_migration_sql
+from pipezone.core.state.errors import StateStoreError
+from pipezone.core.state.leases import Lease, LeaseHolder, process_gone
+from pipezone.core.state.schema import VERSION_TABLE, metadata
+from pipezone.core.state.store import StateStore
 
 TABLES = {
     "pipeline_execution_logs",

@@ -23,15 +23,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from pipezone.core.state.store import (
-    VERSION_TABLE,
-    Lease,
-    LeaseHolder,
-    StateStore,
-    StateStoreError,
-    alembic_config,
-    metadata,
-)
+from pipezone.core.state.engine import alembic_config
+from pipezone.core.state.errors import StateStoreError
+from pipezone.core.state.leases import Lease, LeaseHolder
+from pipezone.core.state.schema import VERSION_TABLE, metadata
+from pipezone.core.state.store import StateStore
 
 if TYPE_CHECKING:
     from services import MariaDB

@@ -22,7 +22,8 @@ import pytest
 from pipezone.core.spec.flow import FlowSpec
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.state import table_lease
-from pipezone.core.state.store import LeaseHolder, StateStore
+from pipezone.core.state.leases import LeaseHolder
+from pipezone.core.state.store import StateStore
 from pipezone.core.state.table_lease import (
     LeaseHeld,
     LeaseLost,

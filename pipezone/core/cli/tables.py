@@ -15,24 +15,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def source_count(runtime: Runtime, spark: SparkSession, flow_name: str) -> int | None:
-    """COUNT(*) of the flow's source relation over JDBC (None when the source cannot be reached)."""
-    from pipezone.core.sources.registry import source_adapter
-
-    flow = runtime.flow(flow_name)
-    assert flow.source is not None
-    conn = runtime.connection(flow.source.connection)
-    adapter = source_adapter(conn)
-    reader = (
-        spark.read.format("jdbc")
-        .option("url", adapter.jdbc_url(conn, runtime.settings.project_root))
-        .option("driver", adapter.driver_class)
-        .option("dbtable", f"(SELECT COUNT(*) AS n FROM {adapter.relation(flow.source)}) pz_count")
-        .option("customSchema", "n BIGINT")
-    )
-    for key, value in adapter.connection_properties(conn, runtime.resolver).items():
-        reader = reader.option(key, value)
-    return int(reader.load().collect()[0]["n"])
+def source_count(runtime: Runtime, spark: SparkSession, flow_name: str) -> int:
+    """The number of rows the flow's source holds now, as its source counts them."""
+    return runtime.source(runtime.flow(flow_name)).count(spark)
 
 
 def _count(spark: SparkSession, path: str, *, live: bool = False) -> str:

@@ -1,24 +1,19 @@
-"""Delta Lake writes with the guarantees the layers rely on.
+"""Delta Lake writes with the guarantees the layers rely on: metadata columns, table properties, commit
+history, idempotent appends and counts. Keyed writes (forward-only MERGE, soft deletes, SCD2, the row
+hash) build on these in delta_merge.
 
 - Appends are idempotent: each writer has a fixed `txnAppId` and a monotonically increasing
   `txnVersion` (the batch number), so Delta itself skips a retried commit.
-- MERGE is forward-only: a target row changes only when the incoming row is newer by cursor (or by
-  batch on a cursor tie), so re-reading a window or replaying a batch changes nothing.
-- Each row version carries a hash of its source columns (`_pz_row_hash`), so bronze can append only the
-  versions that differ from a key's latest one: a lookback re-read adds nothing.
-- Deletes are soft: a tombstone row (`_pz_deleted`) flags the target row and keeps its data.
-- SCD2 keeps every version with `_pz_valid_from` / `_pz_valid_to` / `_pz_is_current`.
 - Every commit carries `userMetadata` (run id, batch, window) for reconciliation and debugging.
+- Soft-deleted rows and closed SCD2 versions stay in the table; `read_live` and `live_count` skip them.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_log
@@ -51,7 +46,6 @@ METADATA_COLUMNS = (
     VALID_TO,
     IS_CURRENT,
 )
-_ACTION = "_pz_action"  # staging only, never written
 
 # Keep Delta's record of applied (appId, version) pairs bounded; retries happen within minutes.
 TABLE_PROPERTIES = {"delta.setTransactionRetentionDuration": "interval 30 days"}
@@ -206,281 +200,9 @@ def append(
     return CommitInfo(version=after["version"], rows_written=rows, bytes_written=size)
 
 
-def forward_only_condition(cursor: str | None) -> str:
-    """Update a matched row only when the incoming one is newer: by cursor, then by batch on a tie."""
-    newer_batch = f"s.`{BATCH}` > t.`{BATCH}`"
-    if cursor is None:
-        return newer_batch
-    c = f"`{cursor}`"
-    return (
-        f"(t.{c} IS NULL AND s.{c} IS NOT NULL) OR s.{c} > t.{c} "
-        f"OR ((s.{c} = t.{c} OR (s.{c} IS NULL AND t.{c} IS NULL)) AND {newer_batch})"
-    )
-
-
-def _merge_commit(
-    df: DataFrame,
-    path: str,
-    on: str,
-    clauses: list[str],
-    *,
-    app_id: str,
-    version: int,
-    metadata: dict[str, Any],
-) -> CommitInfo:
-    """`MERGE INTO` the table at `path` (alias t) from `df` (alias s) `on` a condition, with `clauses`, as one
-    idempotent, annotated commit.
-
-    SQL rather than delta-spark's DeltaTable builder: the statement runs the same in a local session and
-    over Spark Connect, where the builder needs a Delta plugin on the server that Maven Central does not
-    carry for this Delta line.
-    """
-    spark = df.sparkSession
-    before = last_commit(spark, path)
-    view = f"_pz_merge_source_{uuid.uuid4().hex}"
-    conf = {
-        "spark.databricks.delta.write.txnAppId": app_id,
-        "spark.databricks.delta.write.txnVersion": str(version),
-        "spark.databricks.delta.commitInfo.userMetadata": json.dumps(metadata, sort_keys=True, default=str),
-    }
-    df.createOrReplaceTempView(view)
-    for key, value in conf.items():
-        spark.conf.set(key, value)
-    try:
-        spark.sql(
-            f"MERGE WITH SCHEMA EVOLUTION INTO {sql_table(path)} AS t USING {view} AS s ON {on} {' '.join(clauses)}"
-        )
-    finally:
-        for key in conf:
-            spark.conf.unset(key)
-        spark.catalog.dropTempView(view)
-    after = last_commit(spark, path)
-    if after is None or (before is not None and after["version"] == before["version"]):
-        return CommitInfo(version=before["version"] if before else None, rows_written=0, bytes_written=0, skipped=True)
-    metrics = after.get("operationMetrics") or {}
-    rows = int(metrics.get("numTargetRowsInserted", 0) or 0) + int(metrics.get("numTargetRowsUpdated", 0) or 0)
-    return CommitInfo(
-        version=after["version"], rows_written=rows, bytes_written=int(metrics.get("numTargetBytesAdded", 0) or 0)
-    )
-
-
 def sql_table(path: str) -> str:
     """The Delta table at `path` as a SQL table name."""
     return "delta.`" + path.replace("`", "``") + "`"
-
-
-def _on(keys: list[str]) -> str:
-    return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-
-
-def _assign(values: dict[str, str]) -> str:
-    return ", ".join(f"`{column}` = {value}" for column, value in values.items())
-
-
-NARROW_KEYS = 10_000  # a batch of at most this many keys filters the table to them before joining it
-
-
-def sql_literal(value: Any) -> str | None:
-    """`value` as a Spark SQL literal of its own type, or None for a type this does not spell exactly."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}L" if not -(2**31) <= value < 2**31 else str(value)
-    if isinstance(value, Decimal):
-        return f"{value}BD" if value.is_finite() else None
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, datetime.datetime):
-        return None  # a collected timestamp's zone depends on the session: no narrowing, never a wrong one
-    if isinstance(value, datetime.date):
-        return f"DATE'{value.isoformat()}'"
-    return None
-
-
-def key_filter(df: DataFrame, keys: list[str], alias: str = "") -> str | None:
-    """A SQL filter that keeps the rows whose key values all occur in `df` (per column: a superset of the
-    rows a key join matches), or None when `df` holds more than NARROW_KEYS keys or a key of a type
-    `sql_literal` does not spell.
-
-    Joined with a small batch, a table is otherwise shuffled whole; filtered first, only the few rows that
-    can match move. Nulls are kept, as the null-safe key join matches them.
-    """
-    from pyspark.sql import functions as F
-
-    rows = df.select(*[F.col(f"`{k}`") for k in keys]).distinct().limit(NARROW_KEYS + 1).collect()
-    if len(rows) > NARROW_KEYS:
-        return None
-    terms = []
-    for i, key in enumerate(keys):
-        column = f"{alias}`{key}`"
-        values = {row[i] for row in rows}
-        literals = [sql_literal(v) for v in sorted(values - {None}, key=repr)]
-        if None in literals:
-            return None
-        kept = f"{column} IN ({', '.join(literals)})" if literals else "false"
-        terms.append(f"({kept} OR {column} IS NULL)" if None in values else kept)
-    return " AND ".join(terms) if terms else None
-
-
-def merge(
-    df: DataFrame,
-    path: str,
-    *,
-    keys: list[str],
-    cursor: str | None,
-    app_id: str,
-    version: int,
-    metadata: dict[str, Any],
-    partition_by: list[str] | None = None,
-    narrow: bool = False,
-) -> CommitInfo:
-    """Upsert by `keys`, forward-only; creates the table from `df` on the first run (statistics on the keys
-    and the cursor). `narrow`: `df` is small, filter the table to its keys first (`key_filter`).
-
-    With a `_pz_deleted` column, tombstones (one per key at most) flag the matched row as deleted and keep
-    its data; a later live row of that key (a re-insert) clears the flag.
-    """
-    common = {"app_id": app_id, "version": version, "metadata": metadata}
-    tombstones = DELETED in df.columns
-    if not table_exists(df.sparkSession, path):
-        live = df.filter(f"NOT `{DELETED}`") if tombstones else df
-        stats_on = [*keys, *([cursor] if cursor else [])]
-        return append(live, path, partition_by=partition_by, stats_on=stats_on, merged=True, **common)
-    newer = forward_only_condition(cursor)
-    flagged = f"coalesce(t.`{DELETED}`, false)"
-    on = _on(keys)
-    only = key_filter(df, keys, alias="t.") if narrow else None
-    if only is not None:  # a target-only term of the ON clause: Spark filters the table before the join
-        on = f"{on} AND {only}"
-    if not tombstones:
-        clauses = [f"WHEN MATCHED AND ({newer}) THEN UPDATE SET *", "WHEN NOT MATCHED THEN INSERT *"]
-    else:
-        tombstone = {DELETED: "true", DELETED_AT: f"s.`{DELETED_AT}`", BATCH: f"s.`{BATCH}`", RUN_ID: f"s.`{RUN_ID}`"}
-        clauses = [
-            f"WHEN MATCHED AND s.`{DELETED}` AND NOT {flagged} AND s.`{BATCH}` >= t.`{BATCH}` "
-            f"THEN UPDATE SET {_assign(tombstone)}",
-            f"WHEN MATCHED AND NOT s.`{DELETED}` AND (({newer}) OR ({flagged} AND s.`{BATCH}` > t.`{BATCH}`)) "
-            "THEN UPDATE SET *",
-            f"WHEN NOT MATCHED AND NOT s.`{DELETED}` THEN INSERT *",
-        ]
-    return _merge_commit(df, path, on, clauses, **common)
-
-
-def with_row_hash(df: DataFrame) -> DataFrame:
-    """ROW_HASH: a 64-bit hash of the source's columns and the deleted flag (not our other metadata), which
-    identifies a row version whatever run read it."""
-    from pyspark.sql import functions as F
-
-    return df.withColumn(ROW_HASH, F.xxhash64(*[F.col(f"`{c}`") for c in row_hash_columns(df.columns)]))
-
-
-def row_hash_columns(columns: list[str]) -> list[str]:
-    """What ROW_HASH hashes, in order: the source's columns, then the deleted flag."""
-    return [c for c in columns if not c.startswith("_pz_")] + ([DELETED] if DELETED in columns else [])
-
-
-def scd2(
-    df: DataFrame,
-    path: str,
-    *,
-    keys: list[str],
-    app_id: str,
-    version: int,
-    metadata: dict[str, Any],
-    partition_by: list[str] | None = None,
-) -> CommitInfo:
-    """Type-2 history. `df` holds events (live versions and tombstones, DELETED set) with VALID_FROM; a
-    version not newer than its key's current row is a replay and changes nothing. One MERGE closes each
-    touched key's current row and inserts the new versions, so a failure leaves the table as it was."""
-    from pyspark.sql import functions as F
-
-    spark = df.sparkSession
-    common = {"app_id": app_id, "version": version, "metadata": metadata}
-    current = None
-    if table_exists(spark, path):
-        target = spark.read.format("delta").load(path).filter(f"`{IS_CURRENT}`")
-        hashed = F.col(ROW_HASH) if ROW_HASH in target.columns else F.lit(None).cast("long")
-        current = target.select(*keys, F.col(VALID_FROM).alias("_pz_t_from"), hashed.alias("_pz_t_hash"))
-    events = _scd2_events(with_row_hash(df), keys, current)
-    inserts = events.filter(f"NOT `{DELETED}`").drop("_pz_first", "_pz_t_exists", DELETED)
-    inserts = inserts.withColumnRenamed("_pz_ends_deleted", DELETED)
-    if current is None:
-        return append(inserts, path, partition_by=partition_by, stats_on=[*keys, VALID_FROM], merged=True, **common)
-    closes = events.filter("_pz_first AND _pz_t_exists").select(
-        *keys,
-        F.col(VALID_FROM).alias("_pz_close_at"),
-        F.col(DELETED).alias("_pz_close_deleted"),
-        F.col(BATCH).alias("_pz_close_batch"),
-        F.lit("close").alias(_ACTION),
-    )
-    ensure_columns(spark, path, inserts)
-    columns = inserts.columns
-    staged = inserts.withColumn(_ACTION, F.lit("insert")).unionByName(closes, allowMissingColumns=True)
-    on = f"s.`{_ACTION}` = 'close' AND t.`{IS_CURRENT}` AND " + _on(keys)
-    close = {
-        VALID_TO: "s._pz_close_at",
-        IS_CURRENT: "false",
-        BATCH: "s._pz_close_batch",  # the layer above sees the closed version as news
-        DELETED: "s._pz_close_deleted",
-        DELETED_AT: "CASE WHEN s._pz_close_deleted THEN s._pz_close_at END",
-    }
-    insert = ", ".join(f"`{c}`" for c in columns), ", ".join(f"s.`{c}`" for c in columns)
-    clauses = [
-        f"WHEN MATCHED THEN UPDATE SET {_assign(close)}",
-        f"WHEN NOT MATCHED AND s.`{_ACTION}` = 'insert' THEN INSERT ({insert[0]}) VALUES ({insert[1]})",
-    ]
-    return _merge_commit(staged, path, on, clauses, **common)
-
-
-def _scd2_events(df: DataFrame, keys: list[str], current: DataFrame | None) -> DataFrame:
-    """The events newer than each key's current row (a version with the same start but other values is
-    newer too: two updates can share a cursor value), in order, each live one with its interval.
-
-    Order per key: batch, then a batch's live rows before its tombstone, then VALID_FROM. A live version
-    ends where the next event starts (VALID_TO); `_pz_ends_deleted` when that event is a tombstone.
-    `_pz_first` marks the event that closes the key's current row (`_pz_t_exists`).
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    df = df.dropDuplicates([*keys, VALID_FROM, ROW_HASH])
-    if current is None:
-        df = df.withColumn("_pz_t_exists", F.lit(False))
-    else:
-        df = df.join(current, on=keys, how="left")
-        known = F.col("_pz_t_from").isNotNull()
-        start, was = F.col(VALID_FROM), F.col("_pz_t_from")
-        changed = (start == was) & ~F.col(ROW_HASH).eqNullSafe(F.col("_pz_t_hash"))
-        df = df.filter(~known | (start > was) | changed | F.col(DELETED)).drop("_pz_t_hash")
-        tombstone_at = F.greatest(F.col(VALID_FROM), F.coalesce(F.col("_pz_t_from"), F.col(VALID_FROM)))
-        df = df.withColumn(VALID_FROM, F.when(F.col(DELETED), tombstone_at).otherwise(F.col(VALID_FROM)))
-        df = df.withColumn("_pz_t_exists", known).drop("_pz_t_from")
-    order = Window.partitionBy(*keys).orderBy(F.col(BATCH), F.col(DELETED).cast("int"), F.col(VALID_FROM))
-    ends_deleted = F.coalesce(F.lead(DELETED).over(order), F.lit(False))
-    df = df.withColumns(
-        {
-            VALID_TO: F.lead(VALID_FROM).over(order),
-            "_pz_ends_deleted": ends_deleted,
-            "_pz_first": F.row_number().over(order) == 1,
-        }
-    )
-    # A tombstone with nothing before it (a key never loaded, or deleted twice) closes nothing.
-    df = df.filter(~F.col(DELETED) | F.col("_pz_first") & F.col("_pz_t_exists") | ~F.col("_pz_first"))
-    return df.withColumns(
-        {
-            IS_CURRENT: F.col(VALID_TO).isNull(),
-            DELETED_AT: F.when(F.col("_pz_ends_deleted"), F.col(VALID_TO)),
-        }
-    )
-
-
-def ensure_columns(spark: SparkSession, path: str, df: DataFrame) -> None:
-    """Add `df`'s columns the table lacks (explicit MERGE assignments don't evolve the schema themselves)."""
-    existing = {f.name.lower() for f in spark.read.format("delta").load(path).schema.fields}
-    missing = [f for f in df.schema.fields if f.name.lower() not in existing]
-    if missing:
-        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        spark.sql(f"ALTER TABLE {sql_table(path)} ADD COLUMNS ({columns})")
 
 
 def committed_batch(spark: SparkSession, path: str) -> int:

@@ -1,6 +1,6 @@
 """Spark's `xxhash64(col, ...)` computed on Arrow record batches, bit for bit, outside the JVM.
 
-Bronze keeps a row hash (`delta_tables.with_row_hash`) that later Spark runs compare against; a first load
+Bronze keeps a row hash (`delta_merge.with_row_hash`) that later Spark runs compare against; a first load
 that writes bronze from Arrow must store exactly what Spark would have computed. Spark's XxHash64 starts
 from seed 42 and folds each column in order, the previous result being the next column's seed; a NULL
 leaves the seed as it is. Per type (Spark's `HashExpression.computeHash`):

@@ -91,6 +91,7 @@ spark.stop()
 # profile's flow tables is loaded (for at most TABLES_WARM_UP_S), which Delta caches per table.
 _WARM_UP = """
 import sys, time
+from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.spark.session import connect_session
 spark = connect_session(sys.argv[1])
@@ -99,12 +100,12 @@ jdbc = spark.read.format("jdbc").option("url", "jdbc:sqlite::memory:")
 jdbc.option("query", "SELECT 1 AS x").load().collect()
 for round in range(3):
     batch = f"CAST({run * 10 + round} AS BIGINT) AS _pz_batch"
-    rows = dt.with_row_hash(spark.range(20000).selectExpr("id", f"(id + {round}) % 7 AS v", batch))
+    rows = dm.with_row_hash(spark.range(20000).selectExpr("id", f"(id + {round}) % 7 AS v", batch))
     common = dict(app_id="pipezone-warm-up", version=run * 10 + round, metadata={"warm_up": run})
     if round == 0:  # the table stays small: each start overwrites it
         dt.append(rows, path, overwrite=True, merged=True, **common)
     else:
-        dt.merge(rows.limit(2000), path, keys=["id"], cursor=None, narrow=True, **common)
+        dm.merge(rows.limit(2000), path, keys=["id"], cursor=None, narrow=True, **common)
     spark.read.format("delta").load(path).groupBy("v").count().collect()
 started = time.monotonic()
 for table in sys.stdin.read().split():  # the flows' tables: their log state is then cached in the server

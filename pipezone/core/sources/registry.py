@@ -1,17 +1,22 @@
-"""Source adapters by connection type: everything dialect-specific about reading a source over JDBC.
+"""Source adapters by connection type: which kind of source reads a connection.
 
-Adding a database: one module with a `SourceAdapter` subclass, and one entry in `_ADAPTERS`.
+Adding a kind of source (or a database of the JDBC family): one module with a `SourceAdapter`, and one
+entry in `_ADAPTERS` (ARCHITECTURE.md, "Adding a source").
 """
 
 from __future__ import annotations
 
-from pipezone.core.sources.jdbc.base import CursorValue, PartitionBounds, SourceAdapter, SourceError
+from pathlib import Path
+
+from pipezone.core.sources.contract import Source, SourceAdapter, SourceError
 from pipezone.core.sources.jdbc.mysql import MySqlAdapter
 from pipezone.core.sources.jdbc.oracle import OracleAdapter
 from pipezone.core.sources.jdbc.postgres import PostgresAdapter
 from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
 from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter
-from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection, SqliteConnection
+from pipezone.core.spec.connection import ConnectionSpec
+from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.secrets import SecretResolver
 
 _ADAPTERS: tuple[SourceAdapter, ...] = (
     MySqlAdapter(),
@@ -26,7 +31,7 @@ SOURCE_ADAPTERS: dict[str, SourceAdapter] = {kind: adapter for adapter in _ADAPT
 
 def source_adapter(conn: ConnectionSpec) -> SourceAdapter:
     """The adapter reading `conn`; a lake or unknown connection is a SourceError naming it."""
-    adapter = SOURCE_ADAPTERS.get(conn.type) if isinstance(conn, JdbcConnection | SqliteConnection) else None
+    adapter = SOURCE_ADAPTERS.get(conn.type)
     if adapter is None:
         raise SourceError(
             f"type '{conn.type}' is not a source database (source types: {', '.join(sorted(SOURCE_ADAPTERS))})",
@@ -35,11 +40,6 @@ def source_adapter(conn: ConnectionSpec) -> SourceAdapter:
     return adapter
 
 
-__all__ = [
-    "SOURCE_ADAPTERS",
-    "CursorValue",
-    "PartitionBounds",
-    "SourceAdapter",
-    "SourceError",
-    "source_adapter",
-]
+def open_source(spec: SourceSpec, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path) -> Source:
+    """The flow's source on `conn`, ready to describe, bound and read."""
+    return source_adapter(conn).open(spec, conn, resolver, project_root)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from pipezone.core.state.store import Lease, LeaseHolder, StateStoreError
+from pipezone.core.state.errors import StateStoreError
+from pipezone.core.state.leases import Lease, LeaseHolder
 
 if TYPE_CHECKING:
     from pipezone.core.spec.flow import FlowSpec

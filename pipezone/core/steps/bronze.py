@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.lake.arrow_tables import ArrowUnsupported
 from pipezone.core.steps import bronze_bulk
@@ -55,7 +56,7 @@ def run_bronze(ctx: StepContext) -> StepResult:
 def _bulkwrite_layer(ctx: StepContext, df: DataFrame, keys: list[str], cursor: str | None, batch: int) -> dt.CommitInfo:
     """A first load of one table read: the table `_write` would create, written from raw by Arrow."""
     mode = ctx.flow.layers.bronze.write_mode
-    frame = dt.with_row_hash(df) if mode == "append" else df
+    frame = dm.with_row_hash(df) if mode == "append" else df
     kinds = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
     properties = dt.table_properties(kinds, [*keys, *([cursor] if cursor else [])], merged=mode == "merge")
     return bronze_bulk.write(ctx, frame, batch, hashed=mode == "append", properties=properties)

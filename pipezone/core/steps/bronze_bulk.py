@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import arrow_tables, delta_log
+from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.lake import row_hash as spark_hash
 from pipezone.core.lake.arrow_tables import ArrowUnsupported, first_line
@@ -85,13 +86,13 @@ def _shape(
 
 def write(ctx: StepContext, frame: DataFrame, batch: int, *, hashed: bool, properties: dict[str, str]) -> dt.CommitInfo:
     """Create bronze from raw's batch `batch` as the Spark write of `frame` would (its schema; `hashed`:
-    with `delta_tables.with_row_hash`'s column). Raises ArrowUnsupported, with nothing written, when the
+    with `delta_merge.with_row_hash`'s column). Raises ArrowUnsupported, with nothing written, when the
     frame has a column this path cannot fill exactly."""
     target = arrow_tables.arrow_schema(frame.schema)
     stamps: dict[str, Any] = {dt.DELETED_AT: None, dt.LOADED_AT: datetime.now(UTC)}
     columns = None
     if hashed:
-        columns = dt.row_hash_columns(target.names)
+        columns = dm.row_hash_columns(target.names)
         try:
             spark_hash.check(target, columns)
         except spark_hash.Unhashable as err:

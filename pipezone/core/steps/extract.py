@@ -1,4 +1,4 @@
-"""Extract: read the source window over JDBC and append it to raw as one immutable batch.
+"""Extract: read the source's window (through the source contract) and append it to raw as one immutable batch.
 
 Order of events, so that nothing is lost or duplicated:
 1. If a raw commit for this run id exists, the step already wrote its data: only the watermark is
@@ -11,115 +11,35 @@ Order of events, so that nothing is lost or duplicated:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from itertools import chain
+from typing import TYPE_CHECKING, Any
 
 from pipezone.core import failpoints
+from pipezone.core.lake import arrow_tables
 from pipezone.core.lake import delta_tables as dt
+from pipezone.core.lake.arrow_tables import ArrowUnsupported, conform
 from pipezone.core.lake.schema_drift import conform_to_table
-from pipezone.core.sources.jdbc import arrow_read as arrow_extract
-from pipezone.core.sources.jdbc.base import HI_COLUMN, NOW_COLUMN
-from pipezone.core.sources.registry import source_adapter
+from pipezone.core.sources.contract import ArrowRead, ArrowUnavailable, ReadPlan, Source
 from pipezone.core.spec.cursor_values import CursorValue, capped, later, minus_lookback, normalize, parse_cursor_text
 from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.events import as_events, latest_events
 
-
-def _jdbc_reader(ctx: StepContext) -> tuple[Any, Any]:
-    """A configured `spark.read.format('jdbc')` and the adapter, credentials attached."""
-    source = ctx.flow.source
-    assert source is not None
-    conn = ctx.runtime.connection(source.connection)
-    adapter = source_adapter(conn)
-    reader = (
-        ctx.spark.read.format("jdbc")
-        .option("url", adapter.jdbc_url(conn, ctx.runtime.settings.project_root))
-        .option("driver", adapter.driver_class)
-    )
-    for key, value in adapter.connection_properties(conn, ctx.runtime.resolver).items():
-        reader = reader.option(key, value)
-    return reader, adapter
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructType
 
 
-def _query_one(ctx: StepContext, options: dict[str, str]) -> dict[str, Any]:
-    reader, _ = _jdbc_reader(ctx)
-    rows = reader.options(**options).load().collect()
-    return rows[0].asDict() if rows else {}
-
-
-def _window(ctx: StepContext, adapter: Any) -> tuple[CursorValue | None, CursorValue | None, CursorValue | None]:
+def _window(ctx: StepContext, source: Source) -> tuple[CursorValue | None, CursorValue | None, CursorValue | None]:
     """(watermark, lo, hi) for this run; lo/hi None means unbounded (full refresh)."""
-    source = ctx.flow.source
-    assert source is not None
-    if source.incremental is None:
+    incremental = source.spec.incremental
+    if incremental is None:
         return None, None, None
     stored = None if ctx.full_refresh else ctx.state.get_watermark(ctx.flow.name)
-    watermark = normalize(stored.value if stored else source.incremental.initial_value)
-    lo = minus_lookback(watermark, source.incremental.lookback) if watermark is not None else None
-    bounds = _query_one(ctx, adapter.bounds_read_options(source))
-    hi = capped(normalize(bounds.get(HI_COLUMN)), normalize(bounds.get(NOW_COLUMN)), source.incremental.safety_buffer)
+    watermark = normalize(stored.value if stored else incremental.initial_value)
+    lo = minus_lookback(watermark, incremental.lookback) if watermark is not None else None
+    bounds = source.cursor_bounds(ctx.spark)
+    hi = capped(normalize(bounds.hi), normalize(bounds.now), incremental.safety_buffer)
     return watermark, lo, hi
-
-
-def _partition_bounds(ctx: StepContext, adapter: Any, window_sql: str) -> tuple[Any, Any] | None:
-    source = ctx.flow.source
-    assert source is not None
-    column = adapter.partition_column(source)
-    if source.read.num_partitions <= 1 or column is None:
-        return None
-    row = _query_one(ctx, adapter.partition_bounds_read_options(source, column, window_sql))
-    return row.get("pz_lo"), row.get("pz_hi")
-
-
-def _read(ctx: StepContext, adapter: Any, dbtable: str, bounds_over: str | None = None) -> Any:
-    """The source rows of `dbtable` (a window, a key snapshot, a backfill range), split as the flow asks;
-    the split's stride comes from MIN/MAX over `bounds_over` (default: `dbtable` itself)."""
-    source = ctx.flow.source
-    assert source is not None
-    bounds = _partition_bounds(ctx, adapter, bounds_over or dbtable)
-    return _load(ctx, adapter, adapter.read_options(source, dbtable, bounds))
-
-
-def _load(ctx: StepContext, adapter: Any, options: dict[str, str]) -> Any:
-    """Read the window; drivers that type some columns badly get a customSchema and casts after."""
-    from pyspark.sql import functions as F
-
-    reader, _ = _jdbc_reader(ctx)
-    df = reader.options(**options).load()
-    inferred = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-    schema = adapter.custom_schema(inferred)
-    if schema:
-        reader, _ = _jdbc_reader(ctx)
-        df = reader.options(**options).option("customSchema", schema).load()
-    casts = adapter.post_read_casts(inferred)
-    df = df.withColumns({name: F.expr(expr) for name, expr in casts.items()}) if casts else df
-    return _without_length_limits(df)
-
-
-def _without_length_limits(df: Any) -> Any:
-    """Plain strings for the source's CHAR/VARCHAR columns: Spark carries their length into Delta as a
-    write-time check, so a source that widens a column (or SQLite's TEXT, reported as varchar(0))
-    would make every later write fail. The lake keeps the values, not the source's limits."""
-    from pyspark.sql import functions as F
-
-    marked = [f.name for f in df.schema.fields if "__CHAR_VARCHAR_TYPE_STRING" in f.metadata]
-    if not marked:
-        return df
-    columns = [F.col(f"`{f.name}`") for f in df.schema.fields]
-    return df.select(
-        *[
-            c.alias(f.name, metadata={}) if f.name in marked else c
-            for c, f in zip(columns, df.schema.fields, strict=True)
-        ]
-    )
-
-
-def _char_lengths(ctx: StepContext, adapter: Any, dbtable: str) -> dict[str, int]:
-    """CHAR(n) columns of `dbtable` and their n, as Spark's JDBC schema reports them (Spark pads their values
-    to n on read; another reader must do the same to write identical rows)."""
-    reader, _ = _jdbc_reader(ctx)
-    fields = reader.options(dbtable=dbtable).load().schema.fields
-    kinds = {f.name: f.metadata.get("__CHAR_VARCHAR_TYPE_STRING", "") for f in fields}
-    return {name: int(kind[5:-1]) for name, kind in kinds.items() if kind.startswith("char(")}
 
 
 def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
@@ -153,7 +73,7 @@ def next_batch(ctx: StepContext, raw_path: str) -> int:
     return dt.newest_batch(ctx.spark, raw_path) + 1
 
 
-def _stamped(df: Any, ctx: StepContext, batch: int) -> Any:
+def _stamped(df: DataFrame, ctx: StepContext, batch: int) -> DataFrame:
     from pyspark.sql import functions as F
 
     columns = {
@@ -168,23 +88,19 @@ def _stamped(df: Any, ctx: StepContext, batch: int) -> Any:
 
 
 def _append_raw(
-    ctx: StepContext,
-    adapter: Any,
-    df: Any,
-    raw_path: str,
-    batch: int,
-    meta: dict[str, Any],
-    bulk: tuple[str | None, str],
+    ctx: StepContext, source: Source, df: DataFrame, plan: ReadPlan | None, raw_path: str, meta: dict[str, Any]
 ) -> tuple[dt.CommitInfo, str]:
-    """Append the batch to raw and say how it was read: through Arrow when the bulk path is open
-    (`bulk` = (url, window)), else over JDBC."""
-    url, window_sql = bulk
-    if url is not None:
+    """Append the batch to raw and say how it was read: through the source's Arrow reader when `plan` (a
+    first load) may take the bulk path and the source offers one, else with Spark."""
+    batch = meta["batch"]
+    if plan is not None:
         try:
-            target = arrow_extract.Target(df.schema, _char_lengths(ctx, adapter, window_sql), raw_stats_columns(ctx))
-            return arrow_extract.append(ctx, adapter, url, window_sql, target, raw_path, batch, meta), "arrow"
-        except arrow_extract.ArrowUnsupported as err:  # nothing written: the JDBC path reads it instead
-            print(f"pipezone: flow {ctx.flow.name}: bulk path not used ({err}); reading over JDBC", flush=True)
+            arrow = source.read_arrow(ctx.spark, plan, df.schema)
+            if arrow is not None:
+                return _append_arrow(ctx, arrow, df.schema, raw_path, batch, meta), "arrow"
+        except (ArrowUnavailable, ArrowUnsupported) as err:  # nothing written: Spark reads it instead
+            line = f"pipezone: flow {ctx.flow.name}: bulk path not used ({err}); reading with {source.reader}"
+            print(line, flush=True)
     commit = dt.append(
         df,
         raw_path,
@@ -194,7 +110,50 @@ def _append_raw(
         partition_by=[dt.INGEST_DATE],
         stats_on=raw_stats_columns(ctx),
     )
-    return commit, "jdbc"
+    return commit, source.reader.lower()
+
+
+def _append_arrow(
+    ctx: StepContext, arrow: ArrowRead, schema: StructType, raw_path: str, batch: int, meta: dict[str, Any]
+) -> dt.CommitInfo:
+    """Write the Arrow stream to raw with delta-rs as the table the Spark write would have created: the
+    stamped Spark schema `schema`, the same stamps, partitioning, properties, commit metadata and txn."""
+    target = arrow_tables.arrow_schema(schema)
+    now = datetime.now(UTC)
+    stamps = {
+        dt.RUN_ID: ctx.run_id,
+        dt.BATCH: batch,
+        dt.EXTRACTED_AT: now,
+        dt.INGEST_DATE: now.date(),
+        dt.DELETED: False,
+    }
+    lengths = dict(arrow.char_lengths)
+    batches = iter(arrow.batches)
+    first = next(batches, None)
+    # the first batch is conformed before anything is written: a type problem shows here
+    head = [conform(first, target, stamps, lengths)] if first is not None else []
+    conformed = chain(head, (conform(record_batch, target, stamps, lengths) for record_batch in batches))
+    return arrow_tables.create_table(
+        raw_path,
+        ctx.runtime.lake_s3(),
+        conformed,
+        target=target,
+        partition_by=[dt.INGEST_DATE],
+        properties=dt.table_properties(
+            {f.name: f.dataType.simpleString() for f in schema.fields}, raw_stats_columns(ctx)
+        ),
+        metadata=meta,
+        transaction=(ctx.app_id("raw"), batch),
+    )
+
+
+def _bulk_plan(ctx: StepContext, plan: ReadPlan, raw_path: str) -> ReadPlan | None:
+    """`plan` when this read may take the Arrow bulk path: a flow's first load (raw has no table yet; later
+    windows are small), unless the flow asks for JDBC (`read.initial_load: jdbc`)."""
+    source = ctx.flow.source
+    if source is None or source.read.initial_load != "auto" or ctx.backfill is not None:
+        return None
+    return None if dt.table_exists(ctx.spark, raw_path) else plan
 
 
 def raw_stats_columns(ctx: StepContext) -> list[str]:
@@ -215,7 +174,7 @@ def _snapshot_due(ctx: StepContext, raw_path: str) -> bool:
     return last is None or datetime.now(UTC) - last["timestamp"] >= source.deletes.every
 
 
-def _tombstones(ctx: StepContext, adapter: Any, raw_path: str) -> Any:
+def _tombstones(ctx: StepContext, source: Source, raw_path: str) -> DataFrame | None:
     """Keys loaded and not deleted yet that the source no longer has, as `_pz_deleted` rows.
 
     The key snapshot is read after the batch's window, so a key read in this batch and deleted since
@@ -223,27 +182,24 @@ def _tombstones(ctx: StepContext, adapter: Any, raw_path: str) -> Any:
     """
     from pyspark.sql import functions as F
 
-    source = ctx.flow.source
-    assert source is not None
     if not dt.table_exists(ctx.spark, raw_path):
         return None  # nothing loaded yet: no key can have gone
-    keys = list(source.primary_key)
-    in_source = _read(ctx, adapter, adapter.key_snapshot_query(source))
+    keys = list(source.spec.primary_key)
+    in_source = source.read(ctx.spark, ReadPlan.key_snapshot())
     raw = as_events(ctx.spark.read.format("delta").load(raw_path))
     events = latest_events(raw.select(*keys, dt.BATCH, dt.EXTRACTED_AT, dt.DELETED), keys, None)
     live = events.filter(f"NOT `{dt.DELETED}`").select(*keys)
     return live.join(in_source, on=keys, how="left_anti").withColumn(dt.DELETED, F.lit(True))
 
 
-def _backfill(ctx: StepContext, adapter: Any, raw_path: str) -> StepResult:
+def _backfill(ctx: StepContext, source: Source, raw_path: str) -> StepResult:
     """A stateless `[start, end)` read into raw; the live watermark is neither read nor moved."""
-    source = ctx.flow.source
-    assert source is not None and ctx.backfill is not None
+    assert ctx.backfill is not None
     start, end = (v if not isinstance(v, str) else parse_cursor_text(v) for v in ctx.backfill)
     if not later(end, start):
         raise ValueError(f"backfill window [{start}, {end}) is empty: --end must be after --start")
     batch = next_batch(ctx, raw_path)
-    read = _read(ctx, adapter, adapter.backfill_query(source, start, end))
+    read = source.read(ctx.spark, ReadPlan.backfill(start, end))
     columns = [c for c in read.columns if not c.startswith("_pz_")]
     df = _stamped(read, ctx, batch)
     df, _ = conform_to_table(df, raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
@@ -268,19 +224,17 @@ def run_extract(ctx: StepContext) -> StepResult:
     done = _reconcile(ctx, raw_path)
     if done is not None:
         return done
-    _, adapter = _jdbc_reader(ctx)
+    source = ctx.runtime.source(ctx.flow)
     if ctx.backfill is not None:
-        return _backfill(ctx, adapter, raw_path)
-    return _extract_window(ctx, adapter, raw_path)
+        return _backfill(ctx, source, raw_path)
+    return _extract_window(ctx, source, raw_path)
 
 
-def _extract_window(ctx: StepContext, adapter: Any, raw_path: str) -> StepResult:
+def _extract_window(ctx: StepContext, source: Source, raw_path: str) -> StepResult:
     """The live run: read the window (and the key snapshot when due), append it, then move the watermark."""
-    source = ctx.flow.source
-    assert source is not None
-    watermark, lo, hi = _window(ctx, adapter)
+    watermark, lo, hi = _window(ctx, source)
     window = {"watermark": watermark, "lo": lo, "hi": hi}
-    incremental = source.incremental
+    incremental = source.spec.incremental
     nothing_new = incremental is not None and (
         hi is None or (watermark is not None and not later(hi, watermark) and not incremental.lookback)
     )
@@ -288,13 +242,10 @@ def _extract_window(ctx: StepContext, adapter: Any, raw_path: str) -> StepResult
     if nothing_new and not snapshot:
         return StepResult(note="source table is empty" if hi is None else "no new rows", details=window)
     frames = []
-    window_sql = adapter.window_query(source, lo, hi)
+    plan = ReadPlan.window(lo, hi)
     if not nothing_new:
-        # A window open below is (nearly) the whole table: the table's own MIN/MAX of the split column is an
-        # index lookup, where MIN/MAX over the window scans it. Bounds only set the stride, never filter.
-        whole = adapter.relation(source) if lo is None and source.table is not None else None
-        frames.append(_read(ctx, adapter, window_sql, bounds_over=whole))
-    tombstones = _tombstones(ctx, adapter, raw_path) if snapshot else None
+        frames.append(source.read(ctx.spark, plan))
+    tombstones = _tombstones(ctx, source, raw_path) if snapshot else None
     if tombstones is not None and (frames or not tombstones.isEmpty()):
         frames.append(tombstones)
     if not frames:
@@ -310,8 +261,8 @@ def _extract_window(ctx: StepContext, adapter: Any, raw_path: str) -> StepResult
     df, _ = conform_to_table(_stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
     failpoints.reach("extract.before_commit")
     with ctx.timed("read_write"):
-        bulk = arrow_extract.source_url(ctx, adapter, raw_path) if len(frames) == 1 and not nothing_new else None
-        commit, read_path = _append_raw(ctx, adapter, df, raw_path, batch, meta, (bulk, window_sql))
+        bulk = _bulk_plan(ctx, plan, raw_path) if len(frames) == 1 and not nothing_new else None
+        commit, read_path = _append_raw(ctx, source, df, bulk, raw_path, meta)
     failpoints.reach("extract.after_commit")
     with ctx.timed("state"):
         if incremental is not None and new_watermark is not None:

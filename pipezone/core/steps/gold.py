@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.lake.layout import LakeLayout
 from pipezone.core.spec.flow import GoldTable
@@ -58,7 +59,7 @@ def run_gold(ctx: StepContext) -> StepResult:
         common = {"app_id": ctx.app_id(f"gold:{table.name}"), "version": version, "metadata": meta}
         if table.write_mode == "merge":
             df = df.withColumn(dt.BATCH, F.lit(version))
-            commit = dt.merge(df, lake.gold(table.name), keys=table.primary_key, cursor=None, **common)
+            commit = dm.merge(df, lake.gold(table.name), keys=table.primary_key, cursor=None, **common)
         else:
             commit = dt.append(df, lake.gold(table.name), overwrite=True, partition_by=table.partition_by, **common)
         ctx.state.set_progress(ctx.flow.name, f"gold:{table.name}", version, ctx.run_id)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipezone.core import failpoints
+from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.lake.schema_drift import conform_to_table
 from pipezone.core.steps.context import StepContext, StepResult
@@ -97,7 +98,7 @@ def _new_versions(ctx: StepContext, df: DataFrame, path: str, keys: list[str], c
     No key filter here (unlike silver's MERGE): collecting the batch's keys first costs more than the
     semi join, which reads only the table's key, order and hash columns (measured in docs/benchmarks.md).
     """
-    df = dt.with_row_hash(df)
+    df = dm.with_row_hash(df)
     if not keys or not dt.table_exists(ctx.spark, path):
         return df
     table = ctx.spark.read.format("delta").load(path)
@@ -127,11 +128,11 @@ def write_layer(
     if mode == "append":
         return dt.append(_new_versions(ctx, df, path, keys, cursor), path, stats_on=stats_on, **common)
     if mode == "scd2":
-        return dt.scd2(_with_valid_from(df, cursor), path, keys=keys, **common)
+        return dm.scd2(_with_valid_from(df, cursor), path, keys=keys, **common)
     events = latest_events(df, keys, cursor)
     if mode == "merge":
         # a few rows in: MERGE filters the table to their keys first
-        return dt.merge(events, path, keys=keys, cursor=cursor, narrow=rows_in <= dt.NARROW_KEYS, **common)
+        return dm.merge(events, path, keys=keys, cursor=cursor, narrow=rows_in <= dm.NARROW_KEYS, **common)
     return dt.append(events.filter(f"NOT `{dt.DELETED}`"), path, overwrite=True, stats_on=stats_on, **common)
 
 

@@ -21,7 +21,7 @@ from pipezone.core.spec.quality import (
     RowCountCheck,
     UniqueCheck,
 )
-from pipezone.core.state.store import QualityResult
+from pipezone.core.state.quality_results import QualityResult
 from pipezone.core.steps.context import StepContext, StepResult
 
 if TYPE_CHECKING:

@@ -12,6 +12,8 @@ from functools import cached_property
 from pathlib import Path
 
 from pipezone.core.lake.layout import LakeLayout, lake_layout
+from pipezone.core.sources.contract import Source
+from pipezone.core.sources.registry import open_source
 from pipezone.core.spark.session import S3Settings, SparkSettings
 from pipezone.core.spec.catalog import Catalog, load_catalog
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection, S3LakeConnection, SqliteConnection
@@ -62,6 +64,13 @@ class Runtime:
         if problems:
             raise RunError(f"flow '{name}' is invalid: {problems[0]}")
         raise RunError(f"unknown flow '{name}' (flows: {', '.join(sorted(self.catalog.flows)) or 'none'})")
+
+    def source(self, flow: FlowSpec) -> Source:
+        """The flow's source, opened on its connection (a gold-only flow has none: a RunError)."""
+        if flow.source is None:
+            raise RunError(f"flow '{flow.name}' has no source")
+        conn = self.connection(flow.source.connection)
+        return open_source(flow.source, conn, self.resolver, self.settings.project_root)
 
     def reveal(self, reference: str | None, *, mask: bool = True) -> str | None:
         """A secret's value, or a literal (user names may be literal), for the one place that needs it.

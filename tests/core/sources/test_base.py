@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipezone.core.sources.jdbc.base import SourceAdapter, timestamp_text, utc_naive
+from pipezone.core.sources.jdbc.dialect import timestamp_text, utc_naive
 from pipezone.core.sources.jdbc.mysql import MySqlAdapter
 from pipezone.core.sources.jdbc.oracle import OracleAdapter
 from pipezone.core.sources.jdbc.postgres import PostgresAdapter
+from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
 from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter
 from pipezone.core.sources.registry import SOURCE_ADAPTERS, SourceError, source_adapter
@@ -51,7 +52,7 @@ def resolver(tmp_path: Path) -> SecretResolver:
         ("oracle", OracleAdapter),
     ],
 )
-def test_registry_maps_every_jdbc_type(kind: str, adapter_type: type[SourceAdapter]) -> None:
+def test_registry_maps_every_jdbc_type(kind: str, adapter_type: type[JdbcAdapter]) -> None:
     assert isinstance(source_adapter(jdbc(kind)), adapter_type)
 
 

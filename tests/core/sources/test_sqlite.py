@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipezone.core.sources.jdbc.base import CursorValue
+from pipezone.core.sources.contract import CursorValue
 from pipezone.core.sources.jdbc.mysql import MySqlAdapter
 from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
 from pipezone.core.sources.registry import SourceError

@@ -7,11 +7,14 @@ Spark on its MySQL dialect (backticks, MySQL type mapping).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote as url_quote
 
-from pipezone.core.sources.jdbc.base import SourceAdapter, for_connection, host_port, query_string
+from pipezone.core.sources.contract import PhysicalReference, for_connection
+from pipezone.core.sources.jdbc.dialect import host_port, query_string
+from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec
 from pipezone.core.spec.flow import ReadOptions
 from pipezone.core.spec.secrets import SecretResolver
@@ -23,7 +26,7 @@ from pipezone.core.spec.secrets import SecretResolver
 STREAMING_FETCH_SIZE = -(2**31)
 
 
-class MySqlAdapter(SourceAdapter):
+class MySqlAdapter(JdbcAdapter):
     """MySQL 5.7+/8.x and MariaDB 10.x/11.x."""
 
     name = "mysql"
@@ -65,9 +68,26 @@ class MySqlAdapter(SourceAdapter):
             database = url_quote(jdbc.database, safe="")
             return f"mysql://{user}:{password}@{host_port(jdbc)}/{database}"
 
+    def client_reference(
+        self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
+    ) -> PhysicalReference | None:
+        """The MariaDB/MySQL client streaming the result row by row (`--quick`) as text, over TCP as Spark reads."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            props = self._credentials(jdbc, resolver)
+        client = shutil.which("mariadb") or shutil.which("mysql") or "mariadb"
+        argv = [client, "--no-defaults", f"--host={jdbc.host}", f"--port={jdbc.effective_port}"]
+        argv += [f"--user={props.get('user', '')}", "--quick", "--batch", "--skip-column-names"]
+        return PhysicalReference(f"{Path(client).name} client", [*argv, jdbc.database, "-e", sql], _password(props))
+
     def string_literal(self, value: str) -> str:
         """Backslash is an escape character in MySQL string literals by default."""
         return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
     def fetch_size(self, read: ReadOptions) -> int:
         return STREAMING_FETCH_SIZE
+
+
+def _password(props: dict[str, str]) -> dict[str, str]:
+    """The client's password, by environment (never on its command line)."""
+    return {"MYSQL_PWD": props["password"]} if "password" in props else {}

@@ -6,14 +6,16 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from pipezone.core.sources.jdbc.base import SourceAdapter, SourceError, for_connection, host_port
+from pipezone.core.sources.contract import SourceError, for_connection
+from pipezone.core.sources.jdbc.dialect import host_port
+from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec
 from pipezone.core.spec.secrets import SecretResolver
 
 _SERVICE = re.compile(r"^[A-Za-z0-9_.$#-]+$")
 
 
-class OracleAdapter(SourceAdapter):
+class OracleAdapter(JdbcAdapter):
     """Oracle 12.2+ (service names; SIDs are not supported)."""
 
     name = "oracle"

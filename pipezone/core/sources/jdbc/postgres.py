@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote as url_quote
 
-from pipezone.core.sources.jdbc.base import SourceAdapter, for_connection, host_port, query_string
+from pipezone.core.sources.contract import PhysicalReference, for_connection
+from pipezone.core.sources.jdbc.dialect import host_port, query_string
+from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec
+from pipezone.core.spec.secrets import SecretResolver
 
 UTC_STARTUP_OPTION = "-c TimeZone=UTC"
 
 
-class PostgresAdapter(SourceAdapter):
+class PostgresAdapter(JdbcAdapter):
     """PostgreSQL 12+ (and wire-compatible servers that accept the `options` startup parameter)."""
 
     name = "postgres"
@@ -38,6 +41,19 @@ class PostgresAdapter(SourceAdapter):
             jdbc = self.jdbc_connection(conn)
             database = url_quote(jdbc.database, safe="")
             return f"jdbc:postgresql://{host_port(jdbc)}/{database}{query_string(self.url_options(jdbc))}"
+
+    def client_reference(
+        self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
+    ) -> PhysicalReference | None:
+        """psql's `\\copy (SELECT ...) TO '/dev/null'`: the server's COPY protocol, the fastest way out."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            props = self._credentials(jdbc, resolver)
+        argv = ["psql", "--no-psqlrc", "--quiet", f"--host={jdbc.host}", f"--port={jdbc.effective_port}"]
+        argv += [f"--username={props.get('user', '')}", f"--dbname={jdbc.database}"]
+        copy = "\\copy (" + " ".join(sql.splitlines()) + ") TO '/dev/null'"  # \copy reads one line
+        env = {"PGPASSWORD": props["password"]} if "password" in props else {}
+        return PhysicalReference("psql \\copy", [*argv, "--command", copy], env)
 
     def merge_option(self, key: str, default: str | None, value: str) -> str:
         """A user `options` adds to the UTC pin; later `-c` settings win, so theirs can still override it."""

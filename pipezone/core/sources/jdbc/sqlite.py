@@ -19,13 +19,16 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 
-from pipezone.core.sources.jdbc.base import SourceAdapter, SourceError, for_connection, schema_ddl, timestamp_text
+from pipezone.core.sources.contract import PhysicalReference, SourceError, for_connection
+from pipezone.core.sources.jdbc.dialect import schema_ddl, timestamp_text
+from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, SqliteConnection
+from pipezone.core.spec.secrets import SecretResolver
 
 _TEXT_TIME_TYPES = {"date": "DATE", "timestamp": "TIMESTAMP", "timestamp_ntz": "TIMESTAMP_NTZ"}
 
 
-class SqliteAdapter(SourceAdapter):
+class SqliteAdapter(JdbcAdapter):
     """SQLite 3 database files."""
 
     name = "sqlite"
@@ -40,16 +43,26 @@ class SqliteAdapter(SourceAdapter):
     )
 
     def jdbc_url(self, conn: ConnectionSpec, project_root: Path) -> str:
-        if not isinstance(conn, SqliteConnection):
-            raise SourceError(f"a {conn.type} connection cannot be read by the sqlite adapter", conn.name)
+        path = self._path(conn, project_root)
         with for_connection(conn.name):
             if "?" in conn.path:
                 raise SourceError(f"database path {conn.path!r} must not contain '?' (sqlite-jdbc parameters)")
-            path = Path(conn.path).expanduser()
-            path = path if path.is_absolute() else project_root / path
-            # open_mode=1 is SQLITE_OPEN_READONLY: a source is only read, and a missing file must be an
-            # error naming it, not silently created empty.
-            return f"jdbc:sqlite:{path.resolve()}?open_mode=1"
+        # open_mode=1 is SQLITE_OPEN_READONLY: a source is only read, and a missing file must be an
+        # error naming it, not silently created empty.
+        return f"jdbc:sqlite:{path}?open_mode=1"
+
+    def client_reference(
+        self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
+    ) -> PhysicalReference | None:
+        """The sqlite3 shell reading the file read-only."""
+        return PhysicalReference("sqlite3 shell", ["sqlite3", "-readonly", str(self._path(conn, project_root)), sql])
+
+    def _path(self, conn: ConnectionSpec, project_root: Path) -> Path:
+        """The database file, relative paths taken from the project root."""
+        if not isinstance(conn, SqliteConnection):
+            raise SourceError(f"a {conn.type} connection cannot be read by the sqlite adapter", conn.name)
+        path = Path(conn.path).expanduser()
+        return (path if path.is_absolute() else project_root / path).resolve()
 
     def timestamp_literal(self, value: datetime) -> str:
         """Text in SQLite's CURRENT_TIMESTAMP form, so string comparison orders like time."""

@@ -7,7 +7,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from pipezone.core.sources.jdbc.base import SourceAdapter, for_connection, host_port, timestamp_text
+from pipezone.core.sources.contract import for_connection
+from pipezone.core.sources.jdbc.dialect import host_port, timestamp_text
+from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec
 
 _PLAIN_VALUE = re.compile(r"^[^;{}=]*$")
@@ -18,7 +20,7 @@ def property_value(value: str) -> str:
     return value if _PLAIN_VALUE.match(value) else "{" + value.replace("}", "}}") + "}"
 
 
-class SqlServerAdapter(SourceAdapter):
+class SqlServerAdapter(JdbcAdapter):
     """SQL Server 2016+ / Azure SQL."""
 
     name = "sqlserver"

@@ -7,7 +7,7 @@ CLI (see alembic.ini) passes a URL with `-x url=...`. Nothing here reads environ
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from pipezone.core.state.store import VERSION_TABLE, metadata
+from pipezone.core.state.schema import VERSION_TABLE, metadata
 
 config = context.config
 

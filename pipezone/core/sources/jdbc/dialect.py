@@ -1,9 +1,9 @@
-"""The source adapter interface and the logic every dialect shares.
+"""The JDBC family's dialect: everything SQL-text about reading one relational database.
 
-An adapter turns validated specs into the text a Spark JDBC read needs: the URL, the driver properties,
-quoted identifiers, cursor literals, the incremental window subquery and the reader options. Adapters
-are stateless text generators (no Spark, no I/O, no environment), so every rule is unit-testable and a
-new database is one subclass plus one registry line.
+A dialect turns validated specs into the text a Spark JDBC read needs: the URL, the driver properties,
+quoted identifiers, cursor literals, the incremental window subquery and the reader options. Dialects
+are stateless text generators (no Spark, no I/O, no environment), so every rule is unit-testable;
+jdbc/source.py does the reading with them, and a new database is one subclass plus one registry line.
 
 Incremental windows follow the field guide: read `(lo, hi]` on the cursor, with `hi` captured by
 `bounds_query` BEFORE the read, because each JDBC partition is its own transaction.
@@ -14,19 +14,18 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote as url_quote
 
+from pipezone.core.sources.contract import CursorValue, PhysicalReference, SourceError, for_connection
 from pipezone.core.spec.connection import OPTION_KEY_PATTERN, ConnectionSpec, JdbcConnection, OptionValue
 from pipezone.core.spec.flow import ReadOptions, SourceSpec
 from pipezone.core.spec.secrets import SecretError, SecretResolver, is_reference
 
-CursorValue = int | Decimal | float | str | date | datetime
 PartitionBounds = tuple[CursorValue | None, CursorValue | None]
 
 QUERY_ALIAS = "pz_src"
@@ -39,28 +38,6 @@ NOW_COLUMN = "pz_now"
 _HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?$")
 _IPV6 = re.compile(r"^[0-9A-Fa-f:.]+$")
 _OPTION_KEY = re.compile(OPTION_KEY_PATTERN)  # the spec's own rule, checked again where the URL is built
-
-
-class SourceError(Exception):
-    """A source cannot be read as specified: one line naming the connection and the cause, never a secret."""
-
-    def __init__(self, cause: str, connection: str | None = None) -> None:
-        self.cause = re.sub(r"\s*[\r\n]+\s*", " ", cause).strip()
-        self.connection = connection
-        super().__init__(f"connection '{connection}': {self.cause}" if connection else self.cause)
-
-    def at(self, connection: str) -> SourceError:
-        """The same error attributed to `connection` (kept if already attributed)."""
-        return self if self.connection else SourceError(self.cause, connection)
-
-
-@contextmanager
-def for_connection(name: str) -> Iterator[None]:
-    """Attribute any SourceError raised inside to connection `name`."""
-    try:
-        yield
-    except SourceError as err:
-        raise err.at(name) from None
 
 
 def utc_naive(value: datetime) -> datetime:
@@ -122,11 +99,11 @@ def _bound_text(value: CursorValue, upper: bool) -> str:
     raise SourceError(f"unsupported partition bound of type {type(value).__name__}")
 
 
-class SourceAdapter(ABC):
-    """Everything dialect-specific about reading one family of source databases over JDBC."""
+class JdbcDialect(ABC):
+    """Everything dialect-specific about reading one relational database over JDBC."""
 
     name: ClassVar[str]
-    types: ClassVar[tuple[str, ...]]  # connection `type` values this adapter serves
+    types: ClassVar[tuple[str, ...]]  # connection `type` values this dialect serves
     driver_class: ClassVar[str]
     quote_open: ClassVar[str] = '"'
     quote_close: ClassVar[str] = '"'
@@ -191,6 +168,13 @@ class SourceAdapter(ABC):
 
         Adapters offer it only where the native driver reads exactly what JDBC would; a connection with
         its own options (TLS, driver flags) stays on JDBC, which understands them."""
+        return None
+
+    def client_reference(
+        self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
+    ) -> PhysicalReference | None:
+        """The database's own command-line client running `sql` (the benchmarks' physical reference; the rows
+        go to stdout, which the benchmark discards), or None where the database has no such client."""
         return None
 
     # ------------------------------------------------------------------ identifiers

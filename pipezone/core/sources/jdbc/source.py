@@ -1,0 +1,178 @@
+"""A relational table or query read with Spark's JDBC reader: the JDBC family behind the source contract.
+
+The dialect (jdbc/dialect.py) writes the SQL text; this module runs it. Reads follow the field guide:
+the window's upper bound comes from `cursor_bounds`, captured before the read (each JDBC partition is its
+own transaction), and a parallel read splits on the partition column with MIN/MAX bounds that only set
+the stride. A flow's first load can stream through connectorx instead (jdbc/arrow_read.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipezone.core.sources import contract
+from pipezone.core.sources.contract import (
+    ArrowRead,
+    ArrowUnavailable,
+    CursorBounds,
+    PhysicalReference,
+    ReadPlan,
+    SourceAdapter,
+)
+from pipezone.core.sources.jdbc import arrow_read
+from pipezone.core.sources.jdbc.dialect import HI_COLUMN, LO_COLUMN, NOW_COLUMN, JdbcDialect, PartitionBounds
+from pipezone.core.spark.errors import summarize_error
+from pipezone.core.spec.connection import ConnectionSpec
+from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.secrets import SecretResolver
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, DataFrameReader, SparkSession
+    from pyspark.sql.types import StructType
+
+CHAR_TYPE_KEY = "__CHAR_VARCHAR_TYPE_STRING"  # where Spark's JDBC schema keeps a column's CHAR/VARCHAR(n)
+
+
+class JdbcSource(contract.Source):
+    """One flow's table or query on a JDBC connection."""
+
+    reader = "JDBC"
+
+    def __init__(
+        self,
+        dialect: JdbcDialect,
+        spec: SourceSpec,
+        connection: ConnectionSpec,
+        resolver: SecretResolver,
+        project_root: Path,
+    ) -> None:
+        super().__init__(spec, connection)
+        self.dialect = dialect
+        self.resolver = resolver
+        self.project_root = project_root
+
+    # ------------------------------------------------------------------ the contract
+
+    def describe(self, spark: SparkSession, plan: ReadPlan | None = None) -> StructType:
+        dbtable = self.dbtable(plan or ReadPlan.full())
+        return self._load(spark, self.dialect.read_options(self.spec, dbtable, None)).schema
+
+    def cursor_bounds(self, spark: SparkSession) -> CursorBounds:
+        row = self._query_one(spark, self.dialect.bounds_read_options(self.spec))
+        return CursorBounds(hi=row.get(HI_COLUMN), now=row.get(NOW_COLUMN))
+
+    def read(self, spark: SparkSession, plan: ReadPlan) -> DataFrame:
+        """The plan's rows, split as the flow asks. A read open below is (nearly) the whole table: the table's
+        own MIN/MAX of the split column is an index lookup, where MIN/MAX over the window scans it."""
+        dbtable = self.dbtable(plan)
+        whole = plan.kind in ("full", "window") and plan.lower is None and self.spec.table is not None
+        bounds = self._partition_bounds(spark, self.dialect.relation(self.spec) if whole else dbtable)
+        return self._load(spark, self.dialect.read_options(self.spec, dbtable, bounds))
+
+    def read_arrow(self, spark: SparkSession, plan: ReadPlan, schema: StructType) -> ArrowRead | None:
+        """Through connectorx where the dialect offers a native URL (MySQL/MariaDB without driver options)."""
+        if plan.kind not in ("full", "window"):
+            return None
+        url = self.dialect.arrow_url(self.connection, self.resolver)
+        if url is None:
+            return None
+        arrow_read.check_schema(schema)
+        dbtable = self.dbtable(plan)
+        batches = arrow_read.stream(url, self.dialect, self.spec, dbtable)
+        try:
+            first = next(batches, None)
+        except RuntimeError as err:  # connectorx could not start (a split it cannot do, a type, the server)
+            raise ArrowUnavailable(f"connectorx: {summarize_error(err)}") from None
+        return ArrowRead(arrow_read.prepend(first, batches), self.char_lengths(spark, dbtable))
+
+    def count(self, spark: SparkSession) -> int:
+        dbtable = f"(SELECT COUNT(*) AS n FROM {self.dialect.relation(self.spec)}) pz_count"
+        return int(self._reader(spark).option("dbtable", dbtable).option("customSchema", "n BIGINT").load().first()[0])
+
+    def physical_reference(self, plan: ReadPlan) -> PhysicalReference | None:
+        sql = f"SELECT * FROM {self.dbtable(plan)}"
+        return self.dialect.client_reference(self.connection, self.resolver, self.project_root, sql)
+
+    # ------------------------------------------------------------------ JDBC
+
+    def dbtable(self, plan: ReadPlan) -> str:
+        """The plan as a `dbtable` text: the relation, a window or range subquery, or the key snapshot."""
+        self.check_plan(plan)
+        if plan.kind == "full":
+            return self.dialect.window_query(self.spec, None, None)
+        if plan.kind == "window":
+            return self.dialect.window_query(self.spec, plan.lower, plan.upper)
+        if plan.kind == "backfill":
+            return self.dialect.backfill_query(self.spec, plan.lower, plan.upper)
+        return self.dialect.key_snapshot_query(self.spec)
+
+    def _reader(self, spark: SparkSession) -> DataFrameReader:
+        """A configured `spark.read.format('jdbc')`, credentials attached."""
+        reader = (
+            spark.read.format("jdbc")
+            .option("url", self.dialect.jdbc_url(self.connection, self.project_root))
+            .option("driver", self.dialect.driver_class)
+        )
+        for key, value in self.dialect.connection_properties(self.connection, self.resolver).items():
+            reader = reader.option(key, value)
+        return reader
+
+    def _query_one(self, spark: SparkSession, options: dict[str, str]) -> dict[str, Any]:
+        rows = self._reader(spark).options(**options).load().collect()
+        return rows[0].asDict() if rows else {}
+
+    def _partition_bounds(self, spark: SparkSession, over: str) -> PartitionBounds | None:
+        column = self.dialect.partition_column(self.spec)
+        if self.spec.read.num_partitions <= 1 or column is None:
+            return None
+        row = self._query_one(spark, self.dialect.partition_bounds_read_options(self.spec, column, over))
+        return row.get(LO_COLUMN), row.get(HI_COLUMN)
+
+    def _load(self, spark: SparkSession, options: dict[str, str]) -> DataFrame:
+        """Read with `options`; drivers that type some columns badly get a customSchema and casts after."""
+        from pyspark.sql import functions as F
+
+        df = self._reader(spark).options(**options).load()
+        inferred = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+        schema = self.dialect.custom_schema(inferred)
+        if schema:
+            df = self._reader(spark).options(**options).option("customSchema", schema).load()
+        casts = self.dialect.post_read_casts(inferred)
+        df = df.withColumns({name: F.expr(expr) for name, expr in casts.items()}) if casts else df
+        return without_length_limits(df)
+
+    def char_lengths(self, spark: SparkSession, dbtable: str) -> dict[str, int]:
+        """CHAR(n) columns of `dbtable` and their n, as Spark's JDBC schema reports them (Spark pads their values
+        to n on read; another reader must do the same to write identical rows)."""
+        fields = self._reader(spark).options(dbtable=dbtable).load().schema.fields
+        kinds = {f.name: f.metadata.get(CHAR_TYPE_KEY, "") for f in fields}
+        return {name: int(kind[5:-1]) for name, kind in kinds.items() if kind.startswith("char(")}
+
+
+def without_length_limits(df: DataFrame) -> DataFrame:
+    """Plain strings for the source's CHAR/VARCHAR columns: Spark carries their length into Delta as a
+    write-time check, so a source that widens a column (or SQLite's TEXT, reported as varchar(0))
+    would make every later write fail. The lake keeps the values, not the source's limits."""
+    from pyspark.sql import functions as F
+
+    marked = [f.name for f in df.schema.fields if CHAR_TYPE_KEY in f.metadata]
+    if not marked:
+        return df
+    columns = [F.col(f"`{f.name}`") for f in df.schema.fields]
+    return df.select(
+        *[
+            c.alias(f.name, metadata={}) if f.name in marked else c
+            for c, f in zip(columns, df.schema.fields, strict=True)
+        ]
+    )
+
+
+class JdbcAdapter(JdbcDialect, SourceAdapter):
+    """A registry entry of the JDBC family: a database's dialect, opening `JdbcSource`s with it. Each database
+    module subclasses this (mysql.py, postgres.py, ...)."""
+
+    def open(
+        self, spec: SourceSpec, connection: ConnectionSpec, resolver: SecretResolver, project_root: Path
+    ) -> JdbcSource:
+        return JdbcSource(self, spec, connection, resolver, project_root)

@@ -1,0 +1,72 @@
+"""Data-quality results: one row per check outcome of a run, in `data_quality_checks`.
+
+Kept with the run they belong to so a failed or warned check can be traced to the data it judged;
+observations of any shape are stored as text (JSON when not already a string).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from pipezone.core.state.base import StoreBase
+from pipezone.core.state.encoding import as_text, check_choice
+from pipezone.core.state.schema import CHECK_STATUSES, quality_checks
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """One data-quality check outcome."""
+
+    id: int
+    run_id: str
+    flow: str
+    layer: str
+    check_name: str
+    status: str
+    observed: str | None
+    expected: str | None
+    severity: str
+    checked_at: datetime
+
+
+class QualityStore(StoreBase):
+    """Record check outcomes and read a run's."""
+
+    def record_quality_check(
+        self,
+        run_id: str,
+        flow: str,
+        layer: str,
+        check_name: str,
+        status: str,
+        observed: Any = None,
+        expected: Any = None,
+        severity: str = "error",
+    ) -> int:
+        """Store one check outcome; non-string observed/expected values are stored as JSON."""
+        check_choice(status, CHECK_STATUSES, "quality check status")
+        with self._transaction() as conn:
+            result = conn.execute(
+                insert(quality_checks).values(
+                    run_id=run_id,
+                    flow=flow,
+                    layer=layer,
+                    check_name=check_name,
+                    status=status,
+                    observed=as_text(observed),
+                    expected=as_text(expected),
+                    severity=severity,
+                    checked_at=self._now(),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def quality_results(self, run_id: str) -> list[QualityResult]:
+        """A run's check outcomes in the order they were recorded."""
+        query = select(quality_checks).where(quality_checks.c.run_id == run_id).order_by(quality_checks.c.id)
+        with self._transaction() as conn:
+            return [QualityResult(**row._asdict()) for row in conn.execute(query)]
