@@ -202,7 +202,7 @@ def test_key_filter_keeps_the_rows_a_null_safe_key_join_can_match(spark: Any, mo
     kept = {tuple(r) for r in table_df.filter(only).collect()}
     # a superset per column of what the join matches: (2, 'a') stays, (3, *) and (NULL, *) go
     assert kept == {(1, "a"), (1, "b"), (2, "a"), (2, None)}
-    monkeypatch.setattr(dt, "NARROW_KEYS", 2)
+    monkeypatch.setattr(dm, "NARROW_KEYS", 2)
     assert dm.key_filter(batch, ["k1", "k2"]) is None  # 3 keys: too many to list, the join does it all
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from pipezone.core.spark.errors import summarize_error
 from pipezone.core.spark.jars import pyspark_home, resolve_jars
@@ -25,6 +27,13 @@ if TYPE_CHECKING:
 REDACTED = "*****"
 SENSITIVE_KEY_PARTS = ("secret", "password", "token")
 UTC_JAVA_OPTION = "-Duser.timezone=UTC"
+# Spark's log4j2 configuration when the settings name a log folder: INFO and up to the file, ERROR to the console.
+LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
+LOG_FILE_PROPERTY = "pipezone.spark.log"  # the file the configuration writes to (a JVM system property)
+UI_CONSOLE_PROPERTY = "pipezone.spark.console.ui"  # the web UI's INFO line on the console too (spark-submit jobs)
+LOOPBACK = "127.0.0.1"
+# The JVM prints this itself (Spark's launcher always adds the module): no log configuration reaches it.
+JVM_NOISE = ("WARNING: Using incubator modules: jdk.incubator.vector",)
 # List-valued keys: a value in `extra_conf` is appended (with this separator) instead of replacing ours,
 # so a user's JVM option or extra jar cannot silently drop UTC or the Delta jars.
 APPEND_KEYS = {
@@ -70,7 +79,8 @@ class SparkSettings:
     app_name: str = "pipezone"
     driver_memory: str = "1g"
     shuffle_partitions: int = 4
-    log_level: str = "WARN"
+    log_level: str = "WARN"  # Spark's level on the console when there is no log file (`log_dir` unset)
+    log_dir: Path | None = None  # Spark's full log goes to <log_dir>/spark-<app>.log; the console gets ERROR only
     warehouse_dir: Path | None = None
     python: str | None = None  # interpreter for the driver/workers; build_session defaults it to this one
     shared_jars: bool = False  # workers have the jar cache at the same path: no per-application copy
@@ -104,8 +114,12 @@ def spark_conf(settings: SparkSettings, jars: Sequence[Path]) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
         "spark.ui.showConsoleProgress": "false",
-        "spark.log.level": settings.log_level,
     }
+    log_file = spark_log_file(settings)
+    if log_file is None:
+        conf["spark.log.level"] = settings.log_level
+    else:  # the level comes from the configuration (INFO): spark.log.level would cut the file down to it
+        conf["spark.driver.extraJavaOptions"] += " " + " ".join(log_java_options(log_file))
     conf.update(jar_conf(settings.master, jars, shared=settings.shared_jars))
     if settings.driver_host is not None:
         conf["spark.driver.host"] = settings.driver_host
@@ -120,6 +134,35 @@ def spark_conf(settings: SparkSettings, jars: Sequence[Path]) -> dict[str, str]:
     for key, value in settings.extra_conf.items():
         conf[key] = f"{conf[key]}{APPEND_KEYS[key]}{value}" if key in APPEND_KEYS and key in conf else str(value)
     return conf
+
+
+def spark_log_file(settings: SparkSettings) -> Path | None:
+    """Where the driver JVM writes Spark's log: `<log_dir>/spark-<app name>.log`, or None without a log folder."""
+    if settings.log_dir is None:
+        return None
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.app_name).strip(".") or "spark"
+    return settings.log_dir / f"spark-{name}.log"
+
+
+def log_java_options(log_file: Path) -> list[str]:
+    """JVM options that load PipeZone's log4j2 configuration, writing Spark's log to `log_file`."""
+    return [
+        java_property("log4j2.configurationFile", str(LOG4J2_CONFIG)),
+        java_property(LOG_FILE_PROPERTY, str(log_file)),
+    ]
+
+
+def java_property(name: str, value: str) -> str:
+    """`-Dname=value`, quoted when the value has blanks (Spark splits extraJavaOptions as a shell would)."""
+    option = f"-D{name}={value}"
+    return shlex.quote(option) if any(c.isspace() or c in "'\"" for c in value) else option
+
+
+def jvm_env(master: str) -> dict[str, str]:
+    """Environment the driver JVM needs before it starts: a local master's driver binds the loopback address
+    (SPARK_LOCAL_IP), so Spark neither looks for another interface nor warns that the hostname resolves to
+    127.0.0.1. Callers keep a value the environment already has."""
+    return {"SPARK_LOCAL_IP": LOOPBACK} if is_local_master(master) else {}
 
 
 def jar_conf(master: str, jars: Sequence[Path], *, shared: bool = False) -> dict[str, str]:
@@ -178,9 +221,11 @@ def build_session(settings: SparkSettings, jars: Sequence[Path] | None = None) -
     """Start (or reuse) this process's SparkSession configured from `settings`.
 
     Jars come from the cache (resolved on first use, then no network). If a session already exists
-    in this process, Spark reuses its JVM: static settings (master, jars, driver memory) then keep
-    their first values and only SQL settings are applied.
+    in this process, Spark reuses its JVM: static settings (master, jars, driver memory, logging) then
+    keep their first values and only SQL settings are applied. With `log_dir`, the first session of a
+    process prints one line naming Spark's log file (on stderr).
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     if settings.connect_url is not None:
@@ -191,12 +236,60 @@ def build_session(settings: SparkSettings, jars: Sequence[Path] | None = None) -
     os.environ["PYSPARK_PYTHON"] = settings.python
     if jars is None:
         jars = resolve_jars(settings.jar_cache)
+    conf = spark_conf(settings, jars)
+    first = SparkContext._active_spark_context is None
+    if SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        launch_jvm(settings, conf)  # else the JVM runs already (this process's, or spark-submit's)
     builder = SparkSession.builder
-    for key, value in spark_conf(settings, jars).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(settings.log_level)
+    if first:
+        log_file = spark.sparkContext._jvm.java.lang.System.getProperty(LOG_FILE_PROPERTY)
+        if log_file:
+            print(f"pipezone: Spark log: {shown_path(Path(log_file))}", file=sys.stderr, flush=True)
     return spark
+
+
+def launch_jvm(settings: SparkSettings, conf: Mapping[str, str]) -> None:
+    """Start this process's driver JVM and its SparkContext, as `SparkSession.builder.getOrCreate()` would,
+    with the environment it must inherit (`jvm_env`) and its stderr forwarded less `JVM_NOISE`."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    for key, value in jvm_env(settings.master).items():
+        os.environ.setdefault(key, value)  # the JVM inherits this process's environment
+    log_file = spark_log_file(settings)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+    launch_conf = SparkConf(loadDefaults=False).setAll(list(conf.items()))
+    gateway = launch_gateway(launch_conf, popen_kwargs={"stderr": subprocess.PIPE})
+    stderr = gateway.proc.stderr if gateway.proc is not None else None
+    if stderr is not None:
+        threading.Thread(target=forward_jvm_stderr, args=(stderr,), name="pipezone-jvm-stderr", daemon=True).start()
+    SparkContext(conf=launch_conf, gateway=gateway)
+
+
+def forward_jvm_stderr(stream: IO[bytes]) -> None:
+    """Copy the JVM's stderr to this process's, line by line, except the JVM's own notices (`JVM_NOISE`).
+    Reads to the end even when stderr is gone: a JVM blocked on a full pipe would hang the session."""
+    for raw in stream:
+        line = raw.decode(errors="replace")
+        if line.rstrip("\r\n") in JVM_NOISE:
+            continue
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed (interpreter exit): keep draining
+            pass
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the working folder when it lies under it (as a person typed it), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class ConnectUnavailable(RuntimeError):
@@ -276,6 +369,8 @@ def submit_args(settings: SparkSettings, jars: Sequence[Path] | None = None) -> 
         jars = resolve_jars(settings.jar_cache)
     args: list[str] = []
     conf = spark_conf(settings, jars)
+    if spark_log_file(settings) is not None:  # a job's output still names its web UI (the Airflow operator links it)
+        conf["spark.driver.extraJavaOptions"] += " " + java_property(UI_CONSOLE_PROPERTY, "info")
     for key, flag in _FLAG_KEYS.items():
         if key in conf:
             args += [flag, conf.pop(key)]
