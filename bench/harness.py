@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipezone.core.sources.contract import PhysicalReference, ReadPlan
+from pipezone.core.spec.settings import load_settings
+from pipezone.core.steps.runtime import load_runtime
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 DATABASE = "pz_bench"
@@ -168,22 +172,6 @@ class MariaDB:
     def client_env(self) -> dict[str, str]:
         return {**os.environ, "MYSQL_PWD": self.password}
 
-    def client_command(self, sql: str) -> list[str]:
-        """The MariaDB client streaming a result row by row (`--quick`) as text, over TCP like Spark."""
-        return [
-            "mariadb",
-            "--no-defaults",
-            f"--host={self.host}",
-            f"--port={self.port}",
-            f"--user={self.user}",
-            "--quick",
-            "--batch",
-            "--skip-column-names",
-            DATABASE,
-            "-e",
-            sql,
-        ]
-
 
 # --------------------------------------------------------------------------- a throwaway PipeZone project
 
@@ -293,6 +281,14 @@ class Project:
             "PIPEZONE_BENCH_MINIO_USER": self.minio_user,
             "PIPEZONE_BENCH_MINIO_PASSWORD": self.minio_password,
         }
+
+    def physical_reference(self, flow: str, profile: str) -> PhysicalReference:
+        """The flow's source's own client reading the whole source table, as the source contract names it."""
+        runtime = load_runtime(load_settings(environ=self.env(profile), cwd=self.root))
+        reference = runtime.source(runtime.flow(flow)).physical_reference(ReadPlan.full())
+        if reference is None:
+            raise SystemExit(f"bench: flow {flow}'s source names no physical reference")
+        return reference
 
     def run(self, profile: str, *args: str) -> Measured:
         return measured([str(VENV_BIN / "pipezone"), "run", *args], env=self.env(profile), cwd=self.root)

@@ -10,6 +10,7 @@ quoted to bronze (the whole run) and to raw (the extract step).
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -31,9 +32,12 @@ def _record(contender: str, rows: int, mb: float, m: Any, **extra: Any) -> dict[
     }
 
 
-def client(source: MariaDB, table: str, rows: int, mb: float) -> dict[str, Any]:
-    m = measured(source.client_command(f"SELECT * FROM {table}"), env=source.client_env(), discard_stdout=True)
-    return _record("mariadb client", rows, mb, m.check("mariadb client"))
+def client(project: Project, table: str, rows: int, mb: float) -> dict[str, Any]:
+    """The physical reference: the source's own client (the `mariadb` client streaming the same SELECT over
+    TCP, as the source contract names it) reading the table to /dev/null."""
+    reference = project.physical_reference(project.flow(table, 1), "bench_local_2g")
+    m = measured(reference.argv, env={**os.environ, **reference.env}, discard_stdout=True)
+    return _record(reference.name, rows, mb, m.check(reference.name))
 
 
 def pandas(source: MariaDB, table: str, rows: int, mb: float) -> dict[str, Any]:
@@ -119,7 +123,7 @@ def run(
             table = source.ensure_table(rows)
             mb = source.table_mb(table)
             for attempt in range(repeat):
-                runs = [_say(client(source, table, rows, mb)), _say(pandas(source, table, rows, mb))]
+                runs = [_say(client(project, table, rows, mb)), _say(pandas(source, table, rows, mb))]
                 local = [_say(pipezone(project, table, rows, mb, p, "local")) for p in partitions]
                 best = max(local, key=lambda r: r["rows_per_s"])["partitions"]
                 runs += local + ([_say(pipezone(project, table, rows, mb, 2, "local", path="jdbc"))] if jdbc else [])

@@ -8,6 +8,8 @@ this module reads no environment variables and no YAML (the config layer does th
 from __future__ import annotations
 
 import dataclasses
+import logging
+import logging.handlers
 import os
 import shlex
 import subprocess
@@ -34,6 +36,8 @@ UI_CONSOLE_PROPERTY = "pipezone.spark.console.ui"  # the web UI's INFO line on t
 LOOPBACK = "127.0.0.1"
 # The JVM prints this itself (Spark's launcher always adds the module): no log configuration reaches it.
 JVM_NOISE = ("WARNING: Using incubator modules: jdk.incubator.vector",)
+# pyspark's Python-side loggers (pyspark.errors): each logs the Spark errors raised with a query context.
+PYSPARK_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 # List-valued keys: a value in `extra_conf` is appended (with this separator) instead of replacing ours,
 # so a user's JVM option or extra jar cannot silently drop UTC or the Delta jars.
 APPEND_KEYS = {
@@ -229,7 +233,10 @@ def build_session(settings: SparkSettings, jars: Sequence[Path] | None = None) -
     from pyspark.sql import SparkSession
 
     if settings.connect_url is not None:
-        return connect_session(settings.connect_url)
+        spark = connect_session(settings.connect_url)
+        if (log_file := spark_log_file(settings)) is not None:  # a client has no JVM: only pyspark's own log
+            python_log_to(log_file)
+        return spark
     if settings.python is None:
         settings = dataclasses.replace(settings, python=sys.executable)
     # An in-process SparkContext takes the workers' Python from this variable only (not spark.pyspark.python).
@@ -244,9 +251,10 @@ def build_session(settings: SparkSettings, jars: Sequence[Path] | None = None) -
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    if first:
+    if first:  # the JVM's own property: right for spark-submit's JVM too, whatever these settings say
         log_file = spark.sparkContext._jvm.java.lang.System.getProperty(LOG_FILE_PROPERTY)
         if log_file:
+            python_log_to(Path(log_file))
             print(f"pipezone: Spark log: {shown_path(Path(log_file))}", file=sys.stderr, flush=True)
     return spark
 
@@ -282,6 +290,20 @@ def forward_jvm_stderr(stream: IO[bytes]) -> None:
             sys.stderr.flush()
         except (OSError, ValueError):  # stderr closed (interpreter exit): keep draining
             pass
+
+
+def python_log_to(log_file: Path) -> None:
+    """Send pyspark's Python-side loggers to `log_file` instead of stderr: they print every Spark error with a
+    query context as a JSON record, even one the caller catches (as a probe of a table that does not exist)."""
+    from pyspark.logger import PySparkLogger
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    for name in PYSPARK_LOGGERS:
+        logger = PySparkLogger.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.addHandler(logging.handlers.WatchedFileHandler(log_file, encoding="utf-8", delay=True))
+        logger.propagate = False
 
 
 def shown_path(path: Path) -> str:
