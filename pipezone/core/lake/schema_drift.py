@@ -6,7 +6,7 @@ Called before each write into raw, bronze and silver with the flow's `schema_dri
   a safe widening is left to Delta's type widening; an unsafe type change still fails.
 - An incoming type narrower than the table's (table bigint, batch int) is no drift: it is cast up.
 
-Measured on Delta 4.4 (tests/core/test_schema_drift.py): with `delta.enableTypeWidening` set, an append with
+Measured on Delta 4.4 (tests/core/lake/test_schema_drift.py): with `delta.enableTypeWidening` set, an append with
 mergeSchema and a MERGE with schema evolution widen integral -> wider integral, byte/short/int -> double,
 float -> double, integral -> decimal(>= 10 or 20 integer digits) and decimal -> decimal keeping scale and
 integer digits. Without the property an append fails and a MERGE silently casts the batch down to the table's

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipezone.core import failpoints
-from pipezone.core.spark.session import find_spark_submit, submit_args
+from pipezone.core.spark.session import find_spark_submit, jvm_env, submit_args
 from pipezone.core.spec.cross_checks import find_cycles
 from pipezone.core.steps.context import StepContext
 from pipezone.core.steps.runner import STEPS, StepFailed, open_session, run_step, summary_line
@@ -115,6 +115,8 @@ def child_env(runtime: Runtime) -> dict[str, str]:
       no `java` is on PATH; left unset when no JDK is found (spark-submit then reports it);
     - PYSPARK_PYTHON: the parent's if set (executors may use another interpreter), else this one;
       PYSPARK_DRIVER_PYTHON: always this interpreter (the driver imports pipezone);
+    - SPARK_LOCAL_IP: the parent's if set, else 127.0.0.1 for a local master (`jvm_env`: the driver binds the
+      loopback address instead of warning that the hostname resolves to it);
     - PIPEZONE_HOME / PIPEZONE_METADATA / PIPEZONE_PROFILE from the runtime, TZ=UTC: always.
     """
     env = dict(runtime.settings.environ)
@@ -125,6 +127,8 @@ def child_env(runtime: Runtime) -> dict[str, str]:
         if shutil.which("java", path=env["PATH"]) is None:
             env["PATH"] += os.pathsep + str(Path(java_home) / "bin")
     env.setdefault("PYSPARK_PYTHON", sys.executable)
+    for key, value in jvm_env(runtime.profile.spark.master).items():
+        env.setdefault(key, value)
     env.update(
         {
             "PIPEZONE_HOME": str(runtime.settings.project_root),

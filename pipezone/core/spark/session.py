@@ -32,7 +32,6 @@ UTC_JAVA_OPTION = "-Duser.timezone=UTC"
 # Spark's log4j2 configuration when the settings name a log folder: INFO and up to the file, ERROR to the console.
 LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
 LOG_FILE_PROPERTY = "pipezone.spark.log"  # the file the configuration writes to (a JVM system property)
-UI_CONSOLE_PROPERTY = "pipezone.spark.console.ui"  # the web UI's INFO line on the console too (spark-submit jobs)
 LOOPBACK = "127.0.0.1"
 # The JVM prints this itself (Spark's launcher always adds the module): no log configuration reaches it.
 JVM_NOISE = ("WARNING: Using incubator modules: jdk.incubator.vector",)
@@ -245,8 +244,10 @@ def build_session(settings: SparkSettings, jars: Sequence[Path] | None = None) -
         jars = resolve_jars(settings.jar_cache)
     conf = spark_conf(settings, jars)
     first = SparkContext._active_spark_context is None
-    if SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
-        launch_jvm(settings, conf)  # else the JVM runs already (this process's, or spark-submit's)
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # a spark-submit job: its JVM's logging is spark-submit's to set
+        conf.pop("spark.log.level", None)
+    elif SparkContext._gateway is None:
+        launch_jvm(settings, conf)  # else this process's JVM runs already
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -391,8 +392,6 @@ def submit_args(settings: SparkSettings, jars: Sequence[Path] | None = None) -> 
         jars = resolve_jars(settings.jar_cache)
     args: list[str] = []
     conf = spark_conf(settings, jars)
-    if spark_log_file(settings) is not None:  # a job's output still names its web UI (the Airflow operator links it)
-        conf["spark.driver.extraJavaOptions"] += " " + java_property(UI_CONSOLE_PROPERTY, "info")
     for key, flag in _FLAG_KEYS.items():
         if key in conf:
             args += [flag, conf.pop(key)]

@@ -51,6 +51,11 @@ class Settings:
         return self.spark_launcher
 
     @property
+    def log_dir(self) -> Path:
+        """Where Spark's full log goes (`spark-<app>.log` per application): the console only gets its errors."""
+        return self.project_root / ".pipezone" / "logs"
+
+    @property
     def connections_dir(self) -> Path:
         return self.metadata_dir / "connections"
 

@@ -109,7 +109,7 @@ def test_one_flow_end_to_end_through_spark_submit(project: Any, same_rows: Any) 
 
 # ------------------------------------------------------------------------------------------ child_env
 
-REPO_METADATA = Path(__file__).resolve().parents[2] / "metadata"
+REPO_METADATA = Path(__file__).resolve().parents[3] / "metadata"
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
 

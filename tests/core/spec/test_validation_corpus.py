@@ -8,7 +8,7 @@ import pytest
 
 from pipezone.core.cli.main import main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REPO_METADATA = REPO / "metadata"
 METADATA = "tests/fixtures/metadata"
 

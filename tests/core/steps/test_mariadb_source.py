@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.services, pytest.mark.spark]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LOOKBACK = timedelta(days=1)  # the flow's `lookback: 1d`
 ORDER_COLUMNS = ("order_id", "customer_id", "order_date", "status", "total_amount", "updated_at")
 WRONG_PASSWORD = "wrong-password-5d1e"

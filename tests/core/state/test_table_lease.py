@@ -37,7 +37,7 @@ from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.runner import StepFailed, run_step
 from pipezone.core.steps.runtime import Runtime, load_runtime
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 OTHER = LeaseHolder(run_id="scheduled__1", flow="orders", step="silver", host="etl-2", pid=4242)
 HELD_BY_OTHER = (
     r"table silver\.orders is being written by flow orders, step silver, run scheduled__1"

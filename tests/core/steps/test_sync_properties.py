@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.spark
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LOOKBACK = timedelta(minutes=10)
 FLOWS = ("items_merge", "items_scd2")
 FLOW_YAML = """\

@@ -31,7 +31,7 @@ from pipezone.core.airflow.links import LakeLocationLink, SparkUiLink, browse_ur
 from pipezone.core.spec.settings import load_settings  # noqa: E402
 from pipezone.core.steps.runtime import load_runtime  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DAGS_DIR = REPO / "dags"
 DEMO_STEPS = {
     "pipezone_retail_customers": ["extract", "bronze", "silver", "quality"],

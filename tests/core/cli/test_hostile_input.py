@@ -26,7 +26,7 @@ from pipezone.core.spec.secrets import SecretError, SecretRef, SecretResolver
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.steps.runtime import RunError, load_runtime
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CORPUS = REPO / "tests" / "fixtures" / "hostile"
 PLANTED = "PZPLANTED"
 DEMO_FLOWS = ["retail_customers", "retail_daily_revenue", "retail_order_items", "retail_orders", "retail_products"]

@@ -14,7 +14,7 @@ from pipezone.core.cli.main import main
 from pipezone.core.state.leases import LeaseHolder
 from pipezone.core.state.store import StateStore
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "metadata"
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from pipezone.core.spec.json_schema import render_schemas, stale_schemas
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCHEMAS = REPO / "metadata" / "schemas"
 
 
