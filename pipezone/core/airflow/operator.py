@@ -9,6 +9,10 @@ so no JVM starts in the task); the run id is Airflow's run id, so a retry re-run
 id, which the step makes a no-op once it succeeded. The job's output streams into the task log; a failure
 fails the task with the job's one-line error. Not the Spark provider's SparkSubmitOperator: it needs a
 `spark_default` connection (a DB read) and silently falls back to master `yarn` without one.
+
+The engine (runs/, steps/, the state store, SQLAlchemy) is imported inside the methods that run a task,
+not at module level: the dag-processor imports this module for every DAG file it parses, and parsing
+stays as light as the DAG factory alone (bench/dag_parse.py).
 """
 
 from __future__ import annotations

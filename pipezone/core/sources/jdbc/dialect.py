@@ -151,6 +151,12 @@ class JdbcDialect(ABC):
             raise SourceError(f"a {conn.type} connection cannot be read by the {self.name} adapter", conn.name)
         return conn
 
+    def client_login(self, conn: ConnectionSpec, resolver: SecretResolver) -> tuple[JdbcConnection, dict[str, str]]:
+        """The server connection and its credentials (revealed) for the database's own client."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            return jdbc, self._credentials(jdbc, resolver)
+
     def _credentials(self, conn: JdbcConnection, resolver: SecretResolver) -> dict[str, str]:
         refs = {"user": conn.user} if conn.user and is_reference(conn.user) else {}
         refs |= {"password": conn.password} if conn.password else {}

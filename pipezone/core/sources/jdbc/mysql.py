@@ -72,9 +72,7 @@ class MySqlAdapter(JdbcAdapter):
         self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
     ) -> PhysicalReference | None:
         """The MariaDB/MySQL client streaming the result row by row (`--quick`) as text, over TCP as Spark reads."""
-        with for_connection(conn.name):
-            jdbc = self.jdbc_connection(conn)
-            props = self._credentials(jdbc, resolver)
+        jdbc, props = self.client_login(conn, resolver)
         client = shutil.which("mariadb") or shutil.which("mysql") or "mariadb"
         argv = [client, "--no-defaults", f"--host={jdbc.host}", f"--port={jdbc.effective_port}"]
         argv += [f"--user={props.get('user', '')}", "--quick", "--batch", "--skip-column-names"]

@@ -46,9 +46,7 @@ class PostgresAdapter(JdbcAdapter):
         self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
     ) -> PhysicalReference | None:
         """psql's `\\copy (SELECT ...) TO '/dev/null'`: the server's COPY protocol, the fastest way out."""
-        with for_connection(conn.name):
-            jdbc = self.jdbc_connection(conn)
-            props = self._credentials(jdbc, resolver)
+        jdbc, props = self.client_login(conn, resolver)
         argv = ["psql", "--no-psqlrc", "--quiet", f"--host={jdbc.host}", f"--port={jdbc.effective_port}"]
         argv += [f"--username={props.get('user', '')}", f"--dbname={jdbc.database}"]
         copy = "\\copy (" + " ".join(sql.splitlines()) + ") TO '/dev/null'"  # \copy reads one line
