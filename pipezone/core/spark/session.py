@@ -12,7 +12,6 @@ import logging
 import logging.handlers
 import os
 import shlex
-import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -272,10 +271,14 @@ def launch_jvm(settings: SparkSettings, conf: Mapping[str, str]) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
     launch_conf = SparkConf(loadDefaults=False).setAll(list(conf.items()))
-    gateway = launch_gateway(launch_conf, popen_kwargs={"stderr": subprocess.PIPE})
-    stderr = gateway.proc.stderr if gateway.proc is not None else None
-    if stderr is not None:
-        threading.Thread(target=forward_jvm_stderr, args=(stderr,), name="pipezone-jvm-stderr", daemon=True).start()
+    # Read from before the start: what a JVM that fails to start prints is the reason, and a full pipe would stall it.
+    read_end, write_end = os.pipe()
+    stderr = os.fdopen(read_end, "rb")
+    threading.Thread(target=forward_jvm_stderr, args=(stderr,), name="pipezone-jvm-stderr", daemon=True).start()
+    try:
+        gateway = launch_gateway(launch_conf, popen_kwargs={"stderr": write_end})
+    finally:
+        os.close(write_end)  # the JVM holds its own copy: its exit ends the forwarding
     SparkContext(conf=launch_conf, gateway=gateway)
 
 

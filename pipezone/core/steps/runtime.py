@@ -128,6 +128,7 @@ class Runtime:
             driver_host=spark.driver_host,
             extra_conf={"spark.executor.memory": spark.executor_memory, **spark.conf},
             connect_url=spark.connect_url,
+            log_dir=self.settings.log_dir,
         )
 
 
