@@ -79,6 +79,15 @@ def _assert_quiet(output: str) -> None:
         assert noise not in output, f"{noise!r} on the console:\n{output}"
 
 
+def _run_quietly(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run a Spark process to its end; it must succeed and print none of Spark's noise. Returns its output."""
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    _assert_quiet(output)
+    return output
+
+
 def _assert_full_log(log_file: Path) -> str:
     assert log_file.is_file(), f"no Spark log at {log_file}"
     text = log_file.read_text()
@@ -180,18 +189,7 @@ def test_an_in_process_session_prints_only_its_log_line(tmp_path: Path) -> None:
         spark = build_session(settings)
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script + SESSION_WORK],
-        cwd=tmp_path,
-        env=_child_environ(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
-    _assert_quiet(output)
+    output = _run_quietly([sys.executable, "-c", script + SESSION_WORK], tmp_path, _child_environ())
     lines = {line for line in output.splitlines() if line.strip()}
     assert lines == {"pipezone: Spark log: .pipezone/logs/spark-pipezone-tables.log", *EXPECTED_WORK_LINES}, output
 
@@ -223,18 +221,7 @@ def test_a_spark_submit_job_keeps_spark_off_its_output(tmp_path: Path) -> None:
         extra_conf={"spark.ui.enabled": "false"},
     )
     env = _child_environ() | jvm_env(settings.master)
-    proc = subprocess.run(
-        [str(find_spark_submit()), *submit_args(settings), str(job)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
-    _assert_quiet(output)
+    output = _run_quietly([str(find_spark_submit()), *submit_args(settings), str(job)], tmp_path, env)
     # The JVM's own start-up notice is the one line left: spark-submit's JVM writes it before anything runs.
     lines = {line for line in output.splitlines() if line.strip() and not line.startswith("WARNING: Using incubator")}
     assert lines == {"pipezone: Spark log: .pipezone/logs/spark-pipezone-demo-bronze.log", *EXPECTED_WORK_LINES}

@@ -151,12 +151,6 @@ class JdbcDialect(ABC):
             raise SourceError(f"a {conn.type} connection cannot be read by the {self.name} adapter", conn.name)
         return conn
 
-    def client_login(self, conn: ConnectionSpec, resolver: SecretResolver) -> tuple[JdbcConnection, dict[str, str]]:
-        """The server connection and its credentials (revealed) for the database's own client."""
-        with for_connection(conn.name):
-            jdbc = self.jdbc_connection(conn)
-            return jdbc, self._credentials(jdbc, resolver)
-
     def _credentials(self, conn: JdbcConnection, resolver: SecretResolver) -> dict[str, str]:
         refs = {"user": conn.user} if conn.user and is_reference(conn.user) else {}
         refs |= {"password": conn.password} if conn.password else {}
@@ -181,6 +175,12 @@ class JdbcDialect(ABC):
     ) -> PhysicalReference | None:
         """The database's own command-line client running `sql` (the benchmarks' physical reference; the rows
         go to stdout, which the benchmark discards), or None where the database has no such client."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            return self.client_command(jdbc, self._credentials(jdbc, resolver), sql)
+
+    def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference | None:
+        """`client_reference` for a server database, given its revealed `login` (user, password); None: no client."""
         return None
 
     # ------------------------------------------------------------------ identifiers

@@ -8,6 +8,7 @@ Spark on its MySQL dialect (backticks, MySQL type mapping).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote as url_quote
@@ -15,7 +16,7 @@ from urllib.parse import quote as url_quote
 from pipezone.core.sources.contract import PhysicalReference, for_connection
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
-from pipezone.core.spec.connection import ConnectionSpec
+from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
 from pipezone.core.spec.flow import ReadOptions
 from pipezone.core.spec.secrets import SecretResolver
 
@@ -68,15 +69,14 @@ class MySqlAdapter(JdbcAdapter):
             database = url_quote(jdbc.database, safe="")
             return f"mysql://{user}:{password}@{host_port(jdbc)}/{database}"
 
-    def client_reference(
-        self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
-    ) -> PhysicalReference | None:
-        """The MariaDB/MySQL client streaming the result row by row (`--quick`) as text, over TCP as Spark reads."""
-        jdbc, props = self.client_login(conn, resolver)
+    def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference:
+        """The MariaDB/MySQL client streaming the result row by row (`--quick`) as text, over TCP as Spark reads;
+        the password by environment (MYSQL_PWD), never on its command line."""
         client = shutil.which("mariadb") or shutil.which("mysql") or "mariadb"
-        argv = [client, "--no-defaults", f"--host={jdbc.host}", f"--port={jdbc.effective_port}"]
-        argv += [f"--user={props.get('user', '')}", "--quick", "--batch", "--skip-column-names"]
-        return PhysicalReference(f"{Path(client).name} client", [*argv, jdbc.database, "-e", sql], _password(props))
+        argv = [client, "--no-defaults", f"--host={conn.host}", f"--port={conn.effective_port}"]
+        argv += [f"--user={login.get('user', '')}", "--quick", "--batch", "--skip-column-names"]
+        env = {"MYSQL_PWD": login["password"]} if "password" in login else {}
+        return PhysicalReference(f"{Path(client).name} client", [*argv, conn.database, "-e", sql], env)
 
     def string_literal(self, value: str) -> str:
         """Backslash is an escape character in MySQL string literals by default."""
@@ -84,8 +84,3 @@ class MySqlAdapter(JdbcAdapter):
 
     def fetch_size(self, read: ReadOptions) -> int:
         return STREAMING_FETCH_SIZE
-
-
-def _password(props: dict[str, str]) -> dict[str, str]:
-    """The client's password, by environment (never on its command line)."""
-    return {"MYSQL_PWD": props["password"]} if "password" in props else {}

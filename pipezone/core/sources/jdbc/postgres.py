@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote as url_quote
@@ -9,8 +10,7 @@ from urllib.parse import quote as url_quote
 from pipezone.core.sources.contract import PhysicalReference, for_connection
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
-from pipezone.core.spec.connection import ConnectionSpec
-from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
 
 UTC_STARTUP_OPTION = "-c TimeZone=UTC"
 
@@ -42,15 +42,13 @@ class PostgresAdapter(JdbcAdapter):
             database = url_quote(jdbc.database, safe="")
             return f"jdbc:postgresql://{host_port(jdbc)}/{database}{query_string(self.url_options(jdbc))}"
 
-    def client_reference(
-        self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
-    ) -> PhysicalReference | None:
-        """psql's `\\copy (SELECT ...) TO '/dev/null'`: the server's COPY protocol, the fastest way out."""
-        jdbc, props = self.client_login(conn, resolver)
-        argv = ["psql", "--no-psqlrc", "--quiet", f"--host={jdbc.host}", f"--port={jdbc.effective_port}"]
-        argv += [f"--username={props.get('user', '')}", f"--dbname={jdbc.database}"]
+    def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference:
+        """psql's `\\copy (SELECT ...) TO '/dev/null'`: the server's COPY protocol, the fastest way out; the
+        password by environment (PGPASSWORD)."""
+        argv = ["psql", "--no-psqlrc", "--quiet", f"--host={conn.host}", f"--port={conn.effective_port}"]
+        argv += [f"--username={login.get('user', '')}", f"--dbname={conn.database}"]
         copy = "\\copy (" + " ".join(sql.splitlines()) + ") TO '/dev/null'"  # \copy reads one line
-        env = {"PGPASSWORD": props["password"]} if "password" in props else {}
+        env = {"PGPASSWORD": login["password"]} if "password" in login else {}
         return PhysicalReference("psql \\copy", [*argv, "--command", copy], env)
 
     def merge_option(self, key: str, default: str | None, value: str) -> str:
