@@ -1,7 +1,7 @@
-"""The compiled loops of `spark_hash`: XXH64 as Spark's `XXH64` class computes it (org.apache.spark.sql.
+"""The compiled loops of `row_hash`: XXH64 as Spark's `XXH64` class computes it (org.apache.spark.sql.
 catalyst.expressions.XXH64), folding one column into each row's running hash (`seeds`, updated in place).
 
-A separate module so that importing `spark_hash` does not load numba; `cache=True` keeps the compiled code
+A separate module so that importing `row_hash` does not load numba; `cache=True` keeps the compiled code
 next to this file, so only the first process pays the ~2 s compilation.
 """
 

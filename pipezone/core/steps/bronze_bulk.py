@@ -1,5 +1,5 @@
 """Bronze's bulk path: a flow's first load goes from raw's Parquet files to bronze's with Arrow and delta-rs,
-the row hash computed by `spark_hash`; no row passes through the JVM.
+the row hash computed by `lake/row_hash.py`; no row passes through the JVM.
 
 Spark on a small machine spends most of a first load's bronze step hashing and re-encoding every row
 (about 50 s for 10M rows on 2 cores, against about 12 s here: docs/benchmarks.md). The path is taken only
@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pipezone.core.lake import arrow_tables, delta_log
+from pipezone.core.lake import arrow_tables, delta_log, row_hash
 from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
-from pipezone.core.lake import row_hash as spark_hash
 from pipezone.core.lake.arrow_tables import ArrowUnsupported, first_line
 from pipezone.core.steps.standardize import snake_case
 
@@ -81,7 +80,7 @@ def _shape(
         return arrow_tables.conform(record_batch, target, stamps)
     index = target.get_field_index(dt.ROW_HASH)
     out = arrow_tables.conform(record_batch, target.remove(index), stamps)
-    return out.add_column(index, target.field(index), spark_hash.row_hash(out, hashed))
+    return out.add_column(index, target.field(index), row_hash.row_hash(out, hashed))
 
 
 def write(ctx: StepContext, frame: DataFrame, batch: int, *, hashed: bool, properties: dict[str, str]) -> dt.CommitInfo:
@@ -94,8 +93,8 @@ def write(ctx: StepContext, frame: DataFrame, batch: int, *, hashed: bool, prope
     if hashed:
         columns = dm.row_hash_columns(target.names)
         try:
-            spark_hash.check(target, columns)
-        except spark_hash.Unhashable as err:
+            row_hash.check(target, columns)
+        except row_hash.Unhashable as err:
             raise ArrowUnsupported(str(err)) from None
     dataset = _raw_dataset(ctx)
     wanted = set(target.names) - set(stamps) - {dt.ROW_HASH}  # the hash is computed from the others

@@ -98,7 +98,7 @@ def _as_utc(newest: date | datetime, type_name: str) -> datetime:
     DATE: the END of that day in UTC (the next midnight), so a date of today is never stale.
     TIMESTAMP: PySpark hands back a naive datetime in this process's local time; it is read as local
     time, as `cursor_values.normalize` does. TIMESTAMP_NTZ: a wall-clock value with no zone, read in the
-    Spark session time zone, which PipeZone pins to UTC (spark_session).
+    Spark session time zone, which PipeZone pins to UTC (spark/session.py).
     """
     if isinstance(newest, datetime):
         if type_name == "timestamp_ntz":
