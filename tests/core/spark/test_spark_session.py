@@ -32,7 +32,7 @@ from pipezone.core.spark.session import (
     submit_args,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 JAR_CACHE = REPO_ROOT / ".pipezone" / "jars"
 FAKE_JARS = [Path("/cache/lib/delta-spark.jar"), Path("/cache/lib/sqlite-jdbc.jar")]
 SECRET = "s3cr3t-do-not-print"

@@ -32,7 +32,7 @@ from pipezone.core.spark.session import (
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.steps.runtime import load_runtime
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 JAR_CACHE = REPO_ROOT / ".pipezone" / "jars"
 FAKE_JARS = [Path("/cache/lib/delta-spark.jar")]
 # What Spark, log4j, the JVM and pyspark printed on a `pipezone` command's console before.
