@@ -1,4 +1,4 @@
-"""`spark_hash.row_hash` must give Spark's own `xxhash64` bit for bit: bronze rows written from Arrow are
+"""`row_hash.row_hash` must give Spark's own `xxhash64` bit for bit: bronze rows written from Arrow are
 compared with hashes Spark computes on later runs. Every supported type, NULLs, edge values, strings on
 each side of XXH64's 4/8/32-byte boundaries, and sliced batches are checked against a real Spark session.
 """
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pytest
 
-from pipezone.core.lake import row_hash as spark_hash
+from pipezone.core.lake import row_hash
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -120,10 +120,10 @@ def test_row_hash_is_sparks_xxhash64_for_every_supported_type(spark: SparkSessio
     columns = df.columns
     expected = df.select(F.xxhash64(*columns).alias("h")).toArrow().column("h").to_pylist()
     batch = df.toArrow().combine_chunks().to_batches()[0]
-    assert spark_hash.row_hash(batch, columns).to_pylist() == expected
+    assert row_hash.row_hash(batch, columns).to_pylist() == expected
     for name in columns:  # each type alone, so a mismatch names its column
         alone = df.select(F.xxhash64(name).alias("h")).toArrow().column("h").to_pylist()
-        assert spark_hash.row_hash(batch, [name]).to_pylist() == alone, name
+        assert row_hash.row_hash(batch, [name]).to_pylist() == alone, name
 
 
 def test_row_hash_honours_slices_and_column_order(spark: SparkSession) -> None:
@@ -133,10 +133,10 @@ def test_row_hash_honours_slices_and_column_order(spark: SparkSession) -> None:
     columns = ["label", "big", "wide", "flag", "day"]
     expected = df.select(F.xxhash64(*columns).alias("h")).toArrow().column("h").to_pylist()
     batch = df.toArrow().combine_chunks().to_batches()[0]
-    assert spark_hash.row_hash(batch.slice(7, 20), columns).to_pylist() == expected[7:27]
+    assert row_hash.row_hash(batch.slice(7, 20), columns).to_pylist() == expected[7:27]
 
 
 def test_types_without_an_exact_hash_are_refused_before_any_work() -> None:
     batch = pa.record_batch({"id": pa.array([1]), "tags": pa.array([["a"]])})
-    with pytest.raises(spark_hash.Unhashable, match="column tags: .*list"):
-        spark_hash.row_hash(batch, ["id", "tags"])
+    with pytest.raises(row_hash.Unhashable, match="column tags: .*list"):
+        row_hash.row_hash(batch, ["id", "tags"])

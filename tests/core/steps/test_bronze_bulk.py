@@ -1,4 +1,4 @@
-"""Bronze's bulk path (Arrow + delta-rs, hash by `spark_hash`) must create the bronze table Spark would have
+"""Bronze's bulk path (Arrow + delta-rs, hash by `lake/row_hash.py`) must create the bronze table Spark would have
 created: same schema, properties, rows and row hashes, for each write mode that takes it; the shared demo
 run (full load then incremental) goes through it, so later Spark runs find its hashes."""
 
@@ -103,7 +103,7 @@ def test_a_bulk_write_that_fails_midway_leaves_bronze_to_spark(
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(bronze_bulk.spark_hash, "row_hash", broken)  # fails inside delta-rs's read of the stream
+    monkeypatch.setattr(bronze_bulk.row_hash, "row_hash", broken)  # fails inside delta-rs's read of the stream
     assert _load(project)["write_path"] == "spark"
     assert "bronze bulk path not used (stopped mid-stream: " in capsys.readouterr().out
     bronze = project.read("bronze", FLOW)

@@ -26,26 +26,27 @@ from pipezone.core.steps.runner import StepFailed, run_step
 pytestmark = pytest.mark.spark
 
 SCHEMA = "order_id INT, status STRING, amount DECIMAL(12,2), updated_at TIMESTAMP"
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
 def good(spark: Any) -> Any:
+    now = datetime.now(UTC)  # when the table is built, not when the module was collected: the suite is long
     rows = [
-        (1, "paid", Decimal("10.00"), NOW - timedelta(minutes=10)),
-        (2, "cancelled", Decimal("0.00"), NOW - timedelta(days=3)),
-        (3, "paid", Decimal("5.50"), NOW - timedelta(days=1)),
+        (1, "paid", Decimal("10.00"), now - timedelta(minutes=10)),
+        (2, "cancelled", Decimal("0.00"), now - timedelta(days=3)),
+        (3, "paid", Decimal("5.50"), now - timedelta(days=1)),
     ]
     return spark.createDataFrame(rows, SCHEMA).cache()
 
 
 @pytest.fixture(scope="module")
 def bad(spark: Any) -> Any:
+    now = datetime.now(UTC)
     rows = [
-        (1, "paid", Decimal("10.00"), NOW - timedelta(days=2)),
-        (1, "test", Decimal("-1.00"), NOW - timedelta(days=3)),  # duplicate id, unknown status, negative
+        (1, "paid", Decimal("10.00"), now - timedelta(days=2)),
+        (1, "test", Decimal("-1.00"), now - timedelta(days=3)),  # duplicate id, unknown status, negative
         (2, None, None, None),  # NULLs everywhere but the key
-        (3, "cancelled", Decimal("1.00"), NOW - timedelta(days=5)),
+        (3, "cancelled", Decimal("1.00"), now - timedelta(days=5)),
     ]
     return spark.createDataFrame(rows, SCHEMA).cache()
 
@@ -106,10 +107,11 @@ def test_freshness_of_a_date_counts_from_the_end_of_that_day_in_utc(spark: Any) 
 def test_freshness_of_a_timestamp_is_exact_whatever_the_local_time_zone(
     spark: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    now = datetime.now(UTC)
     monkeypatch.setenv("TZ", "America/New_York")  # PySpark collects TIMESTAMPs as naive local times
     time.tzset()
     try:
-        rows = [(NOW - timedelta(minutes=30),), (NOW - timedelta(days=1),)]
+        rows = [(now - timedelta(minutes=30),), (now - timedelta(days=1),)]
         stamps = spark.createDataFrame(rows, "t TIMESTAMP")
         assert evaluate(stamps, check(FreshnessCheck, check="freshness", column="t", max_age="45m")).passed
         late = evaluate(stamps, check(FreshnessCheck, check="freshness", column="t", max_age="15m"))
@@ -118,7 +120,7 @@ def test_freshness_of_a_timestamp_is_exact_whatever_the_local_time_zone(
         time.tzset()
     assert not late.passed
     assert late.observed.startswith("0:3")  # ~30 minutes, not hours off: naive was read as local time
-    ntz = spark.createDataFrame([(NOW.replace(tzinfo=None) - timedelta(minutes=30),)], "t TIMESTAMP_NTZ")
+    ntz = spark.createDataFrame([(now.replace(tzinfo=None) - timedelta(minutes=30),)], "t TIMESTAMP_NTZ")
     assert evaluate(ntz, check(FreshnessCheck, check="freshness", column="t", max_age="45m")).passed  # UTC
 
 
