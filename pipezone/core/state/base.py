@@ -57,21 +57,31 @@ class StoreBase:
         return StateStoreError(f"{action} {self.display_url}: {one_line(exc, self.url.password)}")
 
     @contextmanager
-    def _transaction(self, *, migrate: bool = True) -> Iterator[Connection]:
-        """A connection in a transaction; driver errors become StateStoreError naming the store."""
-        if migrate and not self._schema_ready:
-            self.migrate()
+    def _connection(self, *, transaction: bool = True) -> Iterator[Connection]:
+        """A connection (in one transaction unless told otherwise); driver errors name the store."""
         try:
             conn = self._engine.connect()
         except DBAPIError as exc:
             raise self._error("cannot connect to state store", exc) from exc
         try:
-            with conn, conn.begin():
-                yield conn
+            with conn:
+                if not transaction:
+                    yield conn
+                    return
+                with conn.begin():
+                    yield conn
         except IntegrityError:
             raise
         except DBAPIError as exc:
             raise self._error("state store error on", exc) from exc
+
+    @contextmanager
+    def _transaction(self, *, migrate: bool = True) -> Iterator[Connection]:
+        """A connection in a transaction, the schema migrated first when needed."""
+        if migrate and not self._schema_ready:
+            self.migrate()
+        with self._connection() as conn:
+            yield conn
 
     def _now(self) -> datetime:
         return require_aware(self._clock()).astimezone(UTC)
@@ -81,7 +91,7 @@ class StoreBase:
         from alembic.util import CommandError
 
         try:
-            with self._transaction(migrate=False) as conn:
+            with self._connection(transaction=False) as conn:  # upgrade_to_head commits itself
                 upgrade_to_head(conn)
         except CommandError as exc:  # e.g. the store was migrated by a newer PipeZone
             raise self._error("cannot migrate state store", exc) from exc

@@ -94,19 +94,29 @@ def offline_migration_sql(url: str) -> str:
 
 
 def upgrade_to_head(conn: Connection) -> None:
-    """Migrate the store on `conn` to the newest revision, one process at a time."""
+    """Migrate the store on `conn` (not in a transaction) to the newest revision, one process at a time.
+
+    MySQL DDL is not transactional, so concurrent first runs serialize on a named lock instead; the
+    migration is committed before the lock is released, or the next holder would read the old revision
+    (the last version-row UPDATE is ordinary DML) and re-run DDL that is already applied."""
     from alembic import command
 
     is_mysql = conn.dialect.name in ("mysql", "mariadb")
-    # MySQL DDL is not transactional: serialize concurrent first runs on a named lock instead.
-    if is_mysql and conn.exec_driver_sql(f"SELECT GET_LOCK('{MIGRATE_LOCK}', 60)").scalar() != 1:
-        raise StateStoreError("another process has been migrating the state store for 60 s; try again")
+    if is_mysql:
+        got = conn.exec_driver_sql(f"SELECT GET_LOCK('{MIGRATE_LOCK}', 60)").scalar()
+        conn.commit()
+        if got != 1:
+            raise StateStoreError("another process has been migrating the state store for 60 s; try again")
     try:
-        if current_revision(conn) == head_revision():
-            return
-        config = alembic_config()
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        if current_revision(conn) != head_revision():
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
     finally:
         if is_mysql:
             conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{MIGRATE_LOCK}')")
+            conn.commit()
