@@ -18,13 +18,16 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote as url_quote
 
 from pipezone.core.sources.contract import CursorValue, PhysicalReference, SourceError, for_connection
 from pipezone.core.spec.connection import OPTION_KEY_PATTERN, ConnectionSpec, JdbcConnection, OptionValue
 from pipezone.core.spec.flow import ReadOptions, SourceSpec
 from pipezone.core.spec.secrets import SecretError, SecretResolver, is_reference
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 PartitionBounds = tuple[CursorValue | None, CursorValue | None]
 
@@ -168,6 +171,11 @@ class JdbcDialect(ABC):
 
         Adapters offer it only where the native driver reads exactly what JDBC would; a connection with
         its own options (TLS, driver flags) stays on JDBC, which understands them."""
+        return None
+
+    def native_url(self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path) -> URL | None:
+        """A SQLAlchemy URL (credentials revealed) for the database's Python driver, or None where PipeZone
+        has none: catalog reads (column types, discovery, verify) go through it, never the JVM."""
         return None
 
     def client_reference(

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote as url_quote
 
+from sqlalchemy.engine import URL
+
 from pipezone.core.sources.contract import PhysicalReference, for_connection
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
@@ -68,6 +70,21 @@ class MySqlAdapter(JdbcAdapter):
             user, password = (url_quote(props.get(key, ""), safe="") for key in ("user", "password"))
             database = url_quote(jdbc.database, safe="")
             return f"mysql://{user}:{password}@{host_port(jdbc)}/{database}"
+
+    def native_url(self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path) -> URL:
+        """PyMySQL, utf8mb4, the session in UTC as the JDBC reads have it."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            login = self._credentials(jdbc, resolver)
+            return URL.create(
+                "mysql+pymysql",
+                username=login.get("user"),
+                password=login.get("password"),
+                host=jdbc.host,
+                port=jdbc.effective_port,
+                database=jdbc.database,
+                query={"charset": "utf8mb4", "init_command": "SET time_zone = '+00:00'"},
+            )
 
     def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference:
         """The MariaDB/MySQL client streaming the result row by row (`--quick`) as text, over TCP as Spark reads;

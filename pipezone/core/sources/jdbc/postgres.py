@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote as url_quote
 
+from sqlalchemy.engine import URL
+
 from pipezone.core.sources.contract import PhysicalReference, for_connection
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
+from pipezone.core.spec.secrets import SecretResolver
 
 UTC_STARTUP_OPTION = "-c TimeZone=UTC"
 
@@ -41,6 +44,21 @@ class PostgresAdapter(JdbcAdapter):
             jdbc = self.jdbc_connection(conn)
             database = url_quote(jdbc.database, safe="")
             return f"jdbc:postgresql://{host_port(jdbc)}/{database}{query_string(self.url_options(jdbc))}"
+
+    def native_url(self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path) -> URL:
+        """psycopg 3, the session in UTC as the JDBC reads have it."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            login = self._credentials(jdbc, resolver)
+            return URL.create(
+                "postgresql+psycopg",
+                username=login.get("user"),
+                password=login.get("password"),
+                host=jdbc.host,
+                port=jdbc.effective_port,
+                database=jdbc.database,
+                query={"options": UTC_STARTUP_OPTION, "application_name": "pipezone"},
+            )
 
     def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference:
         """psql's `\\copy (SELECT ...) TO '/dev/null'`: the server's COPY protocol, the fastest way out; the

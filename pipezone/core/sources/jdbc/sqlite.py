@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 
+from sqlalchemy.engine import URL
+
 from pipezone.core.sources.contract import PhysicalReference, SourceError, for_connection
 from pipezone.core.sources.jdbc.dialect import schema_ddl, timestamp_text
 from pipezone.core.sources.jdbc.source import JdbcAdapter
@@ -50,6 +52,11 @@ class SqliteAdapter(JdbcAdapter):
         # open_mode=1 is SQLITE_OPEN_READONLY: a source is only read, and a missing file must be an
         # error naming it, not silently created empty.
         return f"jdbc:sqlite:{path}?open_mode=1"
+
+    def native_url(self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path) -> URL:
+        """Python's sqlite3 on the file, read-only (a missing file is an error, never created)."""
+        path = self._path(conn, project_root)
+        return URL.create("sqlite", database=f"file:{path}?mode=ro", query={"uri": "true"})
 
     def client_reference(
         self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path, sql: str
