@@ -64,27 +64,9 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_init_flow(args: argparse.Namespace, settings: Settings) -> int:
-    from pipezone.core.cli.init_flow import introspect, render_flow
-    from pipezone.core.spec.connection import ROLE_SOURCE, connection_roles
-    from pipezone.core.spec.secrets import resolver_for
+    from pipezone.core.cli import init_flow
 
-    catalog = _catalog(settings)
-    if args.connection not in catalog.connections:
-        known = ", ".join(sorted(catalog.connections)) or "none"
-        raise CliError(f"unknown connection '{args.connection}' (known: {known})")
-    spec = catalog.connection(args.connection)
-    if ROLE_SOURCE not in connection_roles(spec):
-        raise CliError(f"connection '{args.connection}' has type '{spec.type}', which is not a source type")
-    name = args.name or args.table.lower()
-    target = settings.flows_dir / f"{name}.yaml"
-    if target.exists() and not args.force:
-        raise CliError(f"{target} exists: pass --force to overwrite")
-    info = introspect(spec, args.schema, args.table, settings, resolver_for(settings))
-    text = render_flow(name, args.connection, args.schema, args.table, info)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    print(f"wrote {target}" + (f" ({info.note})" if info.note else ""))
-    return cmd_validate(argparse.Namespace(paths=[target]), settings)
+    return init_flow.cmd_init_flow(args, settings)
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
@@ -164,12 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("flow")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("init-flow", help="scaffold a flow YAML for a connection and table")
+    p = sub.add_parser(
+        "init-flow",
+        help="scaffold flow YAML for one table, or for every table of a schema (--all)",
+        usage="pipezone init-flow CONNECTION TABLE [--schema S] [--name N] [--force]\n"
+        "       pipezone init-flow CONNECTION --all [--schema S] [--include GLOB]... [--exclude GLOB]... "
+        "[--views] [--prefix P] [--out DIR]",
+    )
     p.add_argument("connection")
-    p.add_argument("table")
-    p.add_argument("--schema", help="schema / database of the table")
-    p.add_argument("--name", help="flow name (default: the table name)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing flow file")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("table", nargs="?", help="one table")
+    which.add_argument("--all", dest="all_tables", action="store_true", help="every table of the schema")
+    p.add_argument("--schema", help="schema / database (default: MySQL the connection's database, PostgreSQL public)")
+    p.add_argument("--include", action="append", metavar="GLOB", help="with --all: only tables matching (repeatable)")
+    p.add_argument("--exclude", action="append", metavar="GLOB", help="with --all: leave out tables matching")
+    p.add_argument("--views", action="store_true", help="with --all: list views too (no keys: append mode)")
+    p.add_argument("--prefix", default="", help="prepended to every flow name (default: none)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="folder for the files (default: metadata/flows)")
+    p.add_argument("--name", help="one TABLE: the flow name (default: the table name made valid)")
+    p.add_argument("--force", action="store_true", help="one TABLE: overwrite its file (--all never overwrites)")
     p.set_defaults(func=cmd_init_flow)
 
     p = sub.add_parser("run", help="run flows' steps locally with spark-submit (no Airflow needed)")

@@ -53,15 +53,10 @@ def _constant(value: Any, kind: pa.DataType, rows: int) -> pa.Array:
     return pa.array([value], type=kind).take(pa.array(np.zeros(rows, dtype=np.int32)))
 
 
-def conform(
-    batch: pa.RecordBatch, target: pa.Schema, stamps: dict[str, Any], char_lengths: dict[str, int] | None = None
-) -> pa.RecordBatch:
-    """The batch with the target's columns, types and order, CHAR values padded as Spark pads them, stamp
-    columns filled with their value."""
+def conform(batch: pa.RecordBatch, target: pa.Schema, stamps: dict[str, Any]) -> pa.RecordBatch:
+    """The batch with the target's columns, types and order, stamp columns filled with their value."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    char_lengths = char_lengths or {}
     arrays = []
     for field in target:
         if field.name in stamps:
@@ -72,8 +67,6 @@ def conform(
             column = column if column.type == field.type else column.cast(field.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise ArrowUnsupported(f"column {field.name}: {column.type} -> {field.type}: {err}") from None
-        if field.name in char_lengths:
-            column = pc.utf8_rpad(column, width=char_lengths[field.name], padding=" ")
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=target)
 

@@ -130,11 +130,10 @@ class PhysicalReference:
 
 @dataclass(frozen=True)
 class ArrowRead:
-    """An Arrow stream of a read: record batches in the source's own Arrow types, and the CHAR(n) columns
-    a Spark read would pad to n (the lake must hold what the Spark read holds, byte for byte)."""
+    """An Arrow stream of a read: record batches in the source's own Arrow types, of the same SELECT the Spark
+    read would run (the lake must hold what the Spark read holds, value for value)."""
 
     batches: Iterator[pa.RecordBatch]
-    char_lengths: Mapping[str, int] = field(default_factory=dict)
 
 
 class Source(ABC):

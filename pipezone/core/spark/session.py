@@ -116,6 +116,9 @@ def spark_conf(settings: SparkSettings, jars: Sequence[Path]) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
         "spark.ui.showConsoleProgress": "false",
+        # Source values as the database returns them: Spark would pad a JDBC CHAR(n) column (MySQL also
+        # reports ENUM and SET as CHAR) to n with spaces on read, so `WHERE rating = 'PG'` found nothing.
+        "spark.sql.readSideCharPadding": "false",
     }
     log_file = spark_log_file(settings)
     if log_file is None:

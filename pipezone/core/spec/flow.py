@@ -155,6 +155,11 @@ class SourceSpec(SpecModel):
     primary_key: Columns = Field(default_factory=list, description="Key columns for merge and dedup.")
     incremental: IncrementalSpec | None = None
     read: ReadOptions = Field(default_factory=ReadOptions)
+    types: dict[Identifier, SparkType] = Field(
+        default_factory=dict,
+        description="Per-column read type, overriding PipeZone's mapping (README, Type mappings): `string` reads "
+        "the database's own text of the value; any other Spark type reads the driver's value as that type.",
+    )
     deletes: DeleteDetection | None = Field(
         default=None, description="Mark rows deleted in the source (_pz_deleted) by a primary-key snapshot."
     )

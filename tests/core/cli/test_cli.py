@@ -101,6 +101,7 @@ def test_init_flow_introspects_sqlite(project: Path, capsys) -> None:
 
 
 def test_init_flow_missing_table_still_writes_valid_file(project: Path, capsys) -> None:
+    sqlite3.connect(project / "shop.db").close()  # the database is there, the table is not
     code, out, err = run(capsys, "init-flow", "shop", "ghost", "--name", "ghost_flow")
     assert "could not introspect ghost" in out
     text = (project / "metadata" / "flows" / "ghost_flow.yaml").read_text()

@@ -9,12 +9,13 @@ the batches into raw with delta-rs, as the table the JDBC read would have writte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.sources.contract import ArrowUnavailable
 from pipezone.core.sources.jdbc.dialect import JdbcDialect
+from pipezone.core.spark.errors import summarize_error
 from pipezone.core.spec.flow import SourceSpec
 
 if TYPE_CHECKING:
@@ -25,15 +26,18 @@ BATCH_ROWS = 100_000
 SESSION_INIT = "SET time_zone = '+00:00'"  # TIMESTAMP values in UTC, as the JDBC path's session has them
 
 
-def check_schema(schema: StructType) -> None:
+def check_schema(schema: StructType, native_types: Mapping[str, str]) -> None:
     """Refuse columns connectorx can't carry exactly: it holds MySQL decimals as scale-10 values of at most
     28 digits (rust_decimal), exact only for at most 10 fractional and 18 integer digits; a value beyond
-    that would fail the read mid-stream."""
+    that would fail the read mid-stream. (Other decimals, e.g. BIGINT UNSIGNED's, come as integers.)"""
     from pyspark.sql.types import DecimalType
 
     for field in schema.fields:
         kind = field.dataType
-        if isinstance(kind, DecimalType) and (kind.scale > 10 or kind.precision - kind.scale > 18):
+        native = native_types.get(field.name, "")
+        if not native.startswith(("DECIMAL", "NUMERIC")) or not isinstance(kind, DecimalType):
+            continue
+        if kind.scale > 10 or kind.precision - kind.scale > 18:
             raise ArrowUnavailable(f"column {field.name}: {kind.simpleString()} is wider than connectorx carries")
 
 
@@ -64,15 +68,26 @@ def stream(url: str, dialect: JdbcDialect, source: SourceSpec, dbtable: str) -> 
     """`dbtable`'s rows as record batches of BATCH_ROWS, read lazily (nothing runs before the first `next`)."""
     import connectorx
 
-    reader = connectorx.read_sql(
-        url,
-        f"SELECT * FROM {dbtable}",
-        return_type="arrow_stream",
-        batch_size=BATCH_ROWS,
-        pre_execution_query=SESSION_INIT,
-        **_split(url, dialect, source),
-    )
-    yield from reader
+    try:
+        reader = connectorx.read_sql(
+            url,
+            f"SELECT * FROM {dbtable}",
+            return_type="arrow_stream",
+            batch_size=BATCH_ROWS,
+            pre_execution_query=SESSION_INIT,
+            **_split(url, dialect, source),
+        )
+        yield from reader
+    except BaseException as err:
+        if not _is_reader_failure(err):
+            raise
+        raise ArrowUnavailable(f"connectorx: {summarize_error(err)}") from None
+
+
+def _is_reader_failure(err: BaseException) -> bool:
+    """connectorx's errors: RuntimeError, or a Rust panic surfacing as pyo3's PanicException (a BaseException,
+    e.g. on a MySQL zero date), which must become a fallback to JDBC, not kill the step."""
+    return isinstance(err, RuntimeError) or type(err).__name__ == "PanicException"
 
 
 def prepend(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote as url_quote
 
 from pipezone.core.sources.contract import CursorValue, PhysicalReference, SourceError, for_connection
+from pipezone.core.sources.jdbc.column_types import SourceColumn
 from pipezone.core.spec.connection import OPTION_KEY_PATTERN, ConnectionSpec, JdbcConnection, OptionValue
 from pipezone.core.spec.flow import ReadOptions, SourceSpec
 from pipezone.core.spec.secrets import SecretError, SecretResolver, is_reference
@@ -374,6 +375,15 @@ class JdbcDialect(ABC):
     def aux_custom_schema(self, columns: tuple[str, ...]) -> str | None:
         """customSchema for the bounds queries' computed columns; None when the driver types them well."""
         return None
+
+    def read_expression(self, quoted: str, column: SourceColumn) -> tuple[str, str] | None:
+        """(SQL expression over `quoted`, Spark type) for a column whose value Spark's own mapping of the
+        driver's type would lose or fail on; None reads the column as Spark maps it (column_types.py)."""
+        return None
+
+    def text_expression(self, quoted: str, column: SourceColumn) -> str:
+        """The database's own text of the column's value (a `source.types: {col: string}` override)."""
+        return f"CAST({quoted} AS VARCHAR(4000))"
 
     def custom_schema(self, inferred: Mapping[str, str]) -> str | None:
         """Spark `customSchema` overriding types Spark infers badly for this driver, or None.

@@ -16,6 +16,7 @@ from urllib.parse import quote as url_quote
 from sqlalchemy.engine import URL
 
 from pipezone.core.sources.contract import PhysicalReference, for_connection
+from pipezone.core.sources.jdbc.column_types import SourceColumn
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
@@ -27,6 +28,19 @@ from pipezone.core.spec.secrets import SecretResolver
 # The alternative, useCursorFetch=true with a positive size, materialises the result in a server-side
 # temporary table first and is slower; streaming needs nothing on the server.
 STREAMING_FETCH_SIZE = -(2**31)
+SPATIAL_TYPES = frozenset(
+    {
+        "GEOMETRY",
+        "POINT",
+        "LINESTRING",
+        "POLYGON",
+        "MULTIPOINT",
+        "MULTILINESTRING",
+        "MULTIPOLYGON",
+        "GEOMETRYCOLLECTION",
+        "GEOMCOLLECTION",
+    }
+)
 
 
 class MySqlAdapter(JdbcAdapter):
@@ -44,6 +58,7 @@ class MySqlAdapter(JdbcAdapter):
         "forceConnectionTimeZoneToSession": "true",
         "zeroDateTimeBehavior": "CONVERT_TO_NULL",  # 0000-00-00 would fail the whole read
         "tinyInt1isBit": "false",  # TINYINT(1) stays a number, not a boolean
+        "yearIsDateType": "false",  # YEAR is the year (2006), not the date 2006-01-01
     }
     dialect_notes = (
         "MariaDB is read with MySQL Connector/J over jdbc:mysql: (Spark has no MariaDB dialect).",
@@ -94,6 +109,26 @@ class MySqlAdapter(JdbcAdapter):
         argv += [f"--user={login.get('user', '')}", "--quick", "--batch", "--skip-column-names"]
         env = {"MYSQL_PWD": login["password"]} if "password" in login else {}
         return PhysicalReference(f"{Path(client).name} client", [*argv, conn.database, "-e", sql], env)
+
+    def read_expression(self, quoted: str, column: SourceColumn) -> tuple[str, str] | None:
+        """TIME (a duration up to 838 h, negative too) and DECIMAL wider than Spark's 38 digits as the server's
+        text; BIT(n) as its unsigned number; spatial types as WKT. (CHAR, ENUM and SET come unpadded because
+        the session reads CHAR without padding; README, Type mappings.)"""
+        kind = column.native_type
+        if kind == "TIME":
+            return f"CAST({quoted} AS CHAR)", "string"
+        if kind == "BIT" and column.spark_type == "boolean":  # BIT(1); connectorx would read its byte
+            return f"({quoted} <> 0)", "boolean"
+        if kind == "BIT":
+            return f"CAST({quoted} AS UNSIGNED)", "decimal(20,0)"
+        if kind.startswith("DECIMAL") and f",{column.scale})" not in column.spark_type:
+            return f"CAST({quoted} AS CHAR)", "string"  # Spark cut the scale to fit 38 digits
+        if kind in SPATIAL_TYPES:
+            return f"ST_AsText({quoted})", "string"
+        return None
+
+    def text_expression(self, quoted: str, column: SourceColumn) -> str:
+        return f"ST_AsText({quoted})" if column.native_type in SPATIAL_TYPES else f"CAST({quoted} AS CHAR)"
 
     def string_literal(self, value: str) -> str:
         """Backslash is an escape character in MySQL string literals by default."""

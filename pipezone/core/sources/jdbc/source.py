@@ -14,15 +14,22 @@ from typing import TYPE_CHECKING, Any
 from pipezone.core.sources import contract
 from pipezone.core.sources.contract import (
     ArrowRead,
-    ArrowUnavailable,
     CursorBounds,
     PhysicalReference,
     ReadPlan,
     SourceAdapter,
+    SourceError,
 )
 from pipezone.core.sources.jdbc import arrow_read
-from pipezone.core.sources.jdbc.dialect import HI_COLUMN, LO_COLUMN, NOW_COLUMN, JdbcDialect, PartitionBounds
-from pipezone.core.spark.errors import summarize_error
+from pipezone.core.sources.jdbc.column_types import TypedRead, check_overrides, source_columns, typed_read
+from pipezone.core.sources.jdbc.dialect import (
+    HI_COLUMN,
+    LO_COLUMN,
+    NOW_COLUMN,
+    JdbcDialect,
+    PartitionBounds,
+    schema_ddl,
+)
 from pipezone.core.spec.connection import ConnectionSpec
 from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
@@ -77,14 +84,11 @@ class JdbcSource(contract.Source):
         url = self.dialect.arrow_url(self.connection, self.resolver)
         if url is None:
             return None
-        arrow_read.check_schema(schema)
-        dbtable = self.dbtable(plan)
-        batches = arrow_read.stream(url, self.dialect, self.spec, dbtable)
-        try:
-            first = next(batches, None)
-        except RuntimeError as err:  # connectorx could not start (a split it cannot do, a type, the server)
-            raise ArrowUnavailable(f"connectorx: {summarize_error(err)}") from None
-        return ArrowRead(arrow_read.prepend(first, batches), self.char_lengths(spark, dbtable))
+        typed = self.typed(spark, self.dbtable(plan))  # the same SELECT as the JDBC read
+        arrow_read.check_schema(schema, typed.native_types)
+        batches = arrow_read.stream(url, self.dialect, self.spec, typed.dbtable)
+        first = next(batches, None)  # ArrowUnavailable here: connectorx could not start (a split, a type, ...)
+        return ArrowRead(arrow_read.prepend(first, batches))
 
     def count(self, spark: SparkSession) -> int:
         dbtable = f"(SELECT COUNT(*) AS n FROM {self.dialect.relation(self.spec)}) pz_count"
@@ -129,25 +133,30 @@ class JdbcSource(contract.Source):
         row = self._query_one(spark, self.dialect.partition_bounds_read_options(self.spec, column, over))
         return row.get(LO_COLUMN), row.get(HI_COLUMN)
 
+    def typed(self, spark: SparkSession, dbtable: str) -> TypedRead:
+        """`dbtable` as read exactly (column_types.py): a schema-only load tells what the driver reports."""
+        columns = source_columns(self._reader(spark).option("dbtable", dbtable).load().schema)
+        problem = check_overrides(columns, self.spec.types)
+        if problem is not None:
+            raise SourceError(problem, self.connection.name)
+        return typed_read(self.dialect, dbtable, columns, self.spec.types)
+
     def _load(self, spark: SparkSession, options: dict[str, str]) -> DataFrame:
-        """Read with `options`; drivers that type some columns badly get a customSchema and casts after."""
+        """Read with `options` exactly: the typed `dbtable`, its forced types, and the dialect's own fixes for
+        drivers that type some columns badly (a customSchema, and casts after the read)."""
         from pyspark.sql import functions as F
 
+        typed = self.typed(spark, options["dbtable"])
+        options = {**options, "dbtable": typed.dbtable}
         df = self._reader(spark).options(**options).load()
-        inferred = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-        schema = self.dialect.custom_schema(inferred)
-        if schema:
-            df = self._reader(spark).options(**options).option("customSchema", schema).load()
+        inferred = {f.name: f.dataType.simpleString() for f in df.schema.fields if f.name not in typed.spark_types}
+        forced = [schema_ddl(typed.spark_types)] if typed.spark_types else []
+        forced += [text for text in [self.dialect.custom_schema(inferred)] if text]
+        if forced:
+            df = self._reader(spark).options(**options).option("customSchema", ", ".join(forced)).load()
         casts = self.dialect.post_read_casts(inferred)
         df = df.withColumns({name: F.expr(expr) for name, expr in casts.items()}) if casts else df
         return without_length_limits(df)
-
-    def char_lengths(self, spark: SparkSession, dbtable: str) -> dict[str, int]:
-        """CHAR(n) columns of `dbtable` and their n, as Spark's JDBC schema reports them (Spark pads their values
-        to n on read; another reader must do the same to write identical rows)."""
-        fields = self._reader(spark).options(dbtable=dbtable).load().schema.fields
-        kinds = {f.name: f.metadata.get(CHAR_TYPE_KEY, "") for f in fields}
-        return {name: int(kind[5:-1]) for name, kind in kinds.items() if kind.startswith("char(")}
 
 
 def without_length_limits(df: DataFrame) -> DataFrame:
