@@ -133,7 +133,7 @@ class ReadOptions(SpecModel):
 
 
 class DeleteDetection(SpecModel):
-    """Find rows deleted in the source by comparing its primary keys with the keys already loaded."""
+    """Find deleted rows of an incremental flow's source by comparing its primary keys with the keys loaded."""
 
     detect: Literal["key_snapshot"] = Field(
         default="key_snapshot", description="Read every primary key of the source and compare (a full key scan)."
@@ -155,13 +155,15 @@ class SourceSpec(SpecModel):
     primary_key: Columns = Field(default_factory=list, description="Key columns for merge and dedup.")
     incremental: IncrementalSpec | None = None
     read: ReadOptions = Field(default_factory=ReadOptions)
-    types: dict[Identifier, SparkType] = Field(
+    column_types: dict[Identifier, SparkType] = Field(
         default_factory=dict,
         description="Per-column read type, overriding PipeZone's mapping (README, Type mappings): `string` reads "
         "the database's own text of the value; any other Spark type reads the driver's value as that type.",
     )
     deletes: DeleteDetection | None = Field(
-        default=None, description="Mark rows deleted in the source (_pz_deleted) by a primary-key snapshot."
+        default=None,
+        description="Mark rows deleted in the source (_pz_deleted) by a primary-key snapshot. Incremental flows only: "
+        "a flow without incremental infers deletes from its full read, and this is ignored there (no second scan).",
     )
 
     @model_validator(mode="after")

@@ -7,7 +7,7 @@ an expression of its own SQL instead (`JdbcDialect.read_expression`: the databas
 a cast to an exact number), from the type the driver reports (`jdbcClientType` in Spark's schema metadata).
 
 The read then selects those expressions over the window: `(SELECT expr AS col, ... FROM <window>)`, the
-same text for the JDBC and the Arrow path, so both land identical values. A flow's `source.types`
+same text for the JDBC and the Arrow path, so both land identical values. A flow's `source.column_types`
 overrides a column: `string` is the database's own text of the value, any other type the driver's value
 read as that Spark type (README, "Type mappings").
 """
@@ -95,9 +95,9 @@ def typed_read(
 
 
 def check_overrides(columns: Sequence[SourceColumn], overrides: Mapping[str, str]) -> str | None:
-    """One line naming the `source.types` entries the read has no column for, or None."""
+    """One line naming the `source.column_types` entries the read has no column for, or None."""
     known = {c.name for c in columns}
     missing = sorted(name for name in overrides if name not in known)
     if not missing:
         return None
-    return f"source.types names {', '.join(missing)}, not a column of the read (columns: {', '.join(sorted(known))})"
+    return f"source.column_types names {', '.join(missing)}, not a column of the read (columns: {', '.join(sorted(known))})"

@@ -382,7 +382,7 @@ class JdbcDialect(ABC):
         return None
 
     def text_expression(self, quoted: str, column: SourceColumn) -> str:
-        """The database's own text of the column's value (a `source.types: {col: string}` override)."""
+        """The database's own text of the column's value (a `source.column_types: {col: string}` override)."""
         return f"CAST({quoted} AS VARCHAR(4000))"
 
     def custom_schema(self, inferred: Mapping[str, str]) -> str | None:

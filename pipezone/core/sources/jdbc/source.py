@@ -136,10 +136,10 @@ class JdbcSource(contract.Source):
     def typed(self, spark: SparkSession, dbtable: str) -> TypedRead:
         """`dbtable` as read exactly (column_types.py): a schema-only load tells what the driver reports."""
         columns = source_columns(self._reader(spark).option("dbtable", dbtable).load().schema)
-        problem = check_overrides(columns, self.spec.types)
+        problem = check_overrides(columns, self.spec.column_types)
         if problem is not None:
             raise SourceError(problem, self.connection.name)
-        return typed_read(self.dialect, dbtable, columns, self.spec.types)
+        return typed_read(self.dialect, dbtable, columns, self.spec.column_types)
 
     def _load(self, spark: SparkSession, options: dict[str, str]) -> DataFrame:
         """Read with `options` exactly: the typed `dbtable`, its forced types, and the dialect's own fixes for
