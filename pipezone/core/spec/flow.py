@@ -127,8 +127,9 @@ class ReadOptions(SpecModel):
     fetch_size: int = Field(default=10000, ge=1, le=1_000_000, description="Rows per round trip.")
     initial_load: Literal["auto", "jdbc"] = Field(
         default="auto",
-        description="auto: a flow's first load from MySQL/MariaDB streams Arrow batches (binary protocol, "
-        "num_partitions connections) straight into raw, without the JVM; later reads use JDBC. jdbc: JDBC always.",
+        description="auto: a flow's first load from MySQL/MariaDB or PostgreSQL streams Arrow batches (binary "
+        "protocol, num_partitions connections) straight into raw, without the JVM; later reads use JDBC. "
+        "jdbc: JDBC always.",
     )
 
 

@@ -60,7 +60,7 @@ def write_project(root: Path, connection_yaml: str, flow_names: Sequence[str]) -
     (meta / "profiles" / "default.yaml").write_text(
         "name: default\nlake: lake\nstate_store: state\nspark:\n  master: local[2]\n  shuffle_partitions: 2\n"
     )
-    for name, (_, initial_load) in zip(flow_names, READ_PATHS.items(), strict=True):
+    for name, initial_load in zip(flow_names, READ_PATHS.values(), strict=False):
         (meta / "flows" / f"{name}.yaml").write_text(
             f"name: {name}\nsource:\n  connection: src\n  table: {name}\n  primary_key: [id]\n"
             f"  read:\n    initial_load: {initial_load}\n"

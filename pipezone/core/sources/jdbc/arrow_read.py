@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 BATCH_ROWS = 100_000
-SESSION_INIT = "SET time_zone = '+00:00'"  # TIMESTAMP values in UTC, as the JDBC path's session has them
 
 
 def check_schema(schema: StructType, native_types: Mapping[str, str]) -> None:
@@ -56,7 +55,7 @@ def _split(url: str, dialect: JdbcDialect, source: SourceSpec) -> dict[str, Any]
         url,
         dialect.partition_bounds_query(source, column, dialect.relation(source)),
         return_type="arrow",
-        pre_execution_query=SESSION_INIT,
+        pre_execution_query=dialect.arrow_session_init,
     )
     lo, hi = (bounds.column(i)[0].as_py() for i in range(2))
     if not isinstance(lo, int) or not isinstance(hi, int):
@@ -74,7 +73,7 @@ def stream(url: str, dialect: JdbcDialect, source: SourceSpec, dbtable: str) -> 
             f"SELECT * FROM {dbtable}",
             return_type="arrow_stream",
             batch_size=BATCH_ROWS,
-            pre_execution_query=SESSION_INIT,
+            pre_execution_query=dialect.arrow_session_init,
             **_split(url, dialect, source),
         )
         yield from reader

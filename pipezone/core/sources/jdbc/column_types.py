@@ -100,4 +100,5 @@ def check_overrides(columns: Sequence[SourceColumn], overrides: Mapping[str, str
     missing = sorted(name for name in overrides if name not in known)
     if not missing:
         return None
-    return f"source.column_types names {', '.join(missing)}, not a column of the read (columns: {', '.join(sorted(known))})"
+    columns = ", ".join(sorted(known))
+    return f"source.column_types names {', '.join(missing)}, not a column of the read (columns: {columns})"

@@ -114,6 +114,7 @@ class JdbcDialect(ABC):
     now_sql: ClassVar[str]  # the source's current time in UTC, for capping the window
     url_defaults: ClassVar[Mapping[str, str]] = {}
     session_init: ClassVar[str | None] = None  # Spark `sessionInitStatement`, run on every connection
+    arrow_session_init: ClassVar[str | None] = None  # connectorx's first statement: the session in UTC
     dialect_notes: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ connection

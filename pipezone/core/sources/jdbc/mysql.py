@@ -51,6 +51,7 @@ class MySqlAdapter(JdbcAdapter):
     driver_class = "com.mysql.cj.jdbc.Driver"
     quote_open = quote_close = "`"
     now_sql = "UTC_TIMESTAMP(6)"
+    arrow_session_init = "SET time_zone = '+00:00'"  # TIMESTAMP values in UTC, as the JDBC session has them
     url_defaults: ClassVar[dict[str, str]] = {
         # Session time zone UTC: Connector/J sends SET time_zone='+00:00' (no tz tables needed), so
         # TIMESTAMP columns and literals are UTC, matching the JVM and Spark session.

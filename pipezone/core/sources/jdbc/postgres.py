@@ -10,12 +10,15 @@ from urllib.parse import quote as url_quote
 from sqlalchemy.engine import URL
 
 from pipezone.core.sources.contract import PhysicalReference, for_connection
+from pipezone.core.sources.jdbc.column_types import SourceColumn
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
 from pipezone.core.spec.secrets import SecretResolver
 
 UTC_STARTUP_OPTION = "-c TimeZone=UTC"
+# Array element types Spark reads exactly as array<...>; arrays of anything else are read as their text.
+ARRAY_ELEMENTS = frozenset({"int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "date", "timestamp"})
 
 
 class PostgresAdapter(JdbcAdapter):
@@ -25,6 +28,7 @@ class PostgresAdapter(JdbcAdapter):
     types = ("postgres",)
     driver_class = "org.postgresql.Driver"
     now_sql = "(now() AT TIME ZONE 'UTC')"
+    arrow_session_init = "SET TimeZone = 'UTC'"
     url_defaults: ClassVar[dict[str, str]] = {
         # The session time zone as a startup parameter: it applies to every connection Spark opens,
         # before any statement, so timestamptz comparisons and TIMESTAMP literals are UTC.
@@ -35,7 +39,8 @@ class PostgresAdapter(JdbcAdapter):
         "Streams with fetchsize > 0 (Spark's Postgres dialect turns autocommit off for the read).",
         "The UTC session time zone is a startup option (options=-c TimeZone=UTC); PgBouncer rejects "
         "startup options: set options: '' on the connection there (pgjdbc still sends the JVM's zone, UTC).",
-        "Unconstrained numeric becomes decimal(38,18) in Spark (Spark's mapping, kept).",
+        "Unconstrained numeric, and numeric wider than 38 digits, are read as their exact text "
+        "(column_types: {col: decimal(p,s)} reads them as a decimal instead).",
         "Identifiers are quoted as written: a column created unquoted as CustomerId is customerid.",
     )
 
@@ -59,6 +64,43 @@ class PostgresAdapter(JdbcAdapter):
                 database=jdbc.database,
                 query={"options": UTC_STARTUP_OPTION, "application_name": "pipezone"},
             )
+
+    def arrow_url(self, conn: ConnectionSpec, resolver: SecretResolver) -> str | None:
+        """`postgresql://user:password@host:port/db?cxprotocol=binary` for connectorx (COPY BINARY out); None when
+        the connection sets options (TLS, PgBouncer): JDBC understands them."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            if jdbc.options:
+                return None
+            props = self._credentials(jdbc, resolver)
+            user, password = (url_quote(props.get(key, ""), safe="") for key in ("user", "password"))
+            database = url_quote(jdbc.database, safe="")
+            return f"postgresql://{user}:{password}@{host_port(jdbc)}/{database}?cxprotocol=binary"
+
+    def read_expression(self, quoted: str, column: SourceColumn) -> tuple[str, str] | None:
+        """PostgreSQL's own text for what Spark would lose or fail on (README, Type mappings): numeric beyond
+        38 digits or without a declared scale, time and timetz, bit strings, char(n) (its padding is not part
+        of the value), and every type Spark reads as a string (enums, json, uuid, inet, ranges, hstore, ...),
+        so the JDBC and the Arrow reads agree; money as numeric(19,2); arrays of types Spark has no element for
+        as their text."""
+        kind = column.native_type.lower()
+        text = f"{quoted}::text", "string"
+        if kind == "numeric":
+            unconstrained = column.scale == 0 and column.spark_type == "decimal(38,18)"
+            return text if unconstrained or not column.spark_type.endswith(f",{column.scale})") else None
+        if kind == "money":
+            return f"{quoted}::numeric(19,2)", "decimal(19,2)"
+        if kind.startswith("_"):  # an array: 1-d of a plain element type stays an array
+            plain = kind[1:] in ARRAY_ELEMENTS and column.metadata.get("arrayDimension", 1) == 1
+            return None if plain else text
+        if kind in ("time", "timetz", "bit", "varbit", "bpchar"):
+            return text
+        if column.spark_type == "string" and kind not in ("text", "varchar", "name"):
+            return text
+        return None
+
+    def text_expression(self, quoted: str, column: SourceColumn) -> str:
+        return f"{quoted}::text"
 
     def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference:
         """psql's `\\copy (SELECT ...) TO '/dev/null'`: the server's COPY protocol, the fastest way out; the
