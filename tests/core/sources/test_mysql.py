@@ -17,7 +17,7 @@ from pipezone.core.spec.flow import SourceSpec
 MYSQL = MySqlAdapter()
 UTC_DEFAULTS = (
     "connectionTimeZone=UTC&forceConnectionTimeZoneToSession=true&zeroDateTimeBehavior=CONVERT_TO_NULL"
-    "&tinyInt1isBit=false"
+    "&tinyInt1isBit=false&yearIsDateType=false"
 )
 
 
@@ -45,7 +45,7 @@ def test_user_options_are_appended_encoded_and_win(tmp_path: Path) -> None:
     url = MYSQL.jdbc_url(conn(options={"sslMode": "REQUIRED", "tinyInt1isBit": True, "x": "a b&c"}), tmp_path)
     assert url == (
         "jdbc:mysql://db.internal:3306/shop?connectionTimeZone=UTC&forceConnectionTimeZoneToSession=true"
-        "&zeroDateTimeBehavior=CONVERT_TO_NULL&tinyInt1isBit=true&sslMode=REQUIRED&x=a%20b%26c"
+        "&zeroDateTimeBehavior=CONVERT_TO_NULL&tinyInt1isBit=true&yearIsDateType=false&sslMode=REQUIRED&x=a%20b%26c"
     )
 
 

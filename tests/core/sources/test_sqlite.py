@@ -74,15 +74,15 @@ def test_literals_are_text_in_current_timestamp_form(value: Any, expected: str) 
     assert LITE.literal(value) == expected
 
 
-def test_text_time_columns_are_read_as_strings_then_cast() -> None:
-    inferred = {"id": "int", "ts": "timestamp", "d": "date", "odd`name": "timestamp", "amount": "decimal(38,18)"}
-    assert LITE.custom_schema(inferred) == "`ts` STRING, `d` STRING, `odd``name` STRING"
-    assert LITE.post_read_casts(inferred) == {
-        "ts": "try_cast(`ts` AS TIMESTAMP)",
-        "d": "try_cast(`d` AS DATE)",
-        "odd`name": "try_cast(`odd``name` AS TIMESTAMP)",
-    }
-    assert LITE.custom_schema({"id": "int"}) is None
+def test_time_and_number_columns_are_read_as_stored_text_then_cast_with_a_check() -> None:
+    inferred = {"id": "int", "ts": "timestamp", "d": "date", "odd`name": "timestamp", "name": "string"}
+    assert LITE.custom_schema(inferred) == "`id` STRING, `ts` STRING, `d` STRING, `odd``name` STRING"
+    casts = LITE.post_read_casts(inferred)
+    assert set(casts) == {"id", "ts", "d", "odd`name"}
+    assert casts["ts"].startswith("CASE WHEN `ts` IS NOT NULL AND try_cast(`ts` AS TIMESTAMP) IS NULL THEN raise_error(")
+    assert "set column_types: {ts: string}" in casts["ts"]
+    assert casts["d"].endswith("ELSE try_cast(`d` AS DATE) END")
+    assert LITE.custom_schema({"name": "string", "blob": "binary"}) is None
 
 
 def test_bounds_columns_are_read_as_text() -> None:

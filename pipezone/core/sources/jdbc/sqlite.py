@@ -28,6 +28,7 @@ from pipezone.core.spec.connection import ConnectionSpec, SqliteConnection
 from pipezone.core.spec.secrets import SecretResolver
 
 _TEXT_TIME_TYPES = {"date": "DATE", "timestamp": "TIMESTAMP", "timestamp_ntz": "TIMESTAMP_NTZ"}
+_NUMBER_TYPES = frozenset({"tinyint", "smallint", "int", "bigint", "float", "double", "boolean"})
 
 
 class SqliteAdapter(JdbcAdapter):
@@ -82,12 +83,39 @@ class SqliteAdapter(JdbcAdapter):
         return schema_ddl(dict.fromkeys(columns, "STRING"))
 
     def custom_schema(self, inferred: Mapping[str, str]) -> str | None:
-        text = {name: "STRING" for name, kind in inferred.items() if kind in _TEXT_TIME_TYPES}
+        """Time and number columns are read as the stored text: SQLite keeps any value in any column, and the
+        driver would coerce a mismatch silently ('abc' in an INTEGER column reads as 0)."""
+        text = {name: "STRING" for name, kind in inferred.items() if _checked_type(kind)}
         return schema_ddl(text) if text else None
 
     def post_read_casts(self, inferred: Mapping[str, str]) -> dict[str, str]:
-        return {
-            name: f"try_cast(`{name.replace('`', '``')}` AS {_TEXT_TIME_TYPES[kind]})"
-            for name, kind in inferred.items()
-            if kind in _TEXT_TIME_TYPES
-        }
+        """Each such column cast to its declared type by Spark; a stored value that is not one fails the read
+        with one line naming the column and the value, never a NULL or a 0 in its place."""
+        casts = {}
+        for name, kind in inferred.items():
+            target = _checked_type(kind)
+            if target is None:
+                continue
+            column = f"`{name.replace('`', '``')}`"
+            literal = name.replace("\\", "\\\\").replace("'", "\\'")
+            message = (
+                f"concat('column {literal}: SQLite holds ', substring({column}, 1, 60), ' where {target} was "
+                f"declared (SQLite stores any type in any column); set column_types: {{{literal}: string}} "
+                "to keep the text')"
+            )
+            casts[name] = (
+                f"CASE WHEN {column} IS NOT NULL AND try_cast({column} AS {target}) IS NULL "
+                f"THEN raise_error({message}) ELSE try_cast({column} AS {target}) END"
+            )
+        return casts
+
+
+def _checked_type(spark_type: str) -> str | None:
+    """The Spark type to cast a column's stored text to, or None for columns read as the driver gives them."""
+    if spark_type in _TEXT_TIME_TYPES:
+        return _TEXT_TIME_TYPES[spark_type]
+    if spark_type == "int":
+        return "BIGINT"  # sqlite-jdbc reports INTEGER as 32-bit; SQLite's integers are 64-bit
+    if spark_type in _NUMBER_TYPES or spark_type.startswith("decimal("):
+        return spark_type.upper()
+    return None
