@@ -185,6 +185,16 @@ user: {user}
 password: ${{env:PIPEZONE_BENCH_SOURCE_PASSWORD}}
 """
 
+PG_SOURCE_CONNECTION = """\
+name: bench_pg_source
+type: postgres
+host: 127.0.0.1
+port: {port}
+database: {database}
+user: pipezone
+password: ${{env:PIPEZONE_BENCH_PG_PASSWORD}}
+"""
+
 LOCAL_LAKE = "name: bench_local_lake\ntype: local\npath: .pipezone/lake\n"
 MINIO_LAKE = """\
 name: bench_minio_lake
@@ -211,7 +221,7 @@ CONNECT_PROFILE_NAME = "bench_local_connect_2g"
 FLOW = """\
 name: {name}
 source:
-  connection: bench_source
+  connection: {connection}
   table: {table}
   primary_key: [id]
   incremental:
@@ -248,6 +258,9 @@ class Project:
         (meta / "connections" / "bench_source.yaml").write_text(
             SOURCE_CONNECTION.format(host=source.host, port=source.port, database=DATABASE, user=source.user)
         )
+        (meta / "connections" / "bench_pg_source.yaml").write_text(
+            PG_SOURCE_CONNECTION.format(port=os.environ.get("PIPEZONE_POSTGRES_PORT") or 5433, database=DATABASE)
+        )
         (meta / "connections" / "bench_local_lake.yaml").write_text(LOCAL_LAKE)
         (meta / "connections" / "bench_minio_lake.yaml").write_text(MINIO_LAKE.format(endpoint=project.minio_endpoint))
         (meta / "connections" / "bench_state.yaml").write_text(STATE)
@@ -264,10 +277,10 @@ class Project:
         )
         return project
 
-    def flow(self, table: str, partitions: int, initial_load: str = "auto") -> str:
-        name = f"bench_{table}"
+    def flow(self, table: str, partitions: int, initial_load: str = "auto", connection: str = "bench_source") -> str:
+        name = f"bench_{table}" if connection == "bench_source" else f"bench_pg_{table}"
         (self.root / "metadata" / "flows" / f"{name}.yaml").write_text(
-            FLOW.format(name=name, table=table, partitions=partitions, initial_load=initial_load)
+            FLOW.format(name=name, connection=connection, table=table, partitions=partitions, initial_load=initial_load)
         )
         return name
 
@@ -278,6 +291,7 @@ class Project:
             "PIPEZONE_PROFILE": profile,
             "PIPEZONE_JAR_CACHE": str(REPO / ".pipezone" / "jars"),
             "PIPEZONE_BENCH_SOURCE_PASSWORD": self.source.password,
+            "PIPEZONE_BENCH_PG_PASSWORD": os.environ.get("PIPEZONE_POSTGRES_PASSWORD") or "pipezone-dev",
             "PIPEZONE_BENCH_MINIO_USER": self.minio_user,
             "PIPEZONE_BENCH_MINIO_PASSWORD": self.minio_password,
         }
@@ -317,7 +331,8 @@ class Project:
         """Forget a flow: its lake tables (local and MinIO) and the state store."""
         shutil.rmtree(self.root / ".pipezone" / "lake", ignore_errors=True)
         (self.root / ".pipezone" / "state.db").unlink(missing_ok=True)
-        self._delete_minio_prefixes([("raw", f"bench_source/{table}/"), ("bronze", f"{flow}/"), ("silver", f"{flow}/")])
+        raw = [("raw", f"{source}/{table}/") for source in ("bench_source", "bench_pg_source")]
+        self._delete_minio_prefixes([*raw, ("bronze", f"{flow}/"), ("silver", f"{flow}/")])
 
     def _delete_minio_prefixes(self, prefixes: list[tuple[str, str]]) -> None:
         import boto3

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import CONNECT_PROFILE_NAME, REPO, MariaDB, Project, measured, step_seconds
+from pg_source import Postgres
+
+PG = "bench_pg_source"
 
 
 def _record(contender: str, rows: int, mb: float, m: Any, **extra: Any) -> dict[str, Any]:
@@ -32,10 +35,11 @@ def _record(contender: str, rows: int, mb: float, m: Any, **extra: Any) -> dict[
     }
 
 
-def client(project: Project, table: str, rows: int, mb: float) -> dict[str, Any]:
+def client(project: Project, table: str, rows: int, mb: float, connection: str = "bench_source") -> dict[str, Any]:
     """The physical reference: the source's own client (the `mariadb` client streaming the same SELECT over
-    TCP, as the source contract names it) reading the table to /dev/null."""
-    reference = project.physical_reference(project.flow(table, 1), "bench_local_2g")
+    TCP; `psql \\copy (SELECT ...) TO '/dev/null'` for PostgreSQL, as the source contract names them) reading
+    the table to /dev/null."""
+    reference = project.physical_reference(project.flow(table, 1, connection=connection), "bench_local_2g")
     m = measured(reference.argv, env={**os.environ, **reference.env}, discard_stdout=True)
     return _record(reference.name, rows, mb, m.check(reference.name))
 
@@ -64,9 +68,10 @@ def pipezone(
     lake: str,
     path: str = "auto",
     launcher: str = "spark-submit",
+    connection: str = "bench_source",
 ) -> dict[str, Any]:
     memory = "2g"
-    flow = project.flow(table, partitions, initial_load=path)
+    flow = project.flow(table, partitions, initial_load=path, connection=connection)
     project.wipe(flow, table)
     profile = CONNECT_PROFILE_NAME if launcher == "spark-connect" else f"bench_{lake}_{memory}"
     m = project.run(profile, flow, "--steps", "extract,bronze").check(f"pipezone run {flow}")
@@ -132,6 +137,23 @@ def run(
                     runs.append(_say(warm | server))
                 runs += [_say(pipezone(project, table, rows, mb, best, lake)) for lake in lakes if lake != "local"]
                 results += [r | {"repeat": attempt, "table_mb": round(mb, 1)} for r in runs]
+    return results
+
+
+def run_postgres(source: Postgres, project: Project, sizes: list[int], repeat: int) -> list[dict[str, Any]]:
+    """The same table in PostgreSQL: psql's `\\copy ... TO '/dev/null'` (the COPY protocol, the fastest way out)
+    as the physical reference, PipeZone's Arrow bulk path (connectorx, binary COPY) and its JDBC path, each at
+    2 partitions on the local lake. Records carry `source: postgres`."""
+    results = []
+    for rows in sizes:
+        table = source.ensure_table(rows)
+        mb = source.table_mb(table)
+        for attempt in range(repeat):
+            runs = [_say(client(project, table, rows, mb, connection=PG))]
+            runs += [
+                _say(pipezone(project, table, rows, mb, 2, "local", path=p, connection=PG)) for p in ("auto", "jdbc")
+            ]
+            results += [r | {"repeat": attempt, "table_mb": round(mb, 1), "source": "postgres"} for r in runs]
     return results
 
 

@@ -13,8 +13,43 @@ TARGETS = {
 }
 
 
-def _ingest(run: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in run["results"] if r["bench"] == "ingest"]
+def _ingest(run: dict[str, Any], source: str = "mariadb") -> list[dict[str, Any]]:
+    return [r for r in run["results"] if r["bench"] == "ingest" and r.get("source", "mariadb") == source]
+
+
+def postgres_section(run: dict[str, Any]) -> list[str]:
+    """The PostgreSQL ingest rows, each against psql's COPY out of the same table in the same run."""
+    rows = _ingest(run, "postgres")
+    if not rows:
+        return []
+    lines = [
+        "## Bulk ingest (PostgreSQL -> Delta)",
+        "",
+        "The same generated table in PostgreSQL (NUMERIC(10,2), DOUBLE PRECISION, SMALLINT flag, TIMESTAMP(6)), "
+        "read in full. The physical reference is `psql -c \"\\copy (SELECT * FROM t) TO '/dev/null'\"`: the "
+        "server's COPY protocol, its fastest way out. PipeZone runs `pipezone run FLOW --steps extract,bronze` "
+        "(spark-submit, local lake, 2 partitions) on its Arrow bulk path (connectorx, binary COPY) and on JDBC "
+        "(pgjdbc, `read.initial_load: jdbc`). MB/s is the table's heap size (`pg_relation_size`) over the time.",
+        "",
+        "| rows | contender | seconds | rows/s | MB/s | peak RSS | vs psql \\copy |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size in sorted({r["rows"] for r in rows}):
+        client = [r for r in rows if r["rows"] == size and r["contender"] != "pipezone"]
+        base = client[0]["rows_per_s"] if client else 0
+        for r in [*client, *_by(rows, "pipezone", size)]:
+            label = f"PipeZone extract+bronze ({r['path']})" if r["contender"] == "pipezone" else r["contender"]
+            lines.append(
+                f"| {size:,} | {label} | {r['seconds']:.1f} | {r['rows_per_s']:,} | {r['mb_per_s']:.1f} | "
+                f"{r['peak_rss_mb']:,} MB | {_ratio(r['rows_per_s'], base)} |"
+            )
+            if r["contender"] == "pipezone":
+                lines.append(
+                    f"| {size:,} | PipeZone extract to raw ({r['path']}) | {r['steps_s']['extract']:.1f} | "
+                    f"{r['raw_rows_per_s']:,} | {r['raw_mb_per_s']:.1f} | (same run) | "
+                    f"{_ratio(r['raw_rows_per_s'], base)} |"
+                )
+    return [*lines, ""]
 
 
 def _by(rows: list[dict[str, Any]], contender: str, size: int, **match: Any) -> list[dict[str, Any]]:
@@ -343,6 +378,7 @@ def render(run: dict[str, Any], json_path: Path) -> str:
             *parse_table(run),
             "",
         ]
+    parts += postgres_section(run)
     parts += [*memory_section(run), ""]
     parts += [
         "## Rerun",

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--quick] [--dag-factory-python PY] [--docs docs/benchmarks.md]
 
-Full run: ingest of 1M and 10M rows (numPartitions 1, 2, 4 on the local lake; the best on MinIO),
+Full run: ingest of 1M and 10M rows (numPartitions 1, 2, 4 on the local lake; the best on MinIO), the same
+sizes from PostgreSQL (against psql's COPY),
 incremental latency on the 10M-row table, DAG parse at 10, 100 and 1,000 flows, and the peak memory of a
 30M-row first load. Quick run (under 10
 minutes): 200k rows, 2 partitions, local lake, parse at 10 and 100 flows. The JSON lands in
@@ -30,6 +31,7 @@ import incremental  # noqa: E402
 import ingest  # noqa: E402
 import report  # noqa: E402
 from harness import REPO, MariaDB, Project, start_services  # noqa: E402
+from pg_source import Postgres, start_postgres  # noqa: E402
 
 FULL = {
     "sizes": [1_000_000, 10_000_000],
@@ -98,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the small run (under 10 minutes)")
     parser.add_argument("--dag-factory-python", help="python of a venv with dag-factory 1.1.0 (make bench makes one)")
     parser.add_argument("--docs", help="where the Markdown report goes")
-    parser.add_argument("--only", help="comma-separated subset: ingest,incremental,parse,memory")
+    parser.add_argument("--only", help="comma-separated subset: ingest,postgres,incremental,parse,memory")
     parser.add_argument("--add-to", help="a run's JSON: add this invocation's results to it (a section that failed)")
     parser.add_argument(
         "--replace", action="store_true", help="with --add-to: the sections' earlier results are dropped (re-measured)"
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    only = set(args.only.split(",")) if args.only else {"ingest", "incremental", "parse", "memory"}
+    only = set(args.only.split(",")) if args.only else {"ingest", "postgres", "incremental", "parse", "memory"}
     start_services(minio="minio" in plan["lakes"] and "ingest" in only)
     source = MariaDB()
     run: dict[str, Any] = {
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             run["results"] += ingest.run(
                 source, project, plan["sizes"], plan["partitions"], plan["lakes"], repeat=1, jdbc=plan["jdbc"]
             )
+        if "postgres" in only:
+            start_postgres()
+            run["results"] += ingest.run_postgres(Postgres(), project, plan["sizes"], repeat=1)
         if "incremental" in only:
             launchers = ["spark-submit", "in-process", "spark-connect"]
             changed = plan["incremental_changed"]
