@@ -6,6 +6,10 @@ Order of events, so that nothing is lost or duplicated:
 2. The window's upper bound `hi` is captured before reading (partitions are separate transactions).
 3. The batch is appended with txnAppId/txnVersion = batch number, so a retried write is a no-op.
 4. Only then does the watermark move to `hi`.
+
+A flow without `incremental` reads the whole relation every run: its commit says `complete: true`, and
+bronze infers the source's deletes from it (keys live before and missing from the newest complete read),
+so the source is scanned once per run and no key snapshot is taken (see `is_complete_read`).
 """
 
 from __future__ import annotations
@@ -127,12 +131,11 @@ def _append_arrow(
         dt.INGEST_DATE: now.date(),
         dt.DELETED: False,
     }
-    lengths = dict(arrow.char_lengths)
     batches = iter(arrow.batches)
     first = next(batches, None)
     # the first batch is conformed before anything is written: a type problem shows here
-    head = [conform(first, target, stamps, lengths)] if first is not None else []
-    conformed = chain(head, (conform(record_batch, target, stamps, lengths) for record_batch in batches))
+    head = [conform(first, target, stamps)] if first is not None else []
+    conformed = chain(head, (conform(record_batch, target, stamps) for record_batch in batches))
     return arrow_tables.create_table(
         raw_path,
         ctx.runtime.lake_s3(),
@@ -163,10 +166,23 @@ def raw_stats_columns(ctx: StepContext) -> list[str]:
     return [*source.primary_key, *([source.incremental.cursor] if source.incremental else [])]
 
 
-def _snapshot_due(ctx: StepContext, raw_path: str) -> bool:
-    """Delete detection runs when the flow asks for it and its `every` has passed since the last one."""
+def is_complete_read(ctx: StepContext) -> bool:
+    """Whether this run reads the whole relation (a flow without `incremental`, not a backfill): its batch
+    then says which keys the source holds, and bronze infers the deleted ones from it (steps/bronze.py).
+
+    A full refresh of an incremental flow is not complete: it reads the window `(None, hi]`, which leaves
+    out rows with a newer or NULL cursor, and a missing key there is not a deleted one."""
     source = ctx.flow.source
-    if source is None or source.deletes is None:
+    return source is not None and source.incremental is None and ctx.backfill is None
+
+
+def _snapshot_due(ctx: StepContext, raw_path: str) -> bool:
+    """Delete detection runs when the flow asks for it and its `every` has passed since the last one.
+
+    Never on a complete read: its own rows already name every key the source holds, so a key snapshot
+    would scan the source a second time for nothing (`source.deletes` is redundant there, and ignored)."""
+    source = ctx.flow.source
+    if source is None or source.deletes is None or is_complete_read(ctx):
         return False
     if not source.deletes.every:
         return True
@@ -255,8 +271,16 @@ def _extract_window(ctx: StepContext, source: Source, raw_path: str) -> StepResu
     new_watermark = hi if watermark is None or (hi is not None and later(hi, watermark)) else watermark
     # The source's columns now, as this batch read them (None: a batch of tombstones only, which says nothing).
     columns = None if nothing_new else [c for c in frames[0].columns if not c.startswith("_pz_")]
+    complete = is_complete_read(ctx)
     meta = ctx.metadata(
-        "extract", batch=batch, lo=lo, hi=new_watermark, read_hi=hi, key_snapshot=snapshot, columns=columns
+        "extract",
+        batch=batch,
+        lo=lo,
+        hi=new_watermark,
+        read_hi=hi,
+        key_snapshot=snapshot,
+        complete=complete,
+        columns=columns,
     )
     df, _ = conform_to_table(_stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
     failpoints.reach("extract.before_commit")
@@ -276,6 +300,7 @@ def _extract_window(ctx: StepContext, source: Source, raw_path: str) -> StepResu
             "batch": batch,
             "delta_version": commit.version,
             "key_snapshot": snapshot,
+            "complete": complete,
             "read_path": read_path,
         },
     )

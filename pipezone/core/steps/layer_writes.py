@@ -7,7 +7,8 @@ no-op), and only then records the new position. If the process dies between the 
 update, the position is recovered from the table's own commit metadata, so the batches are not taken
 twice. Nothing depends on the run id being new.
 
-Rows are events: live row versions and, with delete detection, tombstones (`_pz_deleted`). Write modes:
+Rows are events: live row versions and tombstones (`_pz_deleted`: a key snapshot's, from raw, or inferred
+by bronze from complete reads; both the same rows from there on). Write modes:
 - append: the table keeps every distinct version of a row, once (a re-read version is not appended);
 - merge: one row per key, forward-only by cursor; tombstones flag the row and keep its data;
 - scd2: every version with `_pz_valid_from` / `_pz_valid_to` / `_pz_is_current`;
