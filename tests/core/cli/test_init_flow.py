@@ -153,7 +153,7 @@ def test_all_writes_one_valid_flow_per_table(
         "-",
         "- (full read)",
         "no primary key or unique index over NOT NULL columns: silver appends; "
-        "no cursor column: full read each run, deletes inferred",
+        "no cursor column: full read each run, no key, so deletes are not inferred",
     ]
     assert rows["order-items"][1] == "metadata/flows/order_items_2.yaml"
     assert rows["order-items"][4].endswith("; flow name order_items_2: order_items is taken by table order_items")

@@ -36,6 +36,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "discovery"
 SCRATCH = f"pz_discovery_{os.getpid()}"
 PASSWORD_ENV = "PZ_DISCOVERY_PASSWORD"
 FULL_READ = "no cursor column: full read each run, deletes inferred"
+KEYLESS_FULL_READ = "no cursor column: full read each run, no key, so deletes are not inferred"
 NO_KEY = "no primary key or unique index over NOT NULL columns: silver appends"
 
 # table -> (key, cursor), the same on both servers except where the override dicts say otherwise
@@ -195,7 +196,7 @@ def test_sqlite_tables_keys_and_cursors(sqlite_source: SqliteConnection, tmp_pat
     }
     why = reasons(found)
     assert why["price_history"][0] == "unique index sqlite_autoindex_price_history_1 (sku, valid_from): no primary key"
-    assert why["audit_log"] == (NO_KEY, FULL_READ)  # a partial and an expression unique index do not count
+    assert why["audit_log"] == (NO_KEY, KEYLESS_FULL_READ)  # a partial and an expression unique index do not count
     assert why["customers"][1].endswith("nullable: rows with a NULL updated_at are read only by a full read")
     assert why["events"][1] == f"no cursor column (updated_at is TEXT, not a date/time or integer): {FULL_READ[18:]}"
     assert found.views_left_out == ("film_titles",)
@@ -255,7 +256,7 @@ def test_mariadb_schema(maria_scratch: MariaDB, tmp_path: Path) -> None:
     )
     assert why["price_history"][0] == "unique index ux_price (sku, valid_from): no primary key"
     assert why["country_codes"][0] == "unique index ux_code (code): no primary key"
-    assert why["audit_log"] == (NO_KEY, FULL_READ)
+    assert why["audit_log"] == (NO_KEY, KEYLESS_FULL_READ)
     assert why["notes"][1].startswith("no cursor column (updated_at is varchar(30), not a date/time or integer)")
     assert why["order_items"][1] == "cursor last_updated: named like an update time"
     assert found.views_left_out == ("film_titles",) and found.partitions_left_out == ()
@@ -312,7 +313,7 @@ def test_postgres_schema(pg_scratch: Postgres, tmp_path: Path) -> None:
     why = reasons(found)
     assert why["price_history"][0] == "unique index ux_price (sku, valid_from): no primary key"  # INCLUDE left out
     assert why["country_codes"][0] == "unique index ux_code (code): no primary key"
-    assert why["audit_log"] == (NO_KEY, FULL_READ)  # a partial and an expression unique index do not count
+    assert why["audit_log"] == (NO_KEY, KEYLESS_FULL_READ)  # a partial and an expression unique index do not count
     assert why["film"][1] == "cursor last_update: named like an update time"
     assert why["notes"][1].startswith("no cursor column (updated_at is character varying(30), not a date/time")
     assert found.views_left_out == ("film_titles",)

@@ -207,6 +207,8 @@ def decide(relation: Relation, schema: str, dialect: str, partitions: tuple[str,
     else:
         key, key_reason = choose_key(relation.columns, relation.indexes)
     cursor, cursor_reason = choose_cursor(relation.columns)
+    if cursor is None and not key:  # deletes are inferred by key: without one there is nothing to compare
+        cursor_reason = cursor_reason.replace("deletes inferred", "no key, so deletes are not inferred")
     return DiscoveredTable(
         schema=schema,
         name=relation.name,
