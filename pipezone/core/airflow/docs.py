@@ -22,6 +22,7 @@ STEP_TEXT = {
     "silver": "bronze batches not yet in silver: transforms applied, then written",
     "gold": "the flow's Spark SQL over silver/gold tables",
     "quality": "data-quality checks, results in the state store",
+    "verify": "reconciles silver with the source by key ranges and hashes (`pipezone verify`); fails on a difference",
 }
 
 

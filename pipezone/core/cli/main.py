@@ -101,6 +101,12 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     return state.cmd_state(args, settings)
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.cli import verify
+
+    return verify.cmd_verify(args, settings)
+
+
 def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
     from pipezone.core.cli.show import render_table
     from pipezone.core.cli.tables import gold_rows, layer_rows
@@ -206,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="row counts per layer for every flow, next to the source count")
     p.add_argument("--check", action="store_true", help="exit 1 unless every silver table matches its source")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser(
+        "verify",
+        help="reconcile flows' sources with silver by key ranges and row hashes; exit 1 on any difference",
+        usage="pipezone verify FLOW... | --all",
+    )
+    p.add_argument("flows", nargs="*", help="flow names")
+    p.add_argument("--all", action="store_true", help="every valid flow (flows that cannot be verified are listed)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
         "spark-server", help="the profile's Spark Connect server (spark.connect_url): warm Spark for every step"

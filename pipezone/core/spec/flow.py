@@ -10,7 +10,7 @@ import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from pipezone.core.spec.airflow_names import AIRFLOW_TAG_MAX, flow_dag_id, key_problem
@@ -19,6 +19,7 @@ from pipezone.core.spec.quality import QualityCheck
 from pipezone.core.spec.schedule import ScheduleSpec, schedule_shorthands
 from pipezone.core.spec.sql_references import table_references
 from pipezone.core.spec.value_types import (
+    DURATION_PATTERN,
     BoundedInt,
     Columns,
     Duration,
@@ -35,6 +36,33 @@ from pipezone.core.spec.value_types import (
 )
 
 WriteMode = Literal["append", "overwrite", "merge", "scd2"]
+VERIFY_SHORTHANDS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
+
+
+def _verify_shorthand(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().isalpha() and value.strip() not in VERIFY_SHORTHANDS:
+        raise PydanticCustomError(
+            "verify_every",
+            "unknown verify interval '{value}': use hourly, daily, weekly or a duration such as 12h",
+            {"value": value[:40]},
+        )
+    return VERIFY_SHORTHANDS.get(value.strip(), value) if isinstance(value, str) else value
+
+
+VerifyEvery = Annotated[
+    Duration,
+    BeforeValidator(_verify_shorthand),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"enum": sorted(VERIFY_SHORTHANDS)},
+                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "integer", "minimum": 0},
+            ],
+            "description": "hourly, daily, weekly, or a duration such as 12h (0s: every run).",
+        }
+    ),
+]
 LAYERS = ("raw", "bronze", "silver", "gold")
 MAX_SQL_SNIPPETS = 300  # per flow: gold SQL, source query, filters, derived columns, expression checks
 MAX_SQL_TOTAL_CHARS = 65_536
@@ -301,6 +329,11 @@ class FlowSpec(SpecModel):
         description="Omit to run only when triggered. Shorthands: a cron or @preset string, or a list of flows.",
         json_schema_extra=schedule_shorthands,
     )
+    verify: VerifyEvery | None = Field(
+        default=None,
+        description="Reconcile silver with the source (`pipezone verify`) as the DAG's last task, at most this "
+        "often: hourly, daily, weekly or a duration (0s: every run). The task fails on any difference.",
+    )
     schema_drift: Literal["evolve", "freeze"] = Field(
         default="evolve", description="evolve: add new source columns; freeze: fail on any change."
     )
@@ -371,6 +404,17 @@ class FlowSpec(SpecModel):
                 raise PydanticCustomError(
                     "no_source", "layers {layers} need a 'source'", {"layers": ", ".join(explicit)}
                 )
+        elif self.verify is not None and not self.source.primary_key:
+            raise PydanticCustomError(
+                "verify_key", "verify compares by primary key: set source.primary_key", {"at": "verify"}
+            )
+        elif self.verify is not None and self.layers.silver.write_mode == "append":
+            raise PydanticCustomError(
+                "verify_append",
+                "verify compares silver's current rows with the source's; silver write_mode append keeps every "
+                "version (use merge or scd2)",
+                {"at": "verify"},
+            )
         elif not self.source.primary_key and self.uses_key_modes():
             raise PydanticCustomError(
                 "merge_key",
@@ -393,6 +437,8 @@ class FlowSpec(SpecModel):
             steps.append("gold")
         if self.quality:
             steps.append("quality")
+        if self.verify is not None and self.source is not None:
+            steps.append("verify")
         return steps
 
     def upstream_flows(self) -> set[str]:

@@ -27,12 +27,13 @@ from pipezone.core.steps.gold import run_gold
 from pipezone.core.steps.quality import run_quality
 from pipezone.core.steps.runtime import Runtime, load_runtime
 from pipezone.core.steps.silver import run_silver
+from pipezone.core.steps.verify_step import run_verify_step
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-STEPS = ("extract", "bronze", "silver", "gold", "quality")
+STEPS = ("extract", "bronze", "silver", "gold", "quality", "verify")
 
 
 class StepFailed(RuntimeError):
@@ -45,6 +46,7 @@ STEP_FUNCTIONS: dict[str, Callable[[StepContext], StepResult]] = {
     "silver": run_silver,
     "gold": run_gold,
     "quality": run_quality,
+    "verify": run_verify_step,
 }
 
 

@@ -398,6 +398,28 @@ class JdbcDialect(ABC):
         """Column -> Spark SQL expression restoring a type that `custom_schema` read as text."""
         return {}
 
+    # ------------------------------------------------------------------ reconciliation (`pipezone verify`)
+
+    def canonical_text(self, quoted_expr: str, spark_type: str) -> str | None:
+        """SQL for the canonical text of a value whose lake type is `spark_type` (NULL stays NULL), the same
+        text steps/verify_columns.py makes in Spark, so a row hashes alike on both sides without being
+        downloaded: integers in decimal, decimal(p,s) with exactly s fraction digits, strings as they are,
+        booleans '1'/'0', dates 'YYYY-MM-DD', timestamps 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC, binary as
+        upper-case hex. None: the type is not hashed (float, double, nested types), or, here in the base,
+        the database has no canonical text at all and cannot be verified."""
+        return None
+
+    def row_hash_sql(self, texts: list[str]) -> str | None:
+        """SQL for a row's hash over canonical texts: each text '=' + value, or 'N' for NULL (no value
+        can be mistaken for NULL), joined by chr(31), MD5 of its UTF-8 bytes, the first 8 hex digits as an
+        integer in [0, 2^32) (a SUM over billions of rows still fits 64 bits). None: no hash in SQL."""
+        return None
+
+    def verify_reads_rows(self) -> bool:
+        """True where verify hashes the rows in Spark, read through the typed read, instead of in SQL: a
+        local file database without a hash function, where reading costs no network."""
+        return False
+
 
 def schema_ddl(columns: Mapping[str, str]) -> str:
     """`customSchema` text; names in backticks so any column name parses."""

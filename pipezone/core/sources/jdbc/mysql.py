@@ -137,3 +137,27 @@ class MySqlAdapter(JdbcAdapter):
 
     def fetch_size(self, read: ReadOptions) -> int:
         return STREAMING_FETCH_SIZE
+
+    def canonical_text(self, quoted_expr: str, spark_type: str) -> str | None:
+        """Verify's canonical text (JdbcDialect.canonical_text) in MySQL/MariaDB SQL; the session is UTC
+        (url_defaults), so TIMESTAMP columns format in UTC. Strings are converted to utf8mb4 so MD5 hashes
+        their UTF-8 bytes whatever the column's character set; a zero date is NULL, as the read has it."""
+        q = quoted_expr
+        if spark_type in ("tinyint", "smallint", "int", "bigint"):
+            return f"CAST({q} AS CHAR)"
+        if spark_type.startswith("decimal("):
+            return f"CAST(CAST({q} AS DECIMAL{spark_type[len('decimal') :]}) AS CHAR)"
+        if spark_type == "string":
+            return f"CONVERT({q} USING utf8mb4)"
+        if spark_type == "boolean":
+            return f"CASE WHEN {q} IS NULL THEN NULL WHEN {q} THEN '1' ELSE '0' END"
+        if spark_type in ("date", "timestamp", "timestamp_ntz"):
+            pattern = "%Y-%m-%d" if spark_type == "date" else "%Y-%m-%d %H:%i:%s.%f"
+            return f"CASE WHEN CAST({q} AS CHAR) LIKE '0000-00-00%' THEN NULL ELSE DATE_FORMAT({q}, '{pattern}') END"
+        if spark_type == "binary":
+            return f"HEX({q})"
+        return None
+
+    def row_hash_sql(self, texts: list[str]) -> str:
+        fields = ", ".join(f"COALESCE(CONCAT('=', {text}), 'N')" for text in texts)
+        return f"CAST(CONV(SUBSTR(MD5(CONCAT_WS(CHAR(31 USING utf8mb4), {fields})), 1, 8), 16, 10) AS UNSIGNED)"

@@ -121,3 +121,27 @@ class PostgresAdapter(JdbcAdapter):
         if "\\" in value:
             return "E'" + quoted.replace("\\", "\\\\") + "'"
         return f"'{quoted}'"
+
+    def canonical_text(self, quoted_expr: str, spark_type: str) -> str | None:
+        """Verify's canonical text (JdbcDialect.canonical_text) in PostgreSQL SQL; the session is UTC
+        (url_defaults), so timestamptz formats in UTC."""
+        q = quoted_expr
+        if spark_type in ("tinyint", "smallint", "int", "bigint"):
+            return f"CAST({q} AS TEXT)"
+        if spark_type.startswith("decimal("):
+            return f"CAST(CAST({q} AS NUMERIC{spark_type[len('decimal') :]}) AS TEXT)"
+        if spark_type == "string":
+            return f"CAST({q} AS TEXT)"
+        if spark_type == "boolean":
+            return f"CASE WHEN {q} THEN '1' WHEN NOT {q} THEN '0' END"
+        if spark_type == "date":
+            return f"to_char({q}, 'YYYY-MM-DD')"
+        if spark_type in ("timestamp", "timestamp_ntz"):
+            return f"to_char({q}, 'YYYY-MM-DD HH24:MI:SS.US')"
+        if spark_type == "binary":
+            return f"upper(encode({q}, 'hex'))"
+        return None
+
+    def row_hash_sql(self, texts: list[str]) -> str:
+        fields = ", ".join(f"COALESCE('=' || {text}, 'N')" for text in texts)
+        return f"('x' || substr(md5(convert_to(concat_ws(chr(31), {fields}), 'UTF8')), 1, 8))::bit(32)::bigint"

@@ -141,6 +141,16 @@ class JdbcSource(contract.Source):
             raise SourceError(problem, self.connection.name)
         return typed_read(self.dialect, dbtable, columns, self.spec.column_types)
 
+    def run_query(self, spark: SparkSession, sql: str, custom_schema: str | None = None) -> DataFrame:
+        """`sql`, a SELECT over this source's relations, as one JDBC read: the database does the work (verify's
+        hash aggregates per key range) and only its small result travels. `custom_schema` types the result."""
+        options = {"dbtable": f"({sql}) pz_query", "fetchsize": str(self.dialect.fetch_size(self.spec.read))}
+        if self.dialect.session_init:
+            options["sessionInitStatement"] = self.dialect.session_init
+        if custom_schema:
+            options["customSchema"] = custom_schema
+        return self._reader(spark).options(**options).load()
+
     def _load(self, spark: SparkSession, options: dict[str, str]) -> DataFrame:
         """Read with `options` exactly: the typed `dbtable`, its forced types, and the dialect's own fixes for
         drivers that type some columns badly (a customSchema, and casts after the read)."""
