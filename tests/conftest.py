@@ -38,7 +38,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 
 
 if TYPE_CHECKING:
-    from services import MariaDB
+    from services import MariaDB, Postgres
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +47,11 @@ def mariadb() -> Iterator[MariaDB]:
     from services import require_mariadb
 
     yield require_mariadb()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """The project's PostgreSQL (setup/local/postgres.sh) as connection parameters; in CI it must be up."""
+    from services import require_postgres
+
+    yield require_postgres()

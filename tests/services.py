@@ -1,8 +1,8 @@
 """Services the tests talk to, started by the project itself (setup/local/): where they are, whether they answer.
 
-MariaDB is checked with a real login; MinIO, Vault (OpenBao) and the Spark standalone cluster with their
-script's `status` (which asks the server itself: MinIO's ready endpoint, Vault's health, the master's
-JSON with an alive worker).
+MariaDB and PostgreSQL are checked with a real login; MinIO, Vault (OpenBao) and the Spark standalone
+cluster with their script's `status` (which asks the server itself: MinIO's ready endpoint, Vault's
+health, the master's JSON with an alive worker).
 
 In CI (PIPEZONE_CI=1) a test that needs a service FAILS when the service does not answer, with the tail of
 the service's log, so a broken install step cannot hide behind skips. Elsewhere it is skipped with the
@@ -14,35 +14,132 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MARIADB_SCRIPT = "setup/local/mariadb.sh"
 MARIADB_LOG = REPO_ROOT / ".pipezone" / "services" / "mariadb" / "mariadb.err"
+POSTGRES_SCRIPT = "setup/local/postgres.sh"
+POSTGRES_LOG = REPO_ROOT / ".pipezone" / "services" / "postgres" / "postgres.log"
+# Every session in UTC, as PipeZone's postgres adapter sets it (the server keeps its default zone).
+POSTGRES_UTC = "-c TimeZone=UTC"
 LOG_TAIL_LINES = 30
 
 
 @dataclass(frozen=True)
-class MariaDB:
-    """Connection parameters of the project's MariaDB (user `pipezone`, granted on *.*)."""
+class Server:
+    """A database server run by setup/local: where it is, its login (user `pipezone`, allowed to create
+    databases) and what differs between servers (connection `type`, SQLAlchemy driver, scratch databases)."""
+
+    kind: ClassVar[str]  # the connection `type` flows read it with
+    driver: ClassVar[str]  # SQLAlchemy's dialect+driver
+    url_query: ClassVar[dict[str, str]] = {}
+    create_sql: ClassVar[str]  # CREATE DATABASE ... for {name}
+    drop_sql: ClassVar[str]  # DROP DATABASE IF EXISTS ... for {name}
+    env_prefix: ClassVar[str]  # its script's variables: <prefix>_PORT, <prefix>_PASSWORD
 
     host: str = "127.0.0.1"
-    port: int = 3307
+    port: int = 0
     user: str = "pipezone"
     password: str = field(default="pipezone-dev", repr=False)
     database: str = "pipezone"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Any:
+        """Parameters from <prefix>_PORT / <prefix>_PASSWORD, with the script's defaults."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            port=int(env.get(f"{cls.env_prefix}_PORT") or defaults.port),
+            password=env.get(f"{cls.env_prefix}_PASSWORD") or defaults.password,
+        )
+
+    def connect(self, database: str | None = None, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def driver_error(self) -> type[Exception]:
+        """The base class of the driver's errors (what a refused login or a stopped server raises)."""
+        raise NotImplementedError
+
+    def problem(self) -> str | None:
+        """None when the server answers `SELECT 1` as the test user, else why not (one line)."""
+        try:
+            conn = self.connect()
+            try:
+                query(conn, "SELECT 1")
+            finally:
+                conn.close()
+        except self.driver_error() as exc:
+            return " ".join(str(exc).split())
+        return None
+
+    def url(self, database: str | None = None) -> str:
+        """SQLAlchemy URL (password included: never print it)."""
+        from sqlalchemy.engine import URL
+
+        url = URL.create(
+            self.driver,
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=database or self.database,
+            query=self.url_query,
+        )
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    @property
+    def login(self) -> dict[str, Any]:
+        """host, port, user and password, as both drivers' connect() name them."""
+        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password}
+
+    def admin(self, statement: str) -> None:
+        """One statement on the server's own database, in its own connection (autocommit: CREATE DATABASE)."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            conn.close()
+
+    def create_database(self, name: str) -> None:
+        self.admin(self.create_sql.format(name=name))
+
+    def drop_database(self, name: str) -> None:
+        self.admin(self.drop_sql.format(name=name))
+
+    def connection_yaml(self, name: str, database: str, user: str, password: str) -> str:
+        """The connection file a scratch project reads `database` through; `user`/`password` are usually
+        secret references (`${env:...}`, `${vault:...}`)."""
+        return (
+            f"name: {name}\ntype: {self.kind}\nhost: {self.host}\nport: {self.port}\ndatabase: {database}\n"
+            f"user: {user}\npassword: {password}\n"
+        )
+
+
+@dataclass(frozen=True)
+class MariaDB(Server):
+    """Connection parameters of the project's MariaDB (user `pipezone`, granted on *.*)."""
+
+    kind: ClassVar[str] = "mariadb"
+    driver: ClassVar[str] = "mysql+pymysql"
+    create_sql: ClassVar[str] = "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    drop_sql: ClassVar[str] = "DROP DATABASE IF EXISTS `{name}`"
+    env_prefix: ClassVar[str] = "PIPEZONE_MARIADB"
+    port: int = 3307
 
     def connect(self, database: str | None = None, **kwargs: Any) -> Any:
         """A pymysql connection (autocommit, UTC session) to `database` (default: `pipezone`)."""
         import pymysql
 
         return pymysql.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
+            **self.login,
             database=database or self.database,
             charset="utf8mb4",
             autocommit=True,
@@ -51,54 +148,28 @@ class MariaDB:
             **kwargs,
         )
 
-    def url(self, database: str | None = None) -> str:
-        """SQLAlchemy URL (password included: never print it)."""
-        from sqlalchemy.engine import URL
+    def driver_error(self) -> type[Exception]:
+        import pymysql
 
-        url = URL.create(
-            "mysql+pymysql",
-            username=self.user,
-            password=self.password,
-            host=self.host,
-            port=self.port,
-            database=database or self.database,
-        )
-        return url.render_as_string(hide_password=False)
+        return pymysql.err.MySQLError
 
-    @property
-    def address(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
+
+def query(conn: Any, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
+    """Run `statement` (%s parameters, both drivers) on a pymysql or psycopg connection; its rows, if any."""
+    with conn.cursor() as cursor:
+        cursor.execute(statement, args)
+        # psycopg raises on fetchall() after a statement without a result; pymysql returns ().
+        return list(cursor.fetchall()) if cursor.description else []
 
 
 def mariadb_params(environ: dict[str, str] | None = None) -> MariaDB:
     """Parameters from PIPEZONE_MARIADB_PORT / PIPEZONE_MARIADB_PASSWORD, with the script's defaults."""
-    env = os.environ if environ is None else environ
-    return MariaDB(
-        port=int(env.get("PIPEZONE_MARIADB_PORT") or 3307),
-        password=env.get("PIPEZONE_MARIADB_PASSWORD") or "pipezone-dev",
-    )
+    return MariaDB.from_env(environ)
 
 
 def mariadb_problem(params: MariaDB | None = None) -> str | None:
     """None when MariaDB answers `SELECT 1` as the test user, else why not (one line)."""
-    params = params or mariadb_params()
-    try:
-        import pymysql
-    except ImportError as exc:  # pragma: no cover - pymysql is a pinned dependency
-        return f"pymysql is not installed ({exc})"
-    try:
-        conn = params.connect()
-    except pymysql.err.MySQLError as exc:
-        return " ".join(str(exc).split())
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-    except pymysql.err.MySQLError as exc:
-        return " ".join(str(exc).split())
-    finally:
-        conn.close()
-    return None
+    return (params or mariadb_params()).problem()
 
 
 def mariadb_available(params: MariaDB | None = None) -> bool:
@@ -117,19 +188,27 @@ def log_tail(path: Path = MARIADB_LOG, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text) or f"({path} is empty)"
 
 
-def start_mariadb() -> str | None:
-    """Start the project's MariaDB with its own script (installing it when missing and we may); None if ok."""
-    import shutil
+def start_with_script(script: str, installed: bool) -> str | None:
+    """Start a server with its setup/local script (installing it first when missing and we may); None if ok."""
     import subprocess
 
     steps = ["start"]
-    if shutil.which("mariadbd") is None and os.geteuid() == 0:
+    if not installed and os.geteuid() == 0:
         steps.insert(0, "install")
     for step in steps:
-        proc = subprocess.run(["bash", str(MARIADB_SCRIPT), step], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["bash", script, step], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=1800
+        )
         if proc.returncode != 0:
-            return f"`mariadb.sh {step}` failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
+            return f"`{Path(script).name} {step}` failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
     return None
+
+
+def start_mariadb() -> str | None:
+    """Start the project's MariaDB with its own script (installing it when missing and we may); None if ok."""
+    import shutil
+
+    return start_with_script(MARIADB_SCRIPT, installed=shutil.which("mariadbd") is not None)
 
 
 def require_mariadb() -> MariaDB:
@@ -155,6 +234,72 @@ def unavailable(where: str, script: str, log: Path) -> NoReturn:
             pytrace=False,
         )
     pytest.skip(f"{where} (start it with `{start}`, or `make services-up`)")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@dataclass(frozen=True)
+class Postgres(Server):
+    """Connection parameters of the project's PostgreSQL (role `pipezone`, a superuser: tests create
+    scratch databases and extensions)."""
+
+    kind: ClassVar[str] = "postgres"
+    driver: ClassVar[str] = "postgresql+psycopg"
+    url_query: ClassVar[dict[str, str]] = {"options": POSTGRES_UTC}
+    create_sql: ClassVar[str] = "CREATE DATABASE \"{name}\" ENCODING 'UTF8'"
+    # FORCE: drop it even while a session is still open on it (a JDBC connection Spark has not closed yet).
+    drop_sql: ClassVar[str] = 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    env_prefix: ClassVar[str] = "PIPEZONE_POSTGRES"
+    port: int = 5433
+
+    def connect(self, database: str | None = None, **kwargs: Any) -> Any:
+        """A psycopg 3 connection (autocommit, UTC session) to `database` (default: `pipezone`)."""
+        import psycopg
+
+        return psycopg.connect(
+            **self.login,
+            dbname=database or self.database,
+            autocommit=True,
+            connect_timeout=5,
+            options=POSTGRES_UTC,
+            **kwargs,
+        )
+
+    def driver_error(self) -> type[Exception]:
+        import psycopg
+
+        return psycopg.Error
+
+
+def postgres_params(environ: dict[str, str] | None = None) -> Postgres:
+    """Parameters from PIPEZONE_POSTGRES_PORT / PIPEZONE_POSTGRES_PASSWORD, with the script's defaults."""
+    return Postgres.from_env(environ)
+
+
+def postgres_problem(params: Postgres | None = None) -> str | None:
+    """None when PostgreSQL answers `SELECT 1` as the test role, else why not (one line)."""
+    return (params or postgres_params()).problem()
+
+
+def postgres_installed() -> bool:
+    """Debian keeps the server in /usr/lib/postgresql/<version>/bin, off PATH."""
+    import shutil
+
+    return any(Path("/usr/lib/postgresql").glob("*/bin/postgres")) or shutil.which("postgres") is not None
+
+
+def require_postgres() -> Postgres:
+    """The parameters when PostgreSQL answers (started on demand); otherwise FAIL in CI, skip elsewhere."""
+    params = postgres_params()
+    problem = postgres_problem(params)
+    if problem is None:
+        return params
+    started = start_with_script(POSTGRES_SCRIPT, installed=postgres_installed())
+    problem = postgres_problem(params) if started is None else started
+    if problem is None:
+        return params
+    unavailable(f"PostgreSQL at {params.address} is not reachable: {problem}", POSTGRES_SCRIPT, POSTGRES_LOG)
 
 
 # --------------------------------------------------------------------------- MinIO, Vault, Spark standalone
@@ -215,6 +360,7 @@ class Stack:
     """The real stack as the `services` profile sees it (setup/local defaults, overridable like the scripts)."""
 
     mariadb: MariaDB
+    postgres: Postgres = field(default_factory=Postgres)  # not a stack member: tests that read it require it
     minio_endpoint: str = "http://127.0.0.1:9000"
     minio_user: str = "pipezone"
     minio_password: str = field(default="pipezone-dev-secret", repr=False)
@@ -264,6 +410,20 @@ class Stack:
         finally:
             conn.close()
 
+    def put_secret(self, path: str, **values: str) -> None:
+        """Write a KV v2 secret under `secret/` (a new version), e.g. a login vault.sh does not seed."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.vault_addr}/v1/secret/data/{path}",
+            data=json.dumps({"data": values}).encode(),
+            headers={"X-Vault-Token": self.vault_token, "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
     def spark_apps(self) -> list[dict[str, Any]]:
         """Applications the standalone master knows (running and completed)."""
         import json
@@ -286,6 +446,7 @@ def stack_params(environ: dict[str, str] | None = None) -> Stack:
     env = os.environ if environ is None else environ
     return Stack(
         mariadb=mariadb_params(environ),
+        postgres=postgres_params(environ),
         minio_endpoint=f"http://127.0.0.1:{env.get('PIPEZONE_MINIO_PORT') or 9000}",
         minio_user=env.get("PIPEZONE_MINIO_USER") or "pipezone",
         minio_password=env.get("PIPEZONE_MINIO_PASSWORD") or "pipezone-dev-secret",

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # Shared by setup/local/*.sh (sourced, not run): messages, pid files, ports and the start/stop waits that
 # every local server needs. The sourcing script sets NAME (message prefix), LOGS (array of its log files),
-# WAIT_SECONDS and HOST first, and defines `answers` (exit 0 when its server is ready) for `await_ready`.
+# WAIT_SECONDS and HOST first, and defines `answers` (exit 0 when its server is ready) for `await_ready`;
+# `reuse_running` and `report_status` also use its PORT, `server_pid`, `running_port`, `provision`, `address`
+# and `cmd_stop`.
 
 say() { echo "$NAME: $*"; }
 die() { echo "$NAME: error: $*" >&2; exit 1; }
@@ -109,6 +111,62 @@ stop_server() {
     rm -f "$@"
     (( ended == 0 )) || fail_with_log "$label (pid $pid) did not stop in time and was killed"
     say "stopped"
+}
+
+# reuse_running HINT: 0 when the script's server (`server_pid`, `answers`) is up: use the port it runs on
+# (with a warning when PORT asks another), run the script's `provision` again (it fails with HINT) and say
+# where it runs (`address`). Otherwise stop a server that runs but does not answer, and return 1.
+reuse_running() {
+    local running pid
+    if server_pid >/dev/null && answers; then
+        running=$(running_port)
+        if [[ $running != "$PORT" ]]; then
+            say "warning: running on port $running, not $PORT: run 'stop' first to change the port"
+            PORT=$running
+        fi
+        provision || fail_with_log "$1"
+        say "already running at $(address)"
+        return 0
+    fi
+    if pid=$(server_pid); then
+        say "pid $pid is running but does not answer; stopping it"
+        cmd_stop
+    fi
+    return 1
+}
+
+# report_status: exit 0 and say where the script's server runs (`running_port`, `address`) when it answers.
+report_status() {
+    if answers; then
+        PORT=$(running_port)
+        say "running at $(address)"
+        return 0
+    fi
+    say "not running"
+    return 1
+}
+
+# apt_install PROBE PACKAGE...: apt-get install the PACKAGEs (as root) without starting their system
+# services (a policy-rc.d that exits 101, removed at exit); `apt-get update` only when the package lists
+# don't know PROBE, or an install from stale lists fails.
+apt_install() {
+    local probe=$1 policy=/usr/sbin/policy-rc.d
+    local apt=(apt-get -y -q -o DPkg::Lock::Timeout=300)
+    shift
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    if ! apt-cache policy "$probe" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        "${apt[@]}" update
+    fi
+    if ! "${apt[@]}" install --no-install-recommends "$@"; then
+        say "install failed; refreshing the package lists and retrying"
+        "${apt[@]}" update
+        "${apt[@]}" install --no-install-recommends "$@"
+    fi
 }
 
 # run_command ARG COMMAND...: cmd_ARG when ARG is one of the COMMANDs, else the usage line and exit 2.

@@ -45,26 +45,8 @@ cmd_install() {
         return 0
     fi
     [[ $(id -u) -eq 0 ]] || die "mariadbd is missing; run 'bash setup/local/mariadb.sh install' as root (apt-get)"
-    export DEBIAN_FRONTEND=noninteractive
-    local apt=(apt-get -y -q -o DPkg::Lock::Timeout=300)
-    local packages=(mariadb-server mariadb-client)
-    # Keep the package's own service from starting (we run our own instance): policy-rc.d exit 101.
-    local policy=/usr/sbin/policy-rc.d
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod +x "$policy"
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
     local started=$SECONDS
-    # apt-get update only when the lists don't know the package, or an install from stale lists fails.
-    if ! apt-cache policy mariadb-server 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-        "${apt[@]}" update
-    fi
-    if ! "${apt[@]}" install --no-install-recommends "${packages[@]}"; then
-        say "install failed; refreshing the package lists and retrying"
-        "${apt[@]}" update
-        "${apt[@]}" install --no-install-recommends "${packages[@]}"
-    fi
+    apt_install mariadb-server mariadb-server mariadb-client
     # If a service manager started the system instance anyway, stop it and keep it from starting again.
     if pgrep -x mariadbd >/dev/null 2>&1 && [[ ! -f "$PID_FILE" ]]; then
         service mariadb stop >/dev/null 2>&1 || true
@@ -130,21 +112,7 @@ initialise() {
 cmd_start() {
     command -v mariadbd >/dev/null 2>&1 || die "mariadbd is not installed: run 'bash setup/local/mariadb.sh install'"
     mkdir -p "$BASE"
-    if server_pid >/dev/null && answers; then
-        local running
-        running=$(running_port)
-        if [[ $running != "$PORT" ]]; then
-            say "warning: running on port $running, not $PORT: run 'stop' first to change the port"
-            PORT=$running
-        fi
-        provision || fail_with_log "could not create the database and user"
-        say "already running at $(address)"
-        return 0
-    fi
-    if pid=$(server_pid); then
-        say "pid $pid is running but does not answer; stopping it"
-        cmd_stop
-    fi
+    reuse_running "could not create the database and user" && return 0
     rm -f "$PID_FILE" "$SOCKET"
     require_free_port "$PORT" "set PIPEZONE_MARIADB_PORT"
     initialise
@@ -168,14 +136,6 @@ stop_request() {  # a clean shutdown through the socket; TERM when the server do
 
 cmd_stop() { stop_server mariadbd "$PID_FILE"; }
 
-cmd_status() {
-    if answers; then
-        PORT=$(running_port)
-        say "running at $(address)"
-        return 0
-    fi
-    say "not running"
-    return 1
-}
+cmd_status() { report_status; }
 
 run_command "${1:-}" install start stop status

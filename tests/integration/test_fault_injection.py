@@ -1,5 +1,6 @@
 """Exactly-once across crashes, on the real stack (`services` profile: Spark standalone cluster, MinIO lake,
-MariaDB source and state, Vault credentials), every step a real spark-submit as Airflow runs it.
+MariaDB state, Vault credentials), every step a real spark-submit as Airflow runs it. The source is MariaDB,
+then PostgreSQL (the `shop` fixture's params; the suite runs once per source, its login in Vault too).
 
 For each failpoint (pipezone/core/failpoints.py) the source changes (inserts, updates, deletes), the flow
 runs with that point armed, so the step's driver process is SIGKILLed there: before its Delta commit,
@@ -33,7 +34,7 @@ from pipezone.core.lake import delta_tables as dt
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-    from services import Stack
+    from services import MariaDB, Postgres, Stack
 
 pytestmark = [pytest.mark.services, pytest.mark.spark]
 
@@ -57,15 +58,20 @@ POINTS = (
     ("silver.state_update", "in-process"),
 )
 
-CONNECTION = """\
-name: fault_shop
-type: mariadb
-host: 127.0.0.1
-port: {port}
-database: pz_fault_shop
-user: ${{vault:secret/pipezone/mariadb#user}}
-password: ${{vault:secret/pipezone/mariadb#password}}
-"""
+# The source's part in a crash is the extract (its read, its window, the key snapshot for deletes), so
+# PostgreSQL runs the extract's points; the later steps read the lake, whatever the source, and are killed
+# on MariaDB only (each point costs a few Spark launches).
+CASES = [
+    (kind, point, launcher)
+    for kind in ("mariadb", "postgres")
+    for point, launcher in POINTS
+    if kind == "mariadb" or point.startswith("extract.")
+]
+# PostgreSQL's `orders` in its own types (MariaDB's is services.orders_table_sql, shared with the stack test).
+POSTGRES_ORDERS = (
+    "CREATE TABLE orders (id integer PRIMARY KEY, customer varchar(40) NOT NULL, amount numeric(12,2) NOT NULL, "
+    "status varchar(10) NOT NULL, updated_at timestamp(6) NOT NULL)"
+)
 
 FLOW_YAML = f"""\
 name: {FLOW}
@@ -84,6 +90,7 @@ source:
 class Shop:
     root: Path
     stack: Stack
+    server: MariaDB | Postgres  # the source
     env: dict[str, str] = field(repr=False)
     clock: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0))
     next_id: int = 1
@@ -100,28 +107,33 @@ class Shop:
         )
 
     def sql(self, statement: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
-        conn = self.stack.mariadb.connect(SHOP_DB)
+        from services import query
+
+        conn = self.server.connect(SHOP_DB)
         try:
+            if rows is None:
+                return query(conn, statement)
             with conn.cursor() as cur:
-                if rows is None:
-                    cur.execute(statement)
-                else:
-                    cur.executemany(statement, rows)
-                return list(cur.fetchall())
+                cur.executemany(statement, rows)
+            return []
         finally:
             conn.close()
 
     def change(self, inserts: int, updates: int, deletes: int) -> None:
-        """Source changes stamped in the past (the extract's safety buffer never hides them)."""
+        """Source changes stamped in the past (the extract's safety buffer never hides them): new rows, the
+        lowest ids updated, the highest deleted (keys chosen here: UPDATE/DELETE ... LIMIT is MySQL's only)."""
         self.clock += timedelta(minutes=1)
         when = self.clock - timedelta(days=1)
         rows = [(i, f"c{i % 7}", Decimal(i) / 4, "new", when) for i in range(self.next_id, self.next_id + inserts)]
         self.next_id += inserts
         self.sql("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", rows)
+        lowest = self.sql(f"SELECT id FROM orders ORDER BY id LIMIT {updates}")
         self.sql(
-            f"UPDATE orders SET status = 'paid', amount = amount + 1, updated_at = '{when}' ORDER BY id LIMIT {updates}"
+            "UPDATE orders SET status = 'paid', amount = amount + 1, updated_at = %s WHERE id = %s",
+            [(when, key) for (key,) in lowest],
         )
-        self.sql(f"DELETE FROM orders ORDER BY id DESC LIMIT {deletes}")
+        highest = self.sql(f"SELECT id FROM orders ORDER BY id DESC LIMIT {deletes}")
+        self.sql("DELETE FROM orders WHERE id = %s", highest)
 
     def source(self) -> dict[int, tuple[Any, ...]]:
         rows = self.sql("SELECT id, customer, amount, status, updated_at FROM orders")
@@ -129,23 +141,40 @@ class Shop:
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    from services import orders_table_sql, require_stack
+def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    """A scratch project whose flow reads `orders` on the case's source (request.param: its kind)."""
+    from services import orders_table_sql, query, require_postgres, require_stack
 
     stack = require_stack()
-    root = tmp_path_factory.mktemp("faults") / "project"
+    kind = request.param
+    server: MariaDB | Postgres = stack.mariadb if kind == "mariadb" else require_postgres()
+    if kind != "mariadb":  # vault.sh seeds MariaDB's login; the others' are written here
+        stack.put_secret(f"pipezone/{kind}", user=server.user, password=server.password)
+    root = tmp_path_factory.mktemp(f"faults-{kind}") / "project"
     shutil.copytree(REPO / "metadata", root / "metadata")
     for name in ("retail_customers", "retail_products", "retail_orders", "retail_order_items", "retail_daily_revenue"):
         (root / "metadata" / "flows" / f"{name}.yaml").unlink()
     state = root / "metadata" / "connections" / "services_state.yaml"
     state.write_text(state.read_text().replace("database: pipezone\n", f"database: {STATE_DB}\n"))
-    (root / "metadata" / "connections" / "fault_shop.yaml").write_text(CONNECTION.format(port=stack.mariadb.port))
+    login = (f"${{vault:secret/pipezone/{kind}#{key}}}" for key in ("user", "password"))
+    (root / "metadata" / "connections" / "fault_shop.yaml").write_text(
+        server.connection_yaml("fault_shop", SHOP_DB, *login)
+    )
     (root / "metadata" / "flows" / f"{FLOW}.yaml").write_text(FLOW_YAML)
-    stack.recreate_databases(STATE_DB, SHOP_DB, table_sql=orders_table_sql(SHOP_DB))
+    stack.recreate_databases(STATE_DB)
+    server.drop_database(SHOP_DB)
+    server.create_database(SHOP_DB)
+    conn = server.connect(SHOP_DB)
+    try:
+        query(conn, orders_table_sql(SHOP_DB) if kind == "mariadb" else POSTGRES_ORDERS)
+    finally:
+        conn.close()
     stack.delete_prefixes(PREFIXES)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEZONE_", "VAULT_"))}
     env |= stack.env() | {"PIPEZONE_HOME": str(root), "PIPEZONE_JAR_CACHE": str(REPO / ".pipezone" / "jars")}
-    yield Shop(root, stack, env)
+    yield Shop(root, stack, server, env)
+    server.drop_database(SHOP_DB)
+    stack.mariadb.drop_database(STATE_DB)
 
 
 @pytest.fixture(scope="module")
@@ -210,10 +239,15 @@ def loaded(shop: Shop) -> Shop:
     return shop
 
 
-@pytest.mark.parametrize(("point", "launcher"), POINTS)
+# `shop` is module-scoped per source; each case names its source too, so pytest's reordering (which groups
+# items sharing a module-scoped parameter) keeps a source's cases together instead of pairing equal points.
+@pytest.mark.parametrize(
+    ("shop", "case"), [(c[0], c) for c in CASES], indirect=["shop"], scope="module", ids=["-".join(c) for c in CASES]
+)
 def test_a_step_killed_at_any_point_then_rerun_leaves_every_layer_equal_to_the_source(
-    loaded: Shop, lake: SparkSession, point: str, launcher: str
+    loaded: Shop, lake: SparkSession, case: tuple[str, str, str]
 ) -> None:
+    _, point, launcher = case
     loaded.change(inserts=7, updates=5, deletes=2)
     step = point.split(".")[0]
     args = ("run", FLOW) if launcher == "spark-submit" else ("run", FLOW, "--in-process")

@@ -1,9 +1,11 @@
-"""End to end on a real MariaDB (setup/local/mariadb.sh): the demo shop loaded into a scratch database, a
-scratch project whose flow reads `orders` from it over JDBC (MySQL Connector/J) and whose state store is
-MariaDB too, all steps run in this process's Spark session.
+"""End to end on a real database server, MariaDB (setup/local/mariadb.sh) and PostgreSQL
+(setup/local/postgres.sh): the demo shop loaded into a scratch database with the server's own types, a
+scratch project whose flow reads `orders` from it over JDBC (MySQL Connector/J, pgjdbc), all steps run in
+this process's Spark session. On MariaDB the state store is MariaDB too; PostgreSQL is not a state store
+type, so its project keeps state in SQLite.
 
-The module's scratch databases (`pz_test_<hex>` for the shop, `pz_test_<hex>_state` for the state store)
-are dropped at the end.
+Every test runs once per server (the `server` fixture's params). The scratch databases (`pz_test_<hex>` for
+the shop, `pz_test_<hex>_state` for a MariaDB state store) are dropped at the end.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pipezone.core.steps.runtime import Runtime, load_runtime
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-    from services import MariaDB
+    from services import MariaDB, Postgres
 
 pytestmark = [pytest.mark.services, pytest.mark.spark]
 
@@ -35,53 +37,82 @@ LOOKBACK = timedelta(days=1)  # the flow's `lookback: 1d`
 ORDER_COLUMNS = ("order_id", "customer_id", "order_date", "status", "total_amount", "updated_at")
 WRONG_PASSWORD = "wrong-password-5d1e"
 
-# The demo tables with proper MariaDB types: DATETIME(6) timestamps, DECIMAL(12,2) money, primary keys.
-MARIADB_DDL = {
-    "customers": """
-        CREATE TABLE customers (
-            customer_id INT NOT NULL PRIMARY KEY,
-            first_name VARCHAR(50) NOT NULL,
-            last_name VARCHAR(50) NOT NULL,
-            email VARCHAR(120) NULL,
-            country VARCHAR(8) NULL,
-            created_at DATETIME(6) NOT NULL,
-            updated_at DATETIME(6) NOT NULL,
-            KEY ix_customers_updated_at (updated_at)
-        )""",
-    "products": """
-        CREATE TABLE products (
-            product_id INT NOT NULL PRIMARY KEY,
-            sku VARCHAR(20) NOT NULL UNIQUE,
-            name VARCHAR(100) NOT NULL,
-            category VARCHAR(50) NOT NULL,
-            unit_price DECIMAL(12,2) NOT NULL,
-            active BOOLEAN NOT NULL,
-            updated_at DATETIME(6) NOT NULL,
-            KEY ix_products_updated_at (updated_at)
-        )""",
-    "orders": """
-        CREATE TABLE orders (
-            order_id INT NOT NULL PRIMARY KEY,
-            customer_id INT NOT NULL,
-            order_date DATETIME(6) NOT NULL,
-            status VARCHAR(20) NOT NULL,
-            total_amount DECIMAL(12,2) NOT NULL,
-            updated_at DATETIME(6) NOT NULL,
-            KEY ix_orders_updated_at (updated_at)
-        )""",
-    "order_items": """
-        CREATE TABLE order_items (
-            order_item_id INT NOT NULL PRIMARY KEY,
-            order_id INT NOT NULL,
-            product_id INT NOT NULL,
-            quantity INT NOT NULL,
-            unit_price DECIMAL(12,2) NOT NULL,
-            updated_at DATETIME(6) NOT NULL,
-            KEY ix_order_items_updated_at (updated_at),
-            KEY ix_order_items_order_id (order_id)
-        )""",
+# The demo tables in each server's own types. Columns are NOT NULL unless marked NULL; the first is the
+# primary key; every table has an index on its cursor (order_items on order_id too).
+TABLES = {
+    "customers": "customer_id int, first_name varchar(50), last_name varchar(50), email varchar(120) NULL, "
+    "country varchar(8) NULL, created_at stamp_tz, updated_at stamp",
+    "products": "product_id int, sku varchar(20) UNIQUE, name varchar(100), category varchar(50), "
+    "unit_price money, active bool, updated_at stamp",
+    "orders": "order_id int, customer_id int, order_date stamp_tz, status varchar(20), total_amount money, "
+    "updated_at stamp",
+    "order_items": "order_item_id int, order_id int, product_id int, quantity int, unit_price money, updated_at stamp",
 }
+CURSOR_INDEX = ("updated_at",)
+INDEXES = {
+    "customers": CURSOR_INDEX,
+    "products": CURSOR_INDEX,
+    "orders": CURSOR_INDEX,
+    "order_items": (*CURSOR_INDEX, "order_id"),
+}
+# MariaDB: DATETIME(6), DECIMAL(12,2). PostgreSQL: timestamp(6) cursors, a timestamptz order date and
+# customer creation time, numeric(12,2), a real boolean.
+TYPES = {
+    "mariadb": {
+        "int": "INT",
+        "stamp": "DATETIME(6)",
+        "stamp_tz": "DATETIME(6)",
+        "money": "DECIMAL(12,2)",
+        "bool": "BOOLEAN",
+    },
+    "postgres": {
+        "int": "integer",
+        "stamp": "timestamp(6)",
+        "stamp_tz": "timestamptz(6)",
+        "money": "numeric(12,2)",
+        "bool": "boolean",
+    },
+}
+
+
+def create_statements(kind: str, table: str) -> list[str]:
+    """CREATE TABLE and CREATE INDEX for a demo table in `kind`'s types (varchar(n) is the same in both)."""
+    columns = []
+    for number, column in enumerate(TABLES[table].split(", ")):
+        name, type_name, *flags = column.split()
+        null = "NULL" if "NULL" in flags else "NOT NULL"
+        extra = " PRIMARY KEY" if number == 0 else " UNIQUE" if "UNIQUE" in flags else ""
+        columns.append(f"{name} {TYPES[kind].get(type_name, type_name)} {null}{extra}")
+    indexes = [f"CREATE INDEX ix_{table}_{c} ON {table} ({c})" for c in INDEXES[table]]
+    return [f"CREATE TABLE {table} ({', '.join(columns)})", *indexes]
+
+
 MONEY_COLUMNS = {"products": (4,), "orders": (4,), "order_items": (4,)}
+BOOLEAN_COLUMNS = {"products": (5,)}  # SQLite's 0/1; PostgreSQL wants a real boolean
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the servers (besides their types): whether they hold the state store, their
+    error texts."""
+
+    state_store: bool
+    access_denied: tuple[str, ...]  # fragments of a wrong-password line (the user may be redacted)
+    missing_table: str  # the missing-table error, formatted with the shop's database name
+
+
+DIALECTS = {
+    "mariadb": Dialect(
+        state_store=True,
+        access_denied=("Access denied for user '", "'@'127.0.0.1' (using password: YES)"),
+        missing_table="Table '{database}.orders_archive' doesn't exist",
+    ),
+    "postgres": Dialect(
+        state_store=False,
+        access_denied=('password authentication failed for user "',),
+        missing_table='relation "orders_archive" does not exist',
+    ),
+}
 
 FLOWS = {
     "orders": """\
@@ -113,9 +144,9 @@ source:
 class Shop:
     """The scratch databases and the scratch project reading them."""
 
-    mariadb: MariaDB
+    server: MariaDB | Postgres
     database: str
-    state_database: str
+    state_database: str | None  # None: state in the project's SQLite
     root: Path
     environ: dict[str, str] = field(repr=False)
     runtimes: list[Runtime] = field(default_factory=list, repr=False)
@@ -129,12 +160,16 @@ class Shop:
     def run(self, flows: list[str], steps: list[str] | None = None, **overrides: str) -> RunReport:
         return run_flows(self.runtime(**overrides), flows, steps=steps, in_process=True, progress=lambda _: None)
 
+    @property
+    def dialect(self) -> Dialect:
+        return DIALECTS[self.server.kind]
+
     def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        conn = self.mariadb.connect(self.database)
+        from services import query
+
+        conn = self.server.connect(self.database)
         try:
-            with conn.cursor() as cursor:
-                cursor.execute(sql, args)
-                return list(cursor.fetchall())
+            return query(conn, sql, args)
         finally:
             conn.close()
 
@@ -144,17 +179,20 @@ class Shop:
                 runtime.state.close()
 
 
-def _load_demo_tables(mariadb: MariaDB, database: str, demo_db: Path) -> None:
+def _load_demo_tables(server: MariaDB | Postgres, database: str, demo_db: Path) -> None:
     source = sqlite3.connect(demo_db)
-    conn = mariadb.connect(database)
+    conn = server.connect(database)
     try:
         with conn.cursor() as cursor:
-            for table, ddl in MARIADB_DDL.items():
-                cursor.execute(ddl)
+            for table in TABLES:
+                for statement in create_statements(server.kind, table):
+                    cursor.execute(statement)
                 rows = [list(r) for r in source.execute(f"SELECT * FROM {table} ORDER BY 1")]
                 for row in rows:
                     for i in MONEY_COLUMNS.get(table, ()):
                         row[i] = as_money(row[i])
+                    for i in BOOLEAN_COLUMNS.get(table, ()):
+                        row[i] = bool(row[i])
                 marks = ", ".join(["%s"] * len(rows[0]))
                 cursor.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
     finally:
@@ -162,22 +200,21 @@ def _load_demo_tables(mariadb: MariaDB, database: str, demo_db: Path) -> None:
         source.close()
 
 
-def _write_project(root: Path, mariadb: MariaDB, database: str, state_database: str) -> None:
+def _write_project(root: Path, server: MariaDB | Postgres, database: str, state_database: str | None) -> None:
     meta = root / "metadata"
     for sub in ("connections", "flows", "profiles"):
         (meta / sub).mkdir(parents=True)
-
-    def server(name: str, db: str, user_var: str, password_var: str) -> str:
-        return (
-            f"name: {name}\ntype: mariadb\nhost: {mariadb.host}\nport: {mariadb.port}\ndatabase: {db}\n"
-            f"user: ${{env:{user_var}}}\npassword: ${{env:{password_var}}}\n"
-        )
-
-    (meta / "connections" / "shop.yaml").write_text(server("shop", database, "PZ_TEST_DB_USER", "PZ_TEST_DB_PASSWORD"))
-    (meta / "connections" / "state.yaml").write_text(
-        server("state", state_database, "PZ_TEST_STATE_USER", "PZ_TEST_STATE_PASSWORD")
+    connections = meta / "connections"
+    (connections / "shop.yaml").write_text(
+        server.connection_yaml("shop", database, "${env:PZ_TEST_DB_USER}", "${env:PZ_TEST_DB_PASSWORD}")
     )
-    (meta / "connections" / "lake.yaml").write_text("name: lake\ntype: local\npath: lake\n")
+    state = (
+        server.connection_yaml("state", state_database, "${env:PZ_TEST_STATE_USER}", "${env:PZ_TEST_STATE_PASSWORD}")
+        if state_database
+        else "name: state\ntype: sqlite\npath: state.db\n"
+    )
+    (connections / "state.yaml").write_text(state)
+    (connections / "lake.yaml").write_text("name: lake\ntype: local\npath: lake\n")
     (meta / "profiles" / "default.yaml").write_text(
         "name: default\nlake: lake\nstate_store: state\nspark:\n  master: local[2]\n  shuffle_partitions: 2\n"
     )
@@ -185,38 +222,41 @@ def _write_project(root: Path, mariadb: MariaDB, database: str, state_database: 
         (meta / "flows" / f"{name}.yaml").write_text(text)
 
 
+@pytest.fixture(scope="module", params=sorted(DIALECTS))
+def server(request: pytest.FixtureRequest) -> MariaDB | Postgres:
+    """Each server in turn (the session fixture of that name: started on demand, a failure in CI)."""
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture(scope="module")
-def shop(mariadb: MariaDB, spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def shop(server: MariaDB | Postgres, spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """Scratch databases holding the demo shop, and a scratch project over them (nothing run yet)."""
     database = f"pz_test_{uuid.uuid4().hex[:10]}"
-    state_database = f"{database}_state"
-    root = tmp_path_factory.mktemp("mariadb-project")
-    admin = mariadb.connect()
+    state_database = f"{database}_state" if DIALECTS[server.kind].state_store else None
+    created = [name for name in (database, state_database) if name]
+    root = tmp_path_factory.mktemp(f"{server.kind}-project")
     try:
-        with admin.cursor() as cursor:
-            for name in (database, state_database):
-                cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        for name in created:
+            server.create_database(name)
         demo_db = root / "retail.db"
         create_retail_db(demo_db)
-        _load_demo_tables(mariadb, database, demo_db)
-        _write_project(root, mariadb, database, state_database)
+        _load_demo_tables(server, database, demo_db)
+        _write_project(root, server, database, state_database)
         environ = {
             "PIPEZONE_JAR_CACHE": str(REPO_ROOT / ".pipezone" / "jars"),
-            "PZ_TEST_DB_USER": mariadb.user,
-            "PZ_TEST_DB_PASSWORD": mariadb.password,
-            "PZ_TEST_STATE_USER": mariadb.user,
-            "PZ_TEST_STATE_PASSWORD": mariadb.password,
+            "PZ_TEST_DB_USER": server.user,
+            "PZ_TEST_DB_PASSWORD": server.password,
+            "PZ_TEST_STATE_USER": server.user,
+            "PZ_TEST_STATE_PASSWORD": server.password,
         }
-        shop = Shop(mariadb, database, state_database, root, environ)
+        shop = Shop(server, database, state_database, root, environ)
         try:
             yield shop
         finally:
             shop.close()
     finally:
-        with admin.cursor() as cursor:
-            for name in (database, state_database):
-                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
+        for name in created:
+            server.drop_database(name)
 
 
 @dataclass(frozen=True)
@@ -264,7 +304,7 @@ def _assert_ok(report: RunReport, steps: list[str]) -> None:
 # tests
 
 
-def test_full_load_silver_equals_the_mariadb_table(spark: SparkSession, shop: Shop, first_run: FirstRun) -> None:
+def test_full_load_silver_equals_the_source_table(spark: SparkSession, shop: Shop, first_run: FirstRun) -> None:
     _assert_ok(first_run.report, ["extract", "bronze", "silver"])
     assert "rows in 1000, rows out 1000" in first_run.report.outcomes[0].line
     table = _table_rows(shop)
@@ -339,8 +379,8 @@ def test_wrong_password_fails_extract_in_one_line_and_keeps_the_watermark(
     assert "\n" not in line
     assert line.startswith("flow orders, step extract (connection shop): ")
     # The user came from a secret reference, so the redactor masks it too: 'pipezone' or '***'.
-    assert "Access denied for user '" in line and "'@'127.0.0.1' (using password: YES)" in line
-    assert WRONG_PASSWORD not in line and shop.mariadb.password not in line
+    assert all(fragment in line for fragment in shop.dialect.access_denied), line
+    assert WRONG_PASSWORD not in line and shop.server.password not in line
     logged = state.recent_runs("orders", limit=1)[0]
     assert (logged.run_id, logged.step, logged.status, logged.error) == (report.run_id, "extract", "failed", line)
     assert state.get_watermark("orders") == before
@@ -360,7 +400,7 @@ def test_missing_table_fails_extract_in_one_line_and_keeps_the_watermark(shop: S
     line = report.outcomes[0].line
     assert "\n" not in line
     assert line.startswith("flow ghost_orders, step extract (connection shop): ")
-    assert f"Table '{shop.database}.orders_archive' doesn't exist" in line
+    assert shop.dialect.missing_table.format(database=shop.database) in line, line
     logged = state.recent_runs("ghost_orders", limit=1)[0]
     assert (logged.run_id, logged.status, logged.error) == (report.run_id, "failed", line)
     assert state.get_watermark("ghost_orders") == before
