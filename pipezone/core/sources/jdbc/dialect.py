@@ -18,17 +18,16 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 from urllib.parse import quote as url_quote
+
+from sqlalchemy.engine import URL
 
 from pipezone.core.sources.contract import CursorValue, PhysicalReference, SourceError, for_connection
 from pipezone.core.sources.jdbc.column_types import SourceColumn
 from pipezone.core.spec.connection import OPTION_KEY_PATTERN, ConnectionSpec, JdbcConnection, OptionValue
 from pipezone.core.spec.flow import ReadOptions, SourceSpec
 from pipezone.core.spec.secrets import SecretError, SecretResolver, is_reference
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import URL
 
 PartitionBounds = tuple[CursorValue | None, CursorValue | None]
 
@@ -174,6 +173,32 @@ class JdbcDialect(ABC):
         Adapters offer it only where the native driver reads exactly what JDBC would; a connection with
         its own options (TLS, driver flags) stays on JDBC, which understands them."""
         return None
+
+    def server_url(self, conn: ConnectionSpec, resolver: SecretResolver, scheme: str, suffix: str = "") -> str | None:
+        """`scheme://user:password@host:port/database<suffix>` with the login revealed (a connectorx URL); None
+        when the connection sets driver options, which only the JDBC driver understands."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            if jdbc.options:
+                return None
+            props = self._credentials(jdbc, resolver)
+            user, password = (url_quote(props.get(key, ""), safe="") for key in ("user", "password"))
+            return f"{scheme}://{user}:{password}@{host_port(jdbc)}/{url_quote(jdbc.database, safe='')}{suffix}"
+
+    def driver_url(self, conn: ConnectionSpec, resolver: SecretResolver, driver: str, query: dict[str, str]) -> URL:
+        """A SQLAlchemy URL for a server database's Python `driver`, login revealed, with session `query`."""
+        with for_connection(conn.name):
+            jdbc = self.jdbc_connection(conn)
+            login = self._credentials(jdbc, resolver)
+            return URL.create(
+                driver,
+                username=login.get("user"),
+                password=login.get("password"),
+                host=jdbc.host,
+                port=jdbc.effective_port,
+                database=jdbc.database,
+                query=query,
+            )
 
     def native_url(self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path) -> URL | None:
         """A SQLAlchemy URL (credentials revealed) for the database's Python driver, or None where PipeZone

@@ -78,29 +78,12 @@ class MySqlAdapter(JdbcAdapter):
 
     def arrow_url(self, conn: ConnectionSpec, resolver: SecretResolver) -> str | None:
         """`mysql://user:password@host:port/db` for connectorx; None when the connection sets options."""
-        with for_connection(conn.name):
-            jdbc = self.jdbc_connection(conn)
-            if jdbc.options:
-                return None
-            props = self._credentials(jdbc, resolver)
-            user, password = (url_quote(props.get(key, ""), safe="") for key in ("user", "password"))
-            database = url_quote(jdbc.database, safe="")
-            return f"mysql://{user}:{password}@{host_port(jdbc)}/{database}"
+        return self.server_url(conn, resolver, "mysql")
 
     def native_url(self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path) -> URL:
         """PyMySQL, utf8mb4, the session in UTC as the JDBC reads have it."""
-        with for_connection(conn.name):
-            jdbc = self.jdbc_connection(conn)
-            login = self._credentials(jdbc, resolver)
-            return URL.create(
-                "mysql+pymysql",
-                username=login.get("user"),
-                password=login.get("password"),
-                host=jdbc.host,
-                port=jdbc.effective_port,
-                database=jdbc.database,
-                query={"charset": "utf8mb4", "init_command": "SET time_zone = '+00:00'"},
-            )
+        query = {"charset": "utf8mb4", "init_command": "SET time_zone = '+00:00'"}
+        return self.driver_url(conn, resolver, "mysql+pymysql", query)
 
     def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference:
         """The MariaDB/MySQL client streaming the result row by row (`--quick`) as text, over TCP as Spark reads;

@@ -52,30 +52,13 @@ class PostgresAdapter(JdbcAdapter):
 
     def native_url(self, conn: ConnectionSpec, resolver: SecretResolver, project_root: Path) -> URL:
         """psycopg 3, the session in UTC as the JDBC reads have it."""
-        with for_connection(conn.name):
-            jdbc = self.jdbc_connection(conn)
-            login = self._credentials(jdbc, resolver)
-            return URL.create(
-                "postgresql+psycopg",
-                username=login.get("user"),
-                password=login.get("password"),
-                host=jdbc.host,
-                port=jdbc.effective_port,
-                database=jdbc.database,
-                query={"options": UTC_STARTUP_OPTION, "application_name": "pipezone"},
-            )
+        query = {"options": UTC_STARTUP_OPTION, "application_name": "pipezone"}
+        return self.driver_url(conn, resolver, "postgresql+psycopg", query)
 
     def arrow_url(self, conn: ConnectionSpec, resolver: SecretResolver) -> str | None:
         """`postgresql://user:password@host:port/db?cxprotocol=binary` for connectorx (COPY BINARY out); None when
         the connection sets options (TLS, PgBouncer): JDBC understands them."""
-        with for_connection(conn.name):
-            jdbc = self.jdbc_connection(conn)
-            if jdbc.options:
-                return None
-            props = self._credentials(jdbc, resolver)
-            user, password = (url_quote(props.get(key, ""), safe="") for key in ("user", "password"))
-            database = url_quote(jdbc.database, safe="")
-            return f"postgresql://{user}:{password}@{host_port(jdbc)}/{database}?cxprotocol=binary"
+        return self.server_url(conn, resolver, "postgresql", "?cxprotocol=binary")
 
     def read_expression(self, quoted: str, column: SourceColumn) -> tuple[str, str] | None:
         """PostgreSQL's own text for what Spark would lose or fail on (README, Type mappings): numeric beyond
