@@ -315,9 +315,11 @@ def run_on_server(spark: SparkSession, tmp_path_factory: Any, scratch: tuple[Any
 # tombstone's detection time, the new one starts at its cursor). Minimal plan: [[("insert", 2, False)],
 # [("delete", 0)], [("reinsert", 0)]]. The source clock here runs 10 days behind the real one, so every
 # delete-then-reinsert hits it; these examples do (the postgres twin's happen not to). Without shrinking,
-# the expected failure costs what a passing run does.
+# the expected failure costs what a passing run does. Not strict: whether a generated plan deletes and
+# re-inserts a key depends on the examples Hypothesis draws (CI drew passing ones). Open bug: fix
+# `delta_merge._scd2_events` (a live version must start no earlier than the key's last version ended).
 KNOWN_SCD2_OVERLAP = pytest.mark.xfail(
-    strict=True,
+    strict=False,
     raises=AssertionError,
     reason="scd2: a re-inserted key's new version starts at its cursor, before its tombstone's detection time",
 )
