@@ -227,12 +227,17 @@ def scd2(
 
     spark = df.sparkSession
     common = {"app_id": app_id, "version": version, "metadata": metadata}
-    current = None
+    current = ended = None
     if table_exists(spark, path):
-        target = spark.read.format("delta").load(path).filter(f"`{IS_CURRENT}`")
+        target = spark.read.format("delta").load(path)
+        live = target.filter(f"`{IS_CURRENT}`")
         hashed = F.col(ROW_HASH) if ROW_HASH in target.columns else F.lit(None).cast("long")
-        current = target.select(*keys, F.col(VALID_FROM).alias("_pz_t_from"), hashed.alias("_pz_t_hash"))
-    events = _scd2_events(with_row_hash(df), keys, current)
+        current = live.select(*keys, F.col(VALID_FROM).alias("_pz_t_from"), hashed.alias("_pz_t_hash"))
+        # Where each touched key's closed history ends: a key with no current row (deleted) starts its
+        # next version no earlier.
+        closed = target.filter(f"NOT `{IS_CURRENT}`").join(df.select(*keys).distinct(), on=keys, how="left_semi")
+        ended = closed.groupBy(*keys).agg(F.max(VALID_TO).alias("_pz_t_end"))
+    events = _scd2_events(with_row_hash(df), keys, current, ended)
     inserts = events.filter(f"NOT `{DELETED}`").drop("_pz_first", "_pz_t_exists", DELETED)
     inserts = inserts.withColumnRenamed("_pz_ends_deleted", DELETED)
     if current is None:
@@ -263,18 +268,25 @@ def scd2(
     return _merge_commit(staged, path, on, clauses, **common)
 
 
-def _scd2_events(df: DataFrame, keys: list[str], current: DataFrame | None) -> DataFrame:
+def _scd2_events(
+    df: DataFrame, keys: list[str], current: DataFrame | None, ended: DataFrame | None = None
+) -> DataFrame:
     """The events newer than each key's current row (a version with the same start but other values is
     newer too: two updates can share a cursor value), in order, each live one with its interval.
 
     Order per key: batch, then a batch's live rows before its tombstone, then VALID_FROM. A live version
     ends where the next event starts (VALID_TO); `_pz_ends_deleted` when that event is a tombstone.
     `_pz_first` marks the event that closes the key's current row (`_pz_t_exists`).
+
+    Starts never go backwards within a key: a tombstone is stamped when the delete is seen, and a key
+    re-inserted afterwards can carry a cursor older than that (the source's clock or a value set by the
+    application); its version then starts where the deleted one ended (`ended`, or an earlier event of
+    this batch), so versions never overlap.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    df = df.dropDuplicates([*keys, VALID_FROM, ROW_HASH])
+    df = df.dropDuplicates([*keys, VALID_FROM, ROW_HASH]).withColumn("_pz_at", F.col(VALID_FROM))
     if current is None:
         df = df.withColumn("_pz_t_exists", F.lit(False))
     else:
@@ -285,8 +297,14 @@ def _scd2_events(df: DataFrame, keys: list[str], current: DataFrame | None) -> D
         df = df.filter(~known | (start > was) | changed | F.col(DELETED)).drop("_pz_t_hash")
         tombstone_at = F.greatest(F.col(VALID_FROM), F.coalesce(F.col("_pz_t_from"), F.col(VALID_FROM)))
         df = df.withColumn(VALID_FROM, F.when(F.col(DELETED), tombstone_at).otherwise(F.col(VALID_FROM)))
+        if ended is not None:  # a key with no current row: after its last (deleted) version
+            df = df.join(ended, on=keys, how="left")
+            floor = F.greatest(F.col(VALID_FROM), F.coalesce(F.col("_pz_t_end"), F.col(VALID_FROM)))
+            df = df.withColumn(VALID_FROM, F.when(known, F.col(VALID_FROM)).otherwise(floor)).drop("_pz_t_end")
         df = df.withColumn("_pz_t_exists", known).drop("_pz_t_from")
-    order = Window.partitionBy(*keys).orderBy(F.col(BATCH), F.col(DELETED).cast("int"), F.col(VALID_FROM))
+    order = Window.partitionBy(*keys).orderBy(F.col(BATCH), F.col(DELETED).cast("int"), F.col("_pz_at"))
+    so_far = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    df = df.withColumn(VALID_FROM, F.max(VALID_FROM).over(so_far))
     ends_deleted = F.coalesce(F.lead(DELETED).over(order), F.lit(False))
     df = df.withColumns(
         {
@@ -297,7 +315,7 @@ def _scd2_events(df: DataFrame, keys: list[str], current: DataFrame | None) -> D
     )
     # A tombstone with nothing before it (a key never loaded, or deleted twice) closes nothing.
     df = df.filter(~F.col(DELETED) | F.col("_pz_first") & F.col("_pz_t_exists") | ~F.col("_pz_first"))
-    return df.withColumns(
+    return df.drop("_pz_at").withColumns(
         {
             IS_CURRENT: F.col(VALID_TO).isNull(),
             DELETED_AT: F.when(F.col("_pz_ends_deleted"), F.col(VALID_TO)),

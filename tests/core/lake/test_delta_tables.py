@@ -247,3 +247,36 @@ def test_a_narrowed_merge_writes_what_a_whole_table_merge_writes(spark: Any, tmp
         tables.append({tuple(r) for r in spark.read.format("delta").load(path).select("id", "v", dt.BATCH).collect()})
     assert tables[0] == tables[1]
     assert (None, "null key newer", 2) in tables[1] and (1, "a", 1) in tables[1] and (5, "new", 2) in tables[1]
+
+
+# ---------------------------------------------------------------------------------------------- scd2
+
+EVENTS = "id INT, v STRING, _pz_valid_from TIMESTAMP, _pz_deleted BOOLEAN, _pz_batch BIGINT"
+
+
+def scd2(spark: Any, path: str, rows: list[tuple[Any, ...]], version: int) -> None:
+    df = frame(spark, rows, EVENTS)
+    dm.scd2(df, path, keys=["id"], app_id=APP, version=version, metadata=meta(version))
+
+
+def history(spark: Any, path: str) -> list[tuple[Any, ...]]:
+    """(id, v, from, to, current, deleted) in order of start."""
+    rows = spark.read.format("delta").load(path).collect()
+    fields = ("id", "v", dt.VALID_FROM, dt.VALID_TO, dt.IS_CURRENT, dt.DELETED)
+    return sorted((tuple(r[f] for f in fields) for r in rows), key=lambda t: (t[0], t[2], t[3] is None))
+
+
+def test_scd2_a_key_reinserted_with_an_older_cursor_starts_after_its_delete(spark: Any, path: str) -> None:
+    """The tombstone is stamped when the delete is seen (T3); the re-inserted row's cursor (T2) is older.
+    Its version starts where the deleted one ended, never inside it, in a later batch or the same one."""
+    naive = [t.replace(tzinfo=None) for t in (T1, T2, T3)]
+    t1, t2, t3 = naive
+    scd2(spark, path, [(1, "a", t1, False, 1), (2, "b", t1, False, 1)], version=1)
+    scd2(spark, path, [(1, None, t3, True, 2)], version=2)
+    scd2(spark, path, [(1, "again", t2, False, 3), (2, None, t3, True, 3), (2, "back", t2, False, 4)], version=3)
+    assert history(spark, path) == [
+        (1, "a", t1, t3, False, True),
+        (1, "again", t3, None, True, False),
+        (2, "b", t1, t3, False, True),
+        (2, "back", t3, None, True, False),
+    ]
