@@ -1,5 +1,6 @@
 """`init-flow --all` end to end: on the 20-table schemas (tests/fixtures/discovery/shop20_*.sql) filled with a
-few rows each, every written flow runs green through silver, and silver holds the source's rows."""
+few rows each, every written flow runs green through silver, silver holds the source's rows, and
+`verify` finds every keyed flow clean."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pipezone.core.cli.main import main
 from pipezone.core.runs.flow_runner import run_flows
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.steps.runtime import load_runtime
+from pipezone.core.steps.verify import verify_flow
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -119,5 +121,9 @@ def test_every_flow_init_flow_writes_runs_green_through_silver(
         for flow in flows:
             live = spark.read.format("delta").load(runtime.lake.silver(flow))
             assert live.count() == ROWS, flow
+        reports = [verify_flow(runtime, spark, runtime.flow(flow)) for flow in flows]
+        keyed = [r for r in reports if r.status != "not_verifiable"]  # keyless tables append: nothing to match
+        assert [r.summary() for r in keyed if r.status != "clean"] == []
+        assert len(keyed) >= len(flows) - 2
     finally:
         runtime.state.close()

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 CLIENT_TYPE_KEY = "jdbcClientType"  # Spark's schema metadata: the driver's own type name
 SCALE_KEY = "scale"  # Spark's schema metadata: the driver's scale of a numeric column
 TYPED_ALIAS = "pz_typed"
+# Spark maps a decimal wider than 38 digits to decimal(38, s - (p - 38)) and keeps the driver's scale in the
+# metadata, so a cut scale shows, except for integers: DECIMAL(40,0) is decimal(38,0) with scale 0 as
+# DECIMAL(38,0) is (the driver's precision is not in the metadata). Both are read as the server's text.
+AMBIGUOUS_WIDE_DECIMAL = "decimal(38,0)"
 
 
 @dataclass(frozen=True)

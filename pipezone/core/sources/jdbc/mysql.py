@@ -16,7 +16,7 @@ from urllib.parse import quote as url_quote
 from sqlalchemy.engine import URL
 
 from pipezone.core.sources.contract import PhysicalReference, for_connection
-from pipezone.core.sources.jdbc.column_types import SourceColumn
+from pipezone.core.sources.jdbc.column_types import AMBIGUOUS_WIDE_DECIMAL, SourceColumn
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
@@ -105,8 +105,11 @@ class MySqlAdapter(JdbcAdapter):
             return f"({quoted} <> 0)", "boolean"
         if kind == "BIT":
             return f"CAST({quoted} AS UNSIGNED)", "decimal(20,0)"
-        if kind.startswith("DECIMAL") and f",{column.scale})" not in column.spark_type:
-            return f"CAST({quoted} AS CHAR)", "string"  # Spark cut the scale to fit 38 digits
+        if kind.startswith("DECIMAL") and (
+            f",{column.scale})" not in column.spark_type  # Spark cut the scale to fit 38 digits
+            or column.spark_type == AMBIGUOUS_WIDE_DECIMAL
+        ):
+            return f"CAST({quoted} AS CHAR)", "string"
         if kind in SPATIAL_TYPES:
             return f"ST_AsText({quoted})", "string"
         return None

@@ -10,7 +10,7 @@ from urllib.parse import quote as url_quote
 from sqlalchemy.engine import URL
 
 from pipezone.core.sources.contract import PhysicalReference, for_connection
-from pipezone.core.sources.jdbc.column_types import SourceColumn
+from pipezone.core.sources.jdbc.column_types import AMBIGUOUS_WIDE_DECIMAL, SourceColumn
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
@@ -70,7 +70,8 @@ class PostgresAdapter(JdbcAdapter):
         text = f"{quoted}::text", "string"
         if kind == "numeric":
             unconstrained = column.scale == 0 and column.spark_type == "decimal(38,18)"
-            return text if unconstrained or not column.spark_type.endswith(f",{column.scale})") else None
+            cut = not column.spark_type.endswith(f",{column.scale})") or column.spark_type == AMBIGUOUS_WIDE_DECIMAL
+            return text if unconstrained or cut else None
         if kind == "money":
             return f"{quoted}::numeric(19,2)", "decimal(19,2)"
         if kind.startswith("_"):  # an array: 1-d of a plain element type stays an array
