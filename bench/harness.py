@@ -102,16 +102,50 @@ def measured(
 # --------------------------------------------------------------------------- services
 
 
+def start_service(script: str) -> None:
+    """A server from the project's own setup/local script; installed on first use."""
+    for command in ("install", "start"):
+        subprocess.run(["bash", str(REPO / "setup" / "local" / f"{script}.sh"), command], check=True)  # noqa: S603,S607
+
+
 def start_services(minio: bool) -> None:
-    """MariaDB (and MinIO for the MinIO lake) from the project's own scripts; installed on first use."""
-    scripts = ["mariadb"] + (["minio"] if minio else [])
-    for script in scripts:
-        for command in ("install", "start"):
-            subprocess.run(["bash", str(REPO / "setup" / "local" / f"{script}.sh"), command], check=True)  # noqa: S603,S607
+    """MariaDB (and MinIO for the MinIO lake)."""
+    for script in ["mariadb"] + (["minio"] if minio else []):
+        start_service(script)
+
+
+class BenchServer:
+    """What the ingest benchmark needs of a source server: its generated `orders_<rows>` table, kept between
+    runs and rebuilt only when its row count is wrong. Each server says how in its own SQL."""
+
+    def execute(self, *statements: str) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def ensure_database(self) -> None:
+        raise NotImplementedError
+
+    def has_table(self, table: str) -> bool:
+        raise NotImplementedError
+
+    def generate(self, table: str, rows: int) -> list[str]:
+        """The statements that (re)build `table` with `rows` rows inside the server."""
+        raise NotImplementedError
+
+    def ensure_table(self, rows: int) -> str:
+        """`orders_<rows>` in the bench database, generated when missing or of the wrong size."""
+        table = table_name(rows)
+        self.ensure_database()
+        if self.has_table(table) and self.execute(f"SELECT COUNT(*) FROM {table}")[0][0] == rows:
+            return table
+        started = time.perf_counter()
+        self.execute(*self.generate(table, rows))
+        name = type(self).__name__
+        print(f"bench: generated {name} {table} ({rows:,} rows) in {time.perf_counter() - started:.0f} s", flush=True)
+        return table
 
 
 @dataclass(frozen=True)
-class MariaDB:
+class MariaDB(BenchServer):
     host: str = "127.0.0.1"
     port: int = int(os.environ.get("PIPEZONE_MARIADB_PORT") or 3307)
     user: str = "pipezone"
@@ -140,27 +174,20 @@ class MariaDB:
         finally:
             conn.close()
 
-    def ensure_table(self, rows: int) -> str:
-        """`pz_bench.orders_<rows>`, generated when missing or of the wrong size."""
-        table = table_name(rows)
+    def ensure_database(self) -> None:
         self.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}", database=None)
-        exists = self.execute(
-            f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{DATABASE}' "
-            f"AND table_name = '{table}'"
-        )[0][0]
-        if exists and self.execute(f"SELECT COUNT(*) FROM {table}")[0][0] == rows:
-            return table
-        started = time.perf_counter()
-        self.execute(
-            f"DROP TABLE IF EXISTS {table}",
-            TABLE_DDL.format(table=table),
-            TABLE_ROWS.format(table=table, rows=rows),
-            f"ANALYZE TABLE {table}",
+
+    def has_table(self, table: str) -> bool:
+        return bool(
+            self.execute(
+                f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{DATABASE}' "
+                f"AND table_name = '{table}'"
+            )[0][0]
         )
-        print(
-            f"bench: generated {DATABASE}.{table} ({rows:,} rows) in {time.perf_counter() - started:.0f} s", flush=True
-        )
-        return table
+
+    def generate(self, table: str, rows: int) -> list[str]:
+        rows_sql = TABLE_ROWS.format(table=table, rows=rows)
+        return [f"DROP TABLE IF EXISTS {table}", TABLE_DDL.format(table=table), rows_sql, f"ANALYZE TABLE {table}"]
 
     def table_mb(self, table: str) -> float:
         """InnoDB's data size of the table (primary index), the common yardstick for MB/s."""

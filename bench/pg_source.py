@@ -4,12 +4,10 @@ the server (generate_series), kept between runs and rebuilt only when its row co
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import DATABASE, REPO, table_name
+from harness import DATABASE, BenchServer, start_service
 
 TABLE_DDL = """
 CREATE TABLE {table} (
@@ -39,13 +37,11 @@ FROM generate_series(1, {rows}) AS s"""
 
 
 def start_postgres() -> None:
-    """PostgreSQL from the project's own script; installed on first use."""
-    for command in ("install", "start"):
-        subprocess.run(["bash", str(REPO / "setup" / "local" / "postgres.sh"), command], check=True)  # noqa: S603,S607
+    start_service("postgres")
 
 
 @dataclass(frozen=True)
-class Postgres:
+class Postgres(BenchServer):
     host: str = "127.0.0.1"
     port: int = int(os.environ.get("PIPEZONE_POSTGRES_PORT") or 5433)
     user: str = "pipezone"
@@ -66,24 +62,21 @@ class Postgres:
                 rows = cursor.fetchall() if cursor.description else []
             return rows
 
-    def ensure_table(self, rows: int) -> str:
-        """`pz_bench.public.orders_<rows>`, generated when missing or of the wrong size."""
-        table = table_name(rows)
+    def ensure_database(self) -> None:
         if not self.execute(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", database="pipezone"):
             self.execute(f"CREATE DATABASE {DATABASE}", database="pipezone")
-        exists = self.execute(f"SELECT to_regclass('{table}') IS NOT NULL")[0][0]
-        if exists and self.execute(f"SELECT COUNT(*) FROM {table}")[0][0] == rows:
-            return table
-        started = time.perf_counter()
-        self.execute(
+
+    def has_table(self, table: str) -> bool:
+        return bool(self.execute(f"SELECT to_regclass('{table}') IS NOT NULL")[0][0])
+
+    def generate(self, table: str, rows: int) -> list[str]:
+        return [
             f"DROP TABLE IF EXISTS {table}",
             TABLE_DDL.format(table=table),
             TABLE_ROWS.format(table=table, rows=rows),
             f"CREATE INDEX {table}_updated_at ON {table} (updated_at)",
             f"VACUUM ANALYZE {table}",
-        )
-        print(f"bench: generated PostgreSQL {table} ({rows:,} rows) in {time.perf_counter() - started:.0f} s")
-        return table
+        ]
 
     def table_mb(self, table: str) -> float:
         """The heap's size (pg_relation_size), PostgreSQL's counterpart of InnoDB's data_length."""

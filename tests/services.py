@@ -114,6 +114,18 @@ class Server:
     def drop_database(self, name: str) -> None:
         self.admin(self.drop_sql.format(name=name))
 
+    def load_sql(self, database: str, path: Path) -> None:
+        """A fresh `database` holding what the SQL file at `path` creates (sql_statements)."""
+        self.drop_database(database)
+        self.create_database(database)
+        conn = self.connect(database)
+        try:
+            with conn.cursor() as cursor:
+                for statement in sql_statements(path):
+                    cursor.execute(statement)
+        finally:
+            conn.close()
+
     def connection_yaml(self, name: str, database: str, user: str, password: str) -> str:
         """The connection file a scratch project reads `database` through; `user`/`password` are usually
         secret references (`${env:...}`, `${vault:...}`)."""
@@ -152,6 +164,19 @@ class MariaDB(Server):
         import pymysql
 
         return pymysql.err.MySQLError
+
+
+def sql_statements(path: Path) -> list[str]:
+    """A fixture file's statements: `--` comments dropped, one statement per `;` at a line end."""
+    found, current = [], []
+    for line in path.read_text().splitlines():
+        code = line.split("--", 1)[0].rstrip()
+        if code:
+            current.append(code)
+        if code.endswith(";"):
+            found.append("\n".join(current).rstrip(";"))
+            current = []
+    return found
 
 
 def query(conn: Any, statement: str, args: Any = None) -> list[tuple[Any, ...]]:

@@ -39,41 +39,16 @@ FLOWS = {
 }
 
 
-def statements(path: Path) -> list[str]:
-    """The fixture's statements: `--` comments dropped, one statement per `;` at a line end."""
-    found, current = [], []
-    for line in path.read_text().splitlines():
-        code = line.split("--", 1)[0].rstrip()
-        if code:
-            current.append(code)
-        if code.endswith(";"):
-            found.append("\n".join(current).rstrip(";"))
-            current = []
-    return found
-
-
-def scratch(server: MariaDB | Postgres, fixture: str) -> None:
-    server.drop_database(SCRATCH)
-    server.create_database(SCRATCH)
-    conn = server.connect(SCRATCH)
-    try:
-        with conn.cursor() as cursor:
-            for statement in statements(FIXTURES / fixture):
-                cursor.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def maria_db(mariadb: MariaDB) -> Iterator[MariaDB]:
-    scratch(mariadb, "shop20_mariadb.sql")
+    mariadb.load_sql(SCRATCH, FIXTURES / "shop20_mariadb.sql")
     yield mariadb
     mariadb.drop_database(SCRATCH)
 
 
 @pytest.fixture(scope="module")
 def pg_db(postgres: Postgres) -> Iterator[Postgres]:
-    scratch(postgres, "shop20_postgres.sql")
+    postgres.load_sql(SCRATCH, FIXTURES / "shop20_postgres.sql")
     yield postgres
     postgres.drop_database(SCRATCH)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from test_init_flow import FIXTURES, statements
+from test_init_flow import FIXTURES
 
 from pipezone.core.cli.main import main
 from pipezone.core.runs.flow_runner import run_flows
@@ -63,14 +63,11 @@ def value(i: int, column: str, kind: str, length: int | None, full_type: str) ->
 def filled(request: pytest.FixtureRequest) -> Iterator[tuple[MariaDB | Postgres, dict[str, int]]]:
     """The 20-table schema with ROWS rows in each base table; table -> rows."""
     server = request.getfixturevalue(request.param)
-    server.drop_database(DATABASE)
-    server.create_database(DATABASE)
+    server.load_sql(DATABASE, FIXTURES / f"shop20_{request.param}.sql")
     conn = server.connect(DATABASE)
     counts: dict[str, int] = {}
     try:
         with conn.cursor() as cursor:
-            for statement in statements(FIXTURES / f"shop20_{request.param}.sql"):
-                cursor.execute(statement)
             cursor.execute(COLUMNS_SQL[request.param])
             tables: dict[str, list[tuple[Any, ...]]] = {}
             for table, *column in cursor.fetchall():

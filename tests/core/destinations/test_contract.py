@@ -21,7 +21,12 @@ from pipezone.core.destinations.contract import (
 from pipezone.core.destinations.registry import destination_adapter
 from pipezone.core.spec.connection import SqliteConnection
 
-TYPES: dict[str, DataType] = {"INTEGER": IntegerType(), "BIGINT": LongType(), "TEXT": StringType(), "REAL": DoubleType()}
+TYPES: dict[str, DataType] = {
+    "INTEGER": IntegerType(),
+    "BIGINT": LongType(),
+    "TEXT": StringType(),
+    "REAL": DoubleType(),
+}
 NAMES = {type(kind): name for name, kind in TYPES.items()}
 
 

@@ -65,32 +65,6 @@ EXPECTED: dict[str, tuple[tuple[str, ...], str | None]] = {
 POSTGRES_DIFFERS = {"rental": (("rental_id",), "updated_at")}  # no ON UPDATE: the name rule picks
 
 
-def statements(path: Path) -> list[str]:
-    """The fixture's statements: `--` comments dropped, one statement per `;` at a line end."""
-    found, current = [], []
-    for line in path.read_text().splitlines():
-        code = line.split("--", 1)[0].rstrip()
-        if code:
-            current.append(code)
-        if code.endswith(";"):
-            found.append("\n".join(current).rstrip(";"))
-            current = []
-    return found
-
-
-def load_fixture(server: MariaDB | Postgres, database: str, path: Path) -> None:
-    """A fresh scratch database on `server` holding the fixture's tables."""
-    server.drop_database(database)
-    server.create_database(database)
-    conn = server.connect(database)
-    try:
-        with conn.cursor() as cursor:
-            for statement in statements(path):
-                cursor.execute(statement)
-    finally:
-        conn.close()
-
-
 def server_connection(server: MariaDB | Postgres, database: str, **fields: Any) -> JdbcConnection:
     base = {"name": "scratch", "type": server.kind, "host": server.host, "port": server.port}
     base |= {"database": database, "user": server.user, "password": f"${{env:{PASSWORD_ENV}}}"}
@@ -235,7 +209,7 @@ def test_sqlite_missing_file_or_schema_is_one_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def maria_scratch(mariadb: MariaDB) -> Iterator[MariaDB]:
-    load_fixture(mariadb, SCRATCH, FIXTURES / "shop20_mariadb.sql")
+    mariadb.load_sql(SCRATCH, FIXTURES / "shop20_mariadb.sql")
     yield mariadb
     mariadb.drop_database(SCRATCH)
 
@@ -287,7 +261,7 @@ def test_mariadb_views_other_schema_and_failures(maria_scratch: MariaDB, tmp_pat
 
 @pytest.fixture(scope="module")
 def pg_scratch(postgres: Postgres) -> Iterator[Postgres]:
-    load_fixture(postgres, SCRATCH, FIXTURES / "shop20_postgres.sql")
+    postgres.load_sql(SCRATCH, FIXTURES / "shop20_postgres.sql")
     conn = postgres.connect(SCRATCH)
     try:
         conn.execute('CREATE SCHEMA "Sales"')

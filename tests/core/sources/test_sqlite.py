@@ -79,7 +79,9 @@ def test_time_and_number_columns_are_read_as_stored_text_then_cast_with_a_check(
     assert LITE.custom_schema(inferred) == "`id` STRING, `ts` STRING, `d` STRING, `odd``name` STRING"
     casts = LITE.post_read_casts(inferred)
     assert set(casts) == {"id", "ts", "d", "odd`name"}
-    assert casts["ts"].startswith("CASE WHEN `ts` IS NOT NULL AND try_cast(`ts` AS TIMESTAMP) IS NULL THEN raise_error(")
+    assert casts["ts"].startswith(
+        "CASE WHEN `ts` IS NOT NULL AND try_cast(`ts` AS TIMESTAMP) IS NULL THEN raise_error("
+    )
     assert "set column_types: {ts: string}" in casts["ts"]
     assert casts["d"].endswith("ELSE try_cast(`d` AS DATE) END")
     assert LITE.custom_schema({"name": "string", "blob": "binary"}) is None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .type_matrix import READ_PATHS, Case, client_output, load_through_silver, mismatches, write_project
+from .type_matrix import READ_PATHS, Case, client_output, load_through_silver, mismatches, server_project
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -107,15 +107,8 @@ def matrix_db(mariadb: MariaDB) -> Iterator[str]:
 def test_every_mysql_type_family_lands_exactly_on_both_read_paths(
     spark: SparkSession, mariadb: MariaDB, matrix_db: str, tmp_path: Path
 ) -> None:
-    connection = (
-        f"name: src\ntype: mariadb\nhost: {mariadb.host}\nport: {mariadb.port}\ndatabase: {matrix_db}\n"
-        "user: ${env:PZ_MATRIX_USER}\npassword: ${env:PZ_MATRIX_PASSWORD}\n"
-    )
     flows = list(MATRIX_TABLES)
-    write_project(tmp_path, connection, flows)
-    loaded = load_through_silver(
-        tmp_path, {"PZ_MATRIX_USER": mariadb.user, "PZ_MATRIX_PASSWORD": mariadb.password}, flows
-    )
+    loaded = load_through_silver(tmp_path, server_project(tmp_path, mariadb, matrix_db, flows), flows)
     client = shutil.which("mariadb") or "mysql"
     argv = [client, "--no-defaults", f"--host={mariadb.host}", f"--port={mariadb.port}", f"--user={mariadb.user}"]
     argv += [
@@ -143,14 +136,8 @@ def test_every_mysql_type_family_lands_exactly_on_both_read_paths(
 def test_zero_dates_become_null_and_the_bulk_load_falls_back_to_jdbc(
     spark: SparkSession, mariadb: MariaDB, matrix_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    connection = (
-        f"name: src\ntype: mariadb\nhost: {mariadb.host}\nport: {mariadb.port}\ndatabase: {matrix_db}\n"
-        "user: ${env:PZ_MATRIX_USER}\npassword: ${env:PZ_MATRIX_PASSWORD}\n"
-    )
-    write_project(tmp_path, connection, ["zero", "zero_jdbc"])
-    loaded = load_through_silver(
-        tmp_path, {"PZ_MATRIX_USER": mariadb.user, "PZ_MATRIX_PASSWORD": mariadb.password}, ["zero"]
-    )
+    environ = server_project(tmp_path, mariadb, matrix_db, ["zero", "zero_jdbc"])
+    loaded = load_through_silver(tmp_path, environ, ["zero"])
     silver, read_path = loaded["zero"]
     assert read_path == "jdbc"
     assert "bulk path not used (connectorx:" in capsys.readouterr().out

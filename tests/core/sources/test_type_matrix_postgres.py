@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .type_matrix import READ_PATHS, Case, client_output, load_through_silver, mismatches, write_project
+from .type_matrix import READ_PATHS, Case, client_output, load_through_silver, mismatches, server_project
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -126,18 +126,10 @@ def matrix_db(postgres: Postgres) -> Iterator[str]:
         admin.close()
 
 
-def _connection(postgres: Postgres, database: str) -> str:
-    return (
-        f"name: src\ntype: postgres\nhost: {postgres.host}\nport: {postgres.port}\ndatabase: {database}\n"
-        "user: ${env:PZ_MATRIX_USER}\npassword: ${env:PZ_MATRIX_PASSWORD}\n"
-    )
-
-
 def test_every_postgres_type_family_lands_exactly_on_both_read_paths(
     spark: SparkSession, postgres: Postgres, matrix_db: str, tmp_path: Path
 ) -> None:
-    write_project(tmp_path, _connection(postgres, matrix_db), MATRIX_TABLES)
-    environ = {"PZ_MATRIX_USER": postgres.user, "PZ_MATRIX_PASSWORD": postgres.password}
+    environ = server_project(tmp_path, postgres, matrix_db, MATRIX_TABLES)
     loaded = load_through_silver(tmp_path, environ, MATRIX_TABLES)
     argv = ["psql", "--no-psqlrc", "--tuples-only", "--no-align", f"--host={postgres.host}"]
     argv += [f"--port={postgres.port}", f"--username={postgres.user}", f"--dbname={matrix_db}", "--command"]
@@ -161,7 +153,7 @@ def test_a_partitioned_table_is_read_through_its_parent_and_a_view_like_a_table(
     spark: SparkSession, postgres: Postgres, matrix_db: str, tmp_path: Path
 ) -> None:
     meta = tmp_path / "metadata" / "flows"
-    write_project(tmp_path, _connection(postgres, matrix_db), [])
+    environ = server_project(tmp_path, postgres, matrix_db, [])
     meta.joinpath("parted.yaml").write_text(
         "name: parted\nsource:\n  connection: src\n  table: parted\n  primary_key: [id, k]\n"
         "layers:\n  silver:\n    write_mode: merge\n"
@@ -170,7 +162,6 @@ def test_a_partitioned_table_is_read_through_its_parent_and_a_view_like_a_table(
         "name: happy\nsource:\n  connection: src\n  table: happy\n  primary_key: [id]\n"
         "  read:\n    initial_load: jdbc\nlayers:\n  silver:\n    write_mode: merge\n"
     )
-    environ = {"PZ_MATRIX_USER": postgres.user, "PZ_MATRIX_PASSWORD": postgres.password}
     loaded = load_through_silver(tmp_path, environ, ["parted", "happy"])
     parted = spark.read.format("delta").load(loaded["parted"][0]).orderBy("id").select("id", "v").collect()
     assert [tuple(r) for r in parted] == [(1, "a"), (2, "b")]

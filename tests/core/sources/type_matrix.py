@@ -22,6 +22,7 @@ from pipezone.core.steps.runtime import load_runtime
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+    from services import Server
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 READ_PATHS = {"arrow": "auto", "jdbc": "jdbc"}
@@ -68,6 +69,15 @@ def write_project(root: Path, connection_yaml: str, flow_names: Sequence[str]) -
         )
     (root / ".pipezone").mkdir(exist_ok=True)
     (root / ".pipezone" / "jars").symlink_to(REPO_ROOT / ".pipezone" / "jars", target_is_directory=True)
+
+
+LOGIN = ("${env:PZ_MATRIX_USER}", "${env:PZ_MATRIX_PASSWORD}")  # the server's login, by environment
+
+
+def server_project(root: Path, server: Server, database: str, flow_names: Sequence[str]) -> dict[str, str]:
+    """write_project over `database` on a live server; returns the environment its login comes from."""
+    write_project(root, server.connection_yaml("src", database, *LOGIN), flow_names)
+    return {"PZ_MATRIX_USER": server.user, "PZ_MATRIX_PASSWORD": server.password}
 
 
 def load_through_silver(root: Path, environ: dict[str, str], flows: Sequence[str]) -> dict[str, tuple[str, str]]:
