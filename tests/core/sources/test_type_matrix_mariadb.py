@@ -108,7 +108,7 @@ def test_every_mysql_type_family_lands_exactly_on_both_read_paths(
     spark: SparkSession, mariadb: MariaDB, matrix_db: str, tmp_path: Path
 ) -> None:
     flows = list(MATRIX_TABLES)
-    loaded = load_through_silver(tmp_path, server_project(tmp_path, mariadb, matrix_db, flows), flows)
+    loaded = load_through_silver(spark, tmp_path, server_project(tmp_path, mariadb, matrix_db, flows), flows)
     client = shutil.which("mariadb") or "mysql"
     argv = [client, "--no-defaults", f"--host={mariadb.host}", f"--port={mariadb.port}", f"--user={mariadb.user}"]
     argv += [
@@ -137,7 +137,7 @@ def test_zero_dates_become_null_and_the_bulk_load_falls_back_to_jdbc(
     spark: SparkSession, mariadb: MariaDB, matrix_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     environ = server_project(tmp_path, mariadb, matrix_db, ["zero", "zero_jdbc"])
-    loaded = load_through_silver(tmp_path, environ, ["zero"])
+    loaded = load_through_silver(spark, tmp_path, environ, ["zero"])
     silver, read_path = loaded["zero"]
     assert read_path == "jdbc"
     assert "bulk path not used (connectorx:" in capsys.readouterr().out

@@ -130,7 +130,7 @@ def test_every_postgres_type_family_lands_exactly_on_both_read_paths(
     spark: SparkSession, postgres: Postgres, matrix_db: str, tmp_path: Path
 ) -> None:
     environ = server_project(tmp_path, postgres, matrix_db, MATRIX_TABLES)
-    loaded = load_through_silver(tmp_path, environ, MATRIX_TABLES)
+    loaded = load_through_silver(spark, tmp_path, environ, MATRIX_TABLES)
     argv = ["psql", "--no-psqlrc", "--tuples-only", "--no-align", f"--host={postgres.host}"]
     argv += [f"--port={postgres.port}", f"--username={postgres.user}", f"--dbname={matrix_db}", "--command"]
 
@@ -162,7 +162,7 @@ def test_a_partitioned_table_is_read_through_its_parent_and_a_view_like_a_table(
         "name: happy\nsource:\n  connection: src\n  table: happy\n  primary_key: [id]\n"
         "  read:\n    initial_load: jdbc\nlayers:\n  silver:\n    write_mode: merge\n"
     )
-    loaded = load_through_silver(tmp_path, environ, ["parted", "happy"])
+    loaded = load_through_silver(spark, tmp_path, environ, ["parted", "happy"])
     parted = spark.read.format("delta").load(loaded["parted"][0]).orderBy("id").select("id", "v").collect()
     assert [tuple(r) for r in parted] == [(1, "a"), (2, "b")]
     happy = spark.read.format("delta").load(loaded["happy"][0])

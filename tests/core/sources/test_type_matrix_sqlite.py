@@ -51,7 +51,7 @@ def test_every_sqlite_declared_type_lands_exactly(spark: SparkSession, tmp_path:
     db = tmp_path / "src.db"
     _database(db)
     write_project(tmp_path, f"name: src\ntype: sqlite\npath: {db}\n", ["matrix"])
-    silver, read_path = load_through_silver(tmp_path, {}, ["matrix"])["matrix"]
+    silver, read_path = load_through_silver(spark, tmp_path, {}, ["matrix"])["matrix"]
     assert read_path == "jdbc"  # no Arrow reader for SQLite files
 
     def client_text(expr: str) -> str:
@@ -80,6 +80,6 @@ def test_a_stored_value_of_another_type_fails_the_read_naming_the_column_unless_
     flow.write_text(
         flow.read_text().replace("  primary_key: [id]\n", "  primary_key: [id]\n  column_types:\n    i: string\n")
     )
-    silver, _ = load_through_silver(tmp_path, {}, ["matrix"])["matrix"]
+    silver, _ = load_through_silver(spark, tmp_path, {}, ["matrix"])["matrix"]
     values = spark.read.format("delta").load(silver).orderBy("id").select("i").collect()
     assert [r[0] for r in values] == ["-9223372036854775808", None, "abc"]

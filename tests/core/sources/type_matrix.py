@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from pipezone.core.runs.flow_runner import run_flows
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.steps.runtime import load_runtime
+from pipezone.core.steps.verify import verify_flow
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -80,8 +81,11 @@ def server_project(root: Path, server: Server, database: str, flow_names: Sequen
     return {"PZ_MATRIX_USER": server.user, "PZ_MATRIX_PASSWORD": server.password}
 
 
-def load_through_silver(root: Path, environ: dict[str, str], flows: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """Run the flows in this process; flow -> (its silver table's path, the read path its extract took)."""
+def load_through_silver(
+    spark: SparkSession, root: Path, environ: dict[str, str], flows: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """Run the flows in this process; flow -> (its silver table's path, the read path its extract took).
+    Each flow must then verify clean."""
     runtime = load_runtime(load_settings(environ=environ, cwd=root))
     try:
         report = run_flows(runtime, list(flows), in_process=True, progress=lambda _: None)
@@ -91,6 +95,9 @@ def load_through_silver(root: Path, environ: dict[str, str], flows: Sequence[str
             extract = [r for r in runtime.state.recent_runs(flow, limit=10) if r.step == "extract"]
             assert extract and "read_path" in extract[0].details, extract
             loaded[flow] = (runtime.lake.silver(flow), extract[0].details["read_path"])
+        # `pipezone verify` hashes every column on both sides: each type's canonical text must agree too.
+        reports = [verify_flow(runtime, spark, runtime.flow(flow)) for flow in flows]
+        assert [r.summary() for r in reports if r.status != "clean"] == []
         return loaded
     finally:
         runtime.state.close()
