@@ -7,6 +7,8 @@
 #   bash setup/local/mariadb.sh status    # exit 0 when the server answers
 #
 # Env: PIPEZONE_MARIADB_PORT (3307), PIPEZONE_MARIADB_PASSWORD (pipezone-dev) for user `pipezone`.
+# The binary log is on in row format with full images and column names (binlog_row_metadata=FULL), as
+# change data capture reads it (README, Change data capture); it expires after 3 days.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -123,6 +125,8 @@ cmd_start() {
         --bind-address="$HOST" --port="$PORT" --skip-name-resolve \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
         --innodb-buffer-pool-size=128M --max-connections=200 \
+        --server-id=1 --log-bin=mariadb-bin --binlog-format=ROW --binlog-row-image=FULL \
+        --binlog-row-metadata=FULL --binlog-expire-logs-seconds=259200 \
         </dev/null >>"$LOG" 2>&1 &
     await_ready "$started" $! mariadbd
     provision || fail_with_log "could not create the database and user"

@@ -219,6 +219,7 @@ def scd2(
     version: int,
     metadata: dict[str, Any],
     partition_by: list[str] | None = None,
+    order: str | None = None,
 ) -> CommitInfo:
     """Type-2 history. `df` holds events (live versions and tombstones, DELETED set) with VALID_FROM; a
     version not newer than its key's current row is a replay and changes nothing. One MERGE closes each
@@ -237,7 +238,7 @@ def scd2(
         # next version no earlier.
         closed = target.filter(f"NOT `{IS_CURRENT}`").join(df.select(*keys).distinct(), on=keys, how="left_semi")
         ended = closed.groupBy(*keys).agg(F.max(VALID_TO).alias("_pz_t_end"))
-    events = _scd2_events(with_row_hash(df), keys, current, ended)
+    events = _scd2_events(with_row_hash(df), keys, current, ended, order)
     inserts = events.filter(f"NOT `{DELETED}`").drop("_pz_first", "_pz_t_exists", DELETED)
     inserts = inserts.withColumnRenamed("_pz_ends_deleted", DELETED)
     if current is None:
@@ -269,12 +270,17 @@ def scd2(
 
 
 def _scd2_events(
-    df: DataFrame, keys: list[str], current: DataFrame | None, ended: DataFrame | None = None
+    df: DataFrame,
+    keys: list[str],
+    current: DataFrame | None,
+    ended: DataFrame | None = None,
+    order_by: str | None = None,
 ) -> DataFrame:
     """The events newer than each key's current row (a version with the same start but other values is
     newer too: two updates can share a cursor value), in order, each live one with its interval.
 
-    Order per key: batch, then a batch's live rows before its tombstone, then VALID_FROM. A live version
+    Order per key: batch, then a batch's live rows before its tombstone, then VALID_FROM (`order_by`, a
+    change log's order, replaces both: a delete and a re-insert can share a batch). A live version
     ends where the next event starts (VALID_TO); `_pz_ends_deleted` when that event is a tombstone.
     `_pz_first` marks the event that closes the key's current row (`_pz_t_exists`).
 
@@ -302,7 +308,8 @@ def _scd2_events(
             floor = F.greatest(F.col(VALID_FROM), F.coalesce(F.col("_pz_t_end"), F.col(VALID_FROM)))
             df = df.withColumn(VALID_FROM, F.when(known, F.col(VALID_FROM)).otherwise(floor)).drop("_pz_t_end")
         df = df.withColumn("_pz_t_exists", known).drop("_pz_t_from")
-    order = Window.partitionBy(*keys).orderBy(F.col(BATCH), F.col(DELETED).cast("int"), F.col("_pz_at"))
+    ranks = [F.col(order_by)] if order_by else [F.col(DELETED).cast("int"), F.col("_pz_at")]
+    order = Window.partitionBy(*keys).orderBy(F.col(BATCH), *ranks)
     so_far = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     df = df.withColumn(VALID_FROM, F.max(VALID_FROM).over(so_far))
     ends_deleted = F.coalesce(F.lead(DELETED).over(order), F.lit(False))

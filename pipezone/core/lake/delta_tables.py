@@ -33,6 +33,13 @@ ROW_HASH = "_pz_row_hash"
 VALID_FROM = "_pz_valid_from"
 VALID_TO = "_pz_valid_to"
 IS_CURRENT = "_pz_is_current"
+# A change-data-capture flow's raw rows also say which change they are (sources/cdc/contract.py); bronze and
+# silver order a key's changes by CHANGE_ORDER, the log's own order, instead of a cursor.
+OPERATION = "_pz_op"  # c (insert), u (update), d (delete), r (read by the initial snapshot)
+LOG_POSITION = "_pz_log_pos"  # the change's commit position in the server's notation
+COMMIT_TS = "_pz_commit_ts"  # when the source committed it
+CHANGE_ORDER = "_pz_change_order"  # decimal(38,0): commit position * ORDER_SPAN + index in the transaction
+CHANGE_COLUMNS = (OPERATION, LOG_POSITION, COMMIT_TS, CHANGE_ORDER)
 METADATA_COLUMNS = (
     RUN_ID,
     BATCH,
@@ -45,6 +52,7 @@ METADATA_COLUMNS = (
     VALID_FROM,
     VALID_TO,
     IS_CURRENT,
+    *CHANGE_COLUMNS,
 )
 
 # Keep Delta's record of applied (appId, version) pairs bounded; retries happen within minutes.

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipezone.core.spec.connection import ROLE_LAKE, ROLE_SOURCE, ROLE_STATE, connection_roles
+from pipezone.core.spec.flow import CDC_CONNECTION_TYPES
 from pipezone.core.spec.problems import KeyPath, Problem
 from pipezone.core.spec.secrets import SecretError, SecretRef, confined_file
 from pipezone.core.spec.sql_check import select_problem
@@ -45,6 +46,14 @@ def _source_connection(catalog: Catalog, entry: Entry[FlowSpec]) -> list[Problem
         return [
             entry.doc.problem(
                 path, f"connection '{source.connection}' has type '{conn.spec.type}', which is not a source type"
+            )
+        ]
+    if source.cdc is not None and conn.spec.type not in CDC_CONNECTION_TYPES:
+        return [
+            entry.doc.problem(
+                ("source", "cdc"),
+                f"cdc reads the replication log of {', '.join(CDC_CONNECTION_TYPES)} databases; connection "
+                f"'{source.connection}' has type '{conn.spec.type}'",
             )
         ]
     return []

@@ -172,6 +172,31 @@ class DeleteDetection(SpecModel):
     )
 
 
+CDC_CONNECTION_TYPES = ("mysql", "mariadb", "postgres")  # whose replication logs PipeZone reads
+
+
+class CdcSpec(SpecModel):
+    """Read the table's changes from the database's replication log (MySQL/MariaDB binlog in row format,
+    PostgreSQL logical decoding) instead of a cursor: inserts, updates of any column and deletes, in
+    commit order, exactly once (README, Change data capture)."""
+
+    max_changes: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="At most this many row changes per run (then it ends)."
+    )
+    max_seconds: bounded_duration(timedelta(hours=1), timedelta(seconds=1)) = Field(  # type: ignore[valid-type]
+        default=timedelta(seconds=30), description="Read the log for at most this long per run."
+    )
+    slot: Identifier | None = Field(
+        default=None, description="PostgreSQL: the logical replication slot (default: pipezone_<flow>)."
+    )
+    server_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=4_294_967_295,
+        description="MySQL/MariaDB: the replica server id the reader registers with (default: from the flow name).",
+    )
+
+
 class SourceSpec(SpecModel):
     """Which table (or query) to read, and how to read it incrementally."""
 
@@ -194,6 +219,11 @@ class SourceSpec(SpecModel):
         description="Mark rows deleted in the source (_pz_deleted) by a primary-key snapshot. Incremental flows only: "
         "a flow without incremental infers deletes from its full read, and this is ignored there (no second scan).",
     )
+    cdc: CdcSpec | None = Field(
+        default=None,
+        description="Change data capture from the replication log (MySQL/MariaDB, PostgreSQL); needs a table and "
+        "primary_key, excludes incremental and deletes (the log has every change and every delete).",
+    )
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SourceSpec:
@@ -201,7 +231,25 @@ class SourceSpec(SpecModel):
             raise PydanticCustomError("table_or_query", "set exactly one of 'table' or 'query'")
         if self.deletes is not None and not self.primary_key:
             raise PydanticCustomError("deletes_key", "deletes needs source.primary_key", {"at": "primary_key"})
+        if self.cdc is not None:
+            self._check_cdc()
         return self
+
+    def _check_cdc(self) -> None:
+        """CDC reads one table's log by key; a cursor or a key scan would only duplicate what the log says."""
+        if self.table is None:
+            raise PydanticCustomError("cdc_query", "cdc reads a table's log: set 'table', not 'query'", {"at": "cdc"})
+        if not self.primary_key:
+            raise PydanticCustomError(
+                "cdc_key", "cdc needs source.primary_key (changes apply by key)", {"at": "primary_key"}
+            )
+        for other in ("incremental", "deletes"):
+            if getattr(self, other) is not None:
+                raise PydanticCustomError(
+                    "cdc_exclusive",
+                    "cdc and {other} can't be combined: the log already has every change and every delete",
+                    {"other": other, "at": other},
+                )
 
 
 class DeduplicateSpec(SpecModel):

@@ -94,7 +94,9 @@ def _one_table_read(ctx: StepContext, batches: tuple[int, int]) -> bool:
         return False
     raw = ctx.runtime.lake.raw(ctx.flow)
     commit = dt.newest_commit(ctx.spark, raw, lambda m: m.get("step") == "extract" and m.get("batch") == newest)
-    return commit is not None and commit.get("key_snapshot") is False and not commit.get("backfill")
+    if commit is None or commit.get("cdc") == "changes":  # a change batch can hold a key many times
+        return False
+    return commit.get("key_snapshot") is False and not commit.get("backfill")
 
 
 def _is_complete(commit: dict[str, Any]) -> bool:

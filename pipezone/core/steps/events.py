@@ -27,9 +27,12 @@ def as_events(df: DataFrame) -> DataFrame:
 
 def latest_events(df: DataFrame, keys: list[str], cursor: str | None) -> DataFrame:
     """One event per key: the newest live version (by cursor, then batch), unless a tombstone of the
-    same or a later batch follows it (the key snapshot is taken after the batch's read)."""
+    same or a later batch follows it (the key snapshot is taken after the batch's read). A CDC flow's
+    cursor is the log's change order, which ranks deletes with the other changes."""
     if not keys:
         return df
+    if cursor == dt.CHANGE_ORDER:  # a change log: each key's last change wins, a delete as any other
+        return latest_per_key(df, keys, [dt.CHANGE_ORDER, dt.BATCH])
     live = latest_per_key(df.filter(f"NOT `{dt.DELETED}`"), keys, order_columns(cursor))
     tombstones = latest_per_key(df.filter(f"`{dt.DELETED}`"), keys, [dt.BATCH])
     return latest_per_key(live.unionByName(tombstones), keys, [dt.BATCH, dt.DELETED])

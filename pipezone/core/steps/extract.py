@@ -77,7 +77,7 @@ def next_batch(ctx: StepContext, raw_path: str) -> int:
     return dt.newest_batch(ctx.spark, raw_path) + 1
 
 
-def _stamped(df: DataFrame, ctx: StepContext, batch: int) -> DataFrame:
+def stamped(df: DataFrame, ctx: StepContext, batch: int) -> DataFrame:
     from pyspark.sql import functions as F
 
     columns = {
@@ -101,7 +101,7 @@ def _append_raw(
         try:
             arrow = source.read_arrow(ctx.spark, plan, df.schema)
             if arrow is not None:
-                return _append_arrow(ctx, arrow, df.schema, raw_path, batch, meta), "arrow"
+                return append_arrow(ctx, arrow, df.schema, raw_path, batch, meta), "arrow"
         except (ArrowUnavailable, ArrowUnsupported) as err:  # nothing written: Spark reads it instead
             line = f"pipezone: flow {ctx.flow.name}: bulk path not used ({err}); reading with {source.reader}"
             print(line, flush=True)
@@ -117,7 +117,7 @@ def _append_raw(
     return commit, source.reader.lower()
 
 
-def _append_arrow(
+def append_arrow(
     ctx: StepContext, arrow: ArrowRead, schema: StructType, raw_path: str, batch: int, meta: dict[str, Any]
 ) -> dt.CommitInfo:
     """Write the Arrow stream to raw with delta-rs as the table the Spark write would have created: the
@@ -217,7 +217,7 @@ def _backfill(ctx: StepContext, source: Source, raw_path: str) -> StepResult:
     batch = next_batch(ctx, raw_path)
     read = source.read(ctx.spark, ReadPlan.backfill(start, end))
     columns = [c for c in read.columns if not c.startswith("_pz_")]
-    df = _stamped(read, ctx, batch)
+    df = stamped(read, ctx, batch)
     df, _ = conform_to_table(df, raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
     meta = ctx.metadata("extract", batch=batch, backfill=True, start=start, end=end, columns=columns)
     commit = dt.append(
@@ -282,7 +282,7 @@ def _extract_window(ctx: StepContext, source: Source, raw_path: str) -> StepResu
         complete=complete,
         columns=columns,
     )
-    df, _ = conform_to_table(_stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
+    df, _ = conform_to_table(stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
     failpoints.reach("extract.before_commit")
     with ctx.timed("read_write"):
         bulk = _bulk_plan(ctx, plan, raw_path) if len(frames) == 1 and not nothing_new else None

@@ -84,9 +84,12 @@ def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int,
 
 
 def _with_valid_from(df: DataFrame, cursor: str | None) -> DataFrame:
-    """SCD2 validity starts at the source's cursor when it is a time, else when the row was extracted."""
+    """SCD2 validity starts at the source's cursor when it is a time, else when the row was extracted; a
+    CDC change's at its commit."""
     from pyspark.sql import functions as F
 
+    if cursor == dt.CHANGE_ORDER:  # a change, deletes included, is valid from its commit
+        return df.withColumn(dt.VALID_FROM, F.col(dt.COMMIT_TS))
     kinds = {f.name: f.dataType.typeName() for f in df.schema.fields}
     timed = cursor is not None and kinds.get(cursor) in ("timestamp", "timestamp_ntz", "date")
     start = F.col(f"`{cursor}`").cast("timestamp") if timed else F.col(dt.EXTRACTED_AT)
@@ -129,7 +132,8 @@ def write_layer(
     if mode == "append":
         return dt.append(_new_versions(ctx, df, path, keys, cursor), path, stats_on=stats_on, **common)
     if mode == "scd2":
-        return dm.scd2(_with_valid_from(df, cursor), path, keys=keys, **common)
+        order = dt.CHANGE_ORDER if cursor == dt.CHANGE_ORDER else None
+        return dm.scd2(_with_valid_from(df, cursor), path, keys=keys, order=order, **common)
     events = latest_events(df, keys, cursor)
     if mode == "merge":
         # a few rows in: MERGE filters the table to their keys first
@@ -141,7 +145,10 @@ def layer_keys(ctx: StepContext) -> tuple[list[str], str | None]:
     """Primary key and cursor as bronze names them (snake_case)."""
     source = ctx.flow.source
     assert source is not None
-    cursor = snake_case(source.incremental.cursor) if source.incremental else None
+    if source.cdc is not None:
+        cursor: str | None = dt.CHANGE_ORDER
+    else:
+        cursor = snake_case(source.incremental.cursor) if source.incremental else None
     return [snake_case(k) for k in source.primary_key], cursor
 
 

@@ -21,6 +21,7 @@ from pipezone.core.spec.connection import S3LakeConnection
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.state.table_lease import LeaseHeld, hold_tables, step_tables, this_process
 from pipezone.core.steps.bronze import run_bronze
+from pipezone.core.steps.cdc_extract import run_cdc_extract
 from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.extract import run_extract
 from pipezone.core.steps.gold import run_gold
@@ -41,7 +42,7 @@ class StepFailed(RuntimeError):
 
 
 STEP_FUNCTIONS: dict[str, Callable[[StepContext], StepResult]] = {
-    "extract": run_extract,
+    "extract": lambda ctx: run_cdc_extract(ctx) if ctx.flow.source and ctx.flow.source.cdc else run_extract(ctx),
     "bronze": run_bronze,
     "silver": run_silver,
     "gold": run_gold,
