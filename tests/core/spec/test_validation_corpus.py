@@ -14,6 +14,9 @@ METADATA = "tests/fixtures/metadata"
 
 EXPECTED = [
     "tests/fixtures/bad/flows/bad_duration.yaml:6:10: timeout: invalid duration '2 hours': use e.g. 30s, 5m, 2h, 1d or seconds",
+    "tests/fixtures/bad/flows/cdc_on_sqlite.yaml:7:5: source.cdc: cdc reads the replication log of mysql, mariadb, postgres databases; connection 'shop' has type 'sqlite'",
+    "tests/fixtures/bad/flows/cdc_with_incremental.yaml:7:5: source.incremental: cdc and incremental can't be combined: the log already has every change and every delete",
+    "tests/fixtures/bad/flows/cdc_without_key.yaml:2:1: source.primary_key: cdc needs source.primary_key (changes apply by key)",
     "tests/fixtures/bad/flows/duplicate_flow_name.yaml:1:7: name: duplicate flow name 'orders' (also defined at tests/fixtures/metadata/flows/orders.yaml:1)",
     "tests/fixtures/bad/flows/duplicate_key.yaml:5:3: source.table: duplicate key 'table' (first defined on line 4)",
     "tests/fixtures/bad/flows/invalid_cron.yaml:6:9: schedule.cron: invalid cron '0 25 * * *': expected 5 fields like '0 */6 * * *'",
