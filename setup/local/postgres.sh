@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A PostgreSQL server for the tests, run by the project itself (no Docker, no system service).
 #
-#   bash setup/local/postgres.sh install   # apt-get install postgresql (+ contrib), only when the server is missing
+#   bash setup/local/postgres.sh install   # apt-get install postgresql (+ contrib, wal2json), only what is missing
 #   bash setup/local/postgres.sh start     # first start initialises .pipezone/services/postgres/; no-op if running
 #   bash setup/local/postgres.sh stop      # clean fast shutdown (pg_ctl stop -m fast)
 #   bash setup/local/postgres.sh status    # exit 0 when the server answers
@@ -66,7 +66,19 @@ contrib_installed() {  # hstore/citext ship in postgresql-contrib (a separate pa
     [[ -f "$share/extension/hstore.control" && -f "$share/extension/citext.control" ]]
 }
 
-installed() { [[ -n $BIN && -x "$BIN/postgres" && -x "$BIN/psql" ]] && contrib_installed; }
+server_major() {  # "postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)" -> 15
+    "$BIN/postgres" --version 2>/dev/null | sed -n -E '1s/^[^0-9]*([0-9]+).*/\1/p'
+}
+
+wal2json_installed() {  # the logical decoding plugin change data capture reads (postgresql-<major>-wal2json)
+    local lib
+    lib=$("$BIN/pg_config" --pkglibdir 2>/dev/null) || lib="/usr/lib/postgresql/$(server_major)/lib"
+    [[ -f "$lib/wal2json.so" ]]
+}
+
+server_installed() { [[ -n $BIN && -x "$BIN/postgres" && -x "$BIN/psql" ]] && contrib_installed; }
+
+installed() { server_installed && wal2json_installed; }
 
 version() { "$BIN/postgres" --version 2>/dev/null | head -n1; }
 
@@ -77,17 +89,25 @@ cmd_install() {
         say "installed ($(version), $BIN)"
         return 0
     fi
-    [[ $(id -u) -eq 0 ]] || die "postgres is missing; run 'bash setup/local/postgres.sh install' as root (apt-get)"
-    local started=$SECONDS
-    apt_install postgresql postgresql postgresql-contrib
-    # If a service manager started the system cluster anyway, stop it and keep it from starting again
-    # (`service postgresql` only knows the clusters under /etc/postgresql, never ours).
-    service postgresql stop >/dev/null 2>&1 || true
-    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
-        systemctl disable --now postgresql >/dev/null 2>&1 || true
+    [[ $(id -u) -eq 0 ]] || die "postgres (or its wal2json plugin) is missing; run 'bash setup/local/postgres.sh install' as root (apt-get)"
+    local started=$SECONDS plugin
+    if ! server_installed; then
+        apt_install postgresql postgresql postgresql-contrib
+        # If a service manager started the system cluster anyway, stop it and keep it from starting again
+        # (`service postgresql` only knows the clusters under /etc/postgresql, never ours).
+        service postgresql stop >/dev/null 2>&1 || true
+        if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+            systemctl disable --now postgresql >/dev/null 2>&1 || true
+        fi
+        BIN=$(pg_bin) || die "apt-get finished but the postgres binary is still missing"
+        server_installed || die "apt-get finished but hstore/citext (postgresql-contrib) are still missing"
     fi
-    BIN=$(pg_bin) || die "apt-get finished but the postgres binary is still missing"
-    installed || die "apt-get finished but hstore/citext (postgresql-contrib) are still missing"
+    # wal2json for the server's own major version (the one pg_bin runs), once the server is there.
+    if ! wal2json_installed; then
+        plugin="postgresql-$(server_major)-wal2json"
+        apt_install "$plugin" "$plugin"
+        wal2json_installed || die "apt-get finished but $plugin (wal2json.so) is still missing"
+    fi
     say "installed ($(version), $BIN) in $((SECONDS - started)) s"
 }
 
@@ -191,7 +211,7 @@ initialise() {
 # --------------------------------------------------------------------------- start / stop / status
 
 cmd_start() {
-    installed || die "postgres is not installed: run 'bash setup/local/postgres.sh install'"
+    server_installed || die "postgres is not installed: run 'bash setup/local/postgres.sh install'"
     prepare_folders
     reuse_running "could not create the database and role" && return 0
     clear_stale_lock

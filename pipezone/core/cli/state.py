@@ -15,18 +15,21 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from pipezone.core.cli.cdc_status import print_cdc_status
 from pipezone.core.cli.common import EXIT_OK, CliError, command_runtime
 from pipezone.core.cli.show import render_table
 from pipezone.core.spec.cursor_values import normalize
 from pipezone.core.spec.settings import Settings
 from pipezone.core.state.encoding import encode_watermark
 from pipezone.core.state.table_lease import LeaseHeld, flow_tables, hold_tables, this_process
+from pipezone.core.steps.cdc_extract import POSITION_COLUMN, RESNAPSHOT
 
 if TYPE_CHECKING:
     from pipezone.core.spec.flow import BronzeLayer, FlowSpec, IncrementalSpec, SilverLayer
     from pipezone.core.state.encoding import WatermarkValue
     from pipezone.core.state.store import StateStore
     from pipezone.core.state.watermarks import Watermark
+    from pipezone.core.steps.runtime import Runtime
 
 
 def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
@@ -64,6 +67,7 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
         )
     print("\nRecent steps")
     print(render_table(rows) if runs else "  (none yet)")
+    print_cdc_status(runtime, args.flow)
     return EXIT_OK
 
 
@@ -84,6 +88,8 @@ def cmd_state_reset(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("name the flow: pipezone state reset FLOW [--to VALUE]")
     runtime = command_runtime(settings)
     flow = runtime.flow(args.reset_flow)
+    if flow.source is not None and flow.source.cdc is not None:
+        return _reset_cdc(runtime, flow, args.to)
     incremental = flow.source.incremental if flow.source else None
     if incremental is None:
         raise CliError(f"flow {flow.name} has no source.incremental: it reads its whole source every run")
@@ -95,6 +101,23 @@ def cmd_state_reset(args: argparse.Namespace, settings: Settings) -> int:
     before = "(none)" if previous is None else previous.value
     after = "(none)" if target is None else target
     print(f"flow {flow.name}: watermark {before} -> {after}: {_next_run(flow, previous, target)}")
+    return EXIT_OK
+
+
+def _reset_cdc(runtime: Runtime, flow: FlowSpec, to: str | None) -> int:
+    """A CDC flow's position is replaced by a new snapshot, never moved by hand (a position picked by hand
+    would skip or repeat changes)."""
+    if to is not None:
+        raise CliError(f"flow {flow.name} reads a change log: reset takes no --to (the next run takes a new snapshot)")
+    store = runtime.state
+    with _flow_tables_held(store, flow):
+        previous = store.get_watermark(flow.name)
+        store.set_watermark(flow.name, POSITION_COLUMN, RESNAPSHOT, None)
+    before = "(none)" if previous is None else previous.value
+    print(
+        f"flow {flow.name}: log position {before} -> {RESNAPSHOT}: the next run takes a new snapshot of the table "
+        "and streams from its position; keys missing from it are marked deleted"
+    )
     return EXIT_OK
 
 

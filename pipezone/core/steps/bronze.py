@@ -51,6 +51,8 @@ def run_bronze(ctx: StepContext) -> StepResult:
     tombstones = _complete_read_tombstones(ctx, raw, completes, batches)
     if tombstones is not None:
         df = df.unionByName(tombstones, allowMissingColumns=True)
+        if ctx.flow.source is not None and ctx.flow.source.cdc is not None:
+            df = _in_change_order(df)
     df = as_events(without_dropped_columns(ctx, snake_case_columns(df), batches)).drop(dt.INGEST_DATE)
     keys, cursor = layer_keys(ctx)
     mode = ctx.flow.layers.bronze.write_mode
@@ -74,6 +76,22 @@ def run_bronze(ctx: StepContext) -> StepResult:
     if completes:
         result.details["complete_reads"] = [c["batch"] for c in completes if c["batch"] > previous]
     return result
+
+
+def _in_change_order(df: DataFrame) -> DataFrame:
+    """A CDC flow's re-snapshot after `pipezone state reset` tombstones the keys it no longer holds: each
+    tombstone takes its snapshot's change order and time, so it ranks after every change before it."""
+    from pyspark.sql import functions as F
+
+    snapshots = df.filter(F.col(dt.OPERATION) == "r").groupBy(dt.BATCH)
+    at = snapshots.agg(F.max(dt.CHANGE_ORDER).alias("_pz_o"), F.max(dt.COMMIT_TS).alias("_pz_t"))
+    df = df.join(F.broadcast(at), on=dt.BATCH, how="left")
+    filled = {
+        dt.CHANGE_ORDER: F.coalesce(F.col(dt.CHANGE_ORDER), F.col("_pz_o")),
+        dt.COMMIT_TS: F.coalesce(F.col(dt.COMMIT_TS), F.col("_pz_t")),
+        dt.OPERATION: F.coalesce(F.col(dt.OPERATION), F.lit("d")),
+    }
+    return df.withColumns(filled).drop("_pz_o", "_pz_t")
 
 
 def _bulkwrite_layer(ctx: StepContext, df: DataFrame, keys: list[str], cursor: str | None, batch: int) -> dt.CommitInfo:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pipezone.core.sources.jdbc.source import JdbcSource
 
 POSITION_COLUMN = dt.LOG_POSITION  # the state store's `cursor_column` of a CDC flow's position
+RESNAPSHOT = "snapshot"  # the position `pipezone state reset` stores: the next run takes a new snapshot
 
 
 def run_cdc_extract(ctx: StepContext) -> StepResult:
@@ -59,7 +60,7 @@ def run_cdc_extract(ctx: StepContext) -> StepResult:
     stream = _open(ctx, source, schema)
     try:
         stored = None if ctx.full_refresh else ctx.state.get_watermark(ctx.flow.name)
-        if stored is None:
+        if stored is None or stored.value == RESNAPSHOT:
             return _snapshot(ctx, stream, schema, raw_path)
         try:
             after = stream.parse_position(str(stored.value))
@@ -88,6 +89,7 @@ def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
     if commit is None:
         return None
     stored = ctx.state.get_watermark(ctx.flow.name)
+    # A reset after the commit (newer than it) stands; a position older than the commit was lost after it.
     behind = stored is None or (stored.last_run_id != commit.get("run_id") and stored.updated_at < commit["timestamp"])
     if behind and commit.get("end") and not ctx.full_refresh:
         ctx.state.set_watermark(ctx.flow.name, POSITION_COLUMN, str(commit["end"]), commit.get("run_id"))
@@ -116,7 +118,10 @@ def _snapshot(ctx: StepContext, stream: ChangeStream, schema: StructType, raw_pa
     """The first load: the table as of P0 in one raw batch, then P0 stored (the stream starts there)."""
     snap = stream.snapshot()
     batch = next_batch(ctx, raw_path)
-    meta = ctx.metadata("extract", batch=batch, cdc="snapshot", end=snap.position.text, key_snapshot=False)
+    # complete: a snapshot names every key; after a reset, bronze tombstones the keys it no longer holds
+    meta = ctx.metadata(
+        "extract", batch=batch, cdc="snapshot", end=snap.position.text, key_snapshot=False, complete=True
+    )
     columns = change_schema(schema)
     stamps_schema = _stamped_schema(columns)
     extra = {

@@ -55,9 +55,7 @@ class MySqlValues:
         """A row of the read's own SELECT: only Python driver types to settle (0/1 for booleans, ...)."""
         return {name: to_spark(value, self.spark_types.get(name, "string")) for name, value in row.items()}
 
-    def log_row(
-        self, values: Mapping[str, Any], none: Mapping[str, str], before: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def log_row(self, values: Mapping[str, Any], none: Mapping[str, str], before: Mapping[str, Any]) -> dict[str, Any]:
         """A binlog row image in the read's form; columns the read does not know are kept (DDL: the step
         describes the table again). `none` says why the library gave None for a column (an empty SET is
         '', a zero date NULL as in the read, a MySQL partial JSON update the `before` image's value)."""

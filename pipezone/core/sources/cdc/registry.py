@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipezone.core.sources.cdc.contract import ChangeStream
 from pipezone.core.sources.cdc.mysql_log import MySqlChangeStream
+from pipezone.core.sources.cdc.postgres_log import PostgresChangeStream
 from pipezone.core.sources.contract import SourceError
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
 from pipezone.core.spec.flow import SourceSpec
@@ -18,6 +19,7 @@ from pipezone.core.spec.secrets import SecretResolver
 _STREAMS: dict[str, type] = {
     "mysql": MySqlChangeStream,
     "mariadb": MySqlChangeStream,
+    "postgres": PostgresChangeStream,
 }
 
 
