@@ -291,6 +291,11 @@ class Postgres(Server):
             **kwargs,
         )
 
+    def drop_database(self, name: str) -> None:
+        """The database and its CDC flows' replication slots (a slot holds WAL and blocks the DROP)."""
+        self.admin(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{name}'")
+        super().drop_database(name)
+
     def driver_error(self) -> type[Exception]:
         import psycopg
 

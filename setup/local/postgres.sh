@@ -225,7 +225,7 @@ cmd_start() {
         cd "$BASE"
         exec setsid "${RUNAS[@]}" "$BIN/postgres" -D "$DATA" -c listen_addresses="$HOST" -c port="$PORT" \
             -c unix_socket_directories="$SOCKET_DIR" -c unix_socket_permissions=0700 \
-            -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 \
+            -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 \
             -c max_connections=200 -c logging_collector=off
     ) </dev/null >>"$LOG" 2>&1 &
     await_ready "$started" $! postgres

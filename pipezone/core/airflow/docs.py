@@ -24,6 +24,11 @@ STEP_TEXT = {
     "quality": "data-quality checks, results in the state store",
     "verify": "reconciles silver with the source by key ranges and hashes (`pipezone verify`); fails on a difference",
 }
+# A CDC flow's extract (source.cdc) reads the replication log, not a window.
+CDC_EXTRACT_TEXT = (
+    "the first run snapshots the table; each later run appends the changes committed after the stored log "
+    "position to raw, then moves the position (its summary line ends with the position and the lag)"
+)
 
 
 def duration_text(value: timedelta) -> str:
@@ -84,7 +89,9 @@ def _source_lines(flow: FlowSpec, conn: ConnectionSpec | None) -> list[str]:
         rows.append(("table", f"`{src.schema_}.{src.table}`" if src.schema_ else f"`{src.table}`"))
     if src.primary_key:
         rows.append(("primary key", ", ".join(src.primary_key)))
-    if src.incremental:
+    if src.cdc:
+        rows += _cdc_rows(flow)
+    elif src.incremental:
         inc = src.incremental
         text = f"cursor `{inc.cursor}`, lookback {inc.lookback}"
         if inc.initial_value is not None:
@@ -99,12 +106,26 @@ def _source_lines(flow: FlowSpec, conn: ConnectionSpec | None) -> list[str]:
     return lines
 
 
+def _cdc_rows(flow: FlowSpec) -> list[tuple[str, str]]:
+    """A doc is rendered from the specs alone, so it says where the live position and lag are shown."""
+    cdc = flow.source.cdc if flow.source else None
+    assert cdc is not None
+    bounds = f"at most {cdc.max_changes} changes or {duration_text(cdc.max_seconds)} of reading per run"
+    where = (
+        f"`pipezone state {flow.name}` (position, log head, bytes and seconds behind); each extract task's "
+        "summary line (task log and XCom `return_value`) ends with them"
+    )
+    reads = f"the replication log after the stored position, {bounds}"
+    return [("change data capture", reads), ("position, lag", where)]
+
+
 def _steps_lines(flow: FlowSpec) -> list[str]:
     rows = []
     for index, step in enumerate(flow.steps(), 1):
         outputs = step_outputs(flow, step)
         writes = ", ".join(f"`{ref.asset_name}`" for ref in outputs) or "-"
-        rows.append((index, f"`{step}`", STEP_TEXT[step], writes))
+        what = CDC_EXTRACT_TEXT if step == "extract" and flow.source and flow.source.cdc else STEP_TEXT[step]
+        rows.append((index, f"`{step}`", what, writes))
     return ["## Steps", "", *_table(["#", "task", "what", "writes (asset)"], rows), ""]
 
 

@@ -168,9 +168,8 @@ def _changes(
         if read.end != after:  # other tables' transactions: nothing to write, the position still moves
             ctx.state.set_watermark(ctx.flow.name, POSITION_COLUMN, read.end.text, ctx.run_id)
             stream.acknowledge(read.end)
-        return StepResult(note="no new changes", details=details)
-    if _unknown_columns(read, schema):  # DDL while streaming: the table's columns as the read sees them now
-        schema = source.describe(ctx.spark)
+        return StepResult(note=f"no new changes; {_position_note(read)}", details=details)
+    schema = _batch_schema(ctx, source, read, schema, raw_path)
     batch = next_batch(ctx, raw_path)
     frame = ctx.spark.createDataFrame(_change_table(read.changes, change_schema(schema)))
     meta = ctx.metadata("extract", batch=batch, cdc="changes", start=after.text, end=read.end.text, key_snapshot=False)
@@ -188,13 +187,37 @@ def _changes(
         rows_read=len(read.changes),
         rows_written=commit.rows_written,
         bytes_written=commit.bytes_written,
+        note=_position_note(read),
         details={**details, "batch": batch, "delta_version": commit.version, "read_path": "log"},
     )
 
 
-def _unknown_columns(read: ChangeBatch, schema: StructType) -> bool:
-    known = {f.name for f in schema.fields}
-    return any(name not in known for change in read.changes for name in change.row)
+def _position_note(read: ChangeBatch) -> str:
+    """The run's summary line ends with this, so the Airflow task log (and its XCom) shows the lag."""
+    lag = read.lag
+    behind = [f"{lag.bytes_behind} bytes"] if lag.bytes_behind is not None else []
+    behind += [f"{lag.seconds_behind:.1f} s"] if lag.seconds_behind is not None else []
+    return f"position {read.end.text}, log head {lag.head}, behind: {', '.join(behind) or 'unknown'}"
+
+
+def _batch_schema(
+    ctx: StepContext, source: JdbcSource, read: ChangeBatch, schema: StructType, raw_path: str
+) -> StructType:
+    """The columns the batch's rows hold. After DDL while streaming: the table's columns described again,
+    plus the columns that older row images still carry and the table has since dropped, typed as raw holds
+    them, so their values are kept (schema_drift then decides). A column added and dropped again between
+    two runs is in neither and is left out."""
+    seen = {name for change in read.changes for name in change.row}
+    if seen <= {f.name for f in schema.fields}:
+        return schema
+    schema = source.describe(ctx.spark)
+    dropped = seen - {f.name for f in schema.fields}
+    if not dropped:
+        return schema
+    from pyspark.sql.types import StructType
+
+    in_raw = {f.name: f for f in ctx.spark.read.format("delta").load(raw_path).schema.fields}
+    return StructType([*schema.fields, *(in_raw[name] for name in sorted(dropped) if name in in_raw)])
 
 
 def _change_rows(changes: list[Change]) -> Iterator[dict[str, Any]]:

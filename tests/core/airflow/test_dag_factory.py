@@ -190,11 +190,19 @@ def test_no_secret_reaches_the_dags(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (home / "metadata" / "flows" / "shop_orders.yaml").write_text(
         "name: shop_orders\nsource:\n  connection: shop_db\n  table: orders\n  primary_key: [id]\nschedule: '@once'\n"
     )
+    (home / "metadata" / "flows" / "shop_changes.yaml").write_text(
+        "name: shop_changes\nsource:\n  connection: shop_db\n  table: changes\n  primary_key: [id]\n"
+        "  cdc:\n    max_changes: 500\nschedule: '* * * * *'\n"
+    )
     bag = dagbag(monkeypatch, home, PZ_TEST_DB_USER="user-4c1d9e", PZ_TEST_DB_PASSWORD="pw-7f3a2b91")
     assert bag.import_errors == {}
     doc = bag.dags["pipezone_shop_orders"].doc_md
     assert "`shop_db` (mariadb, `db.internal:3306/shop`)" in doc
     assert type(bag.dags["pipezone_shop_orders"].timetable).__name__ == "OnceTimetable"
+    changes = bag.dags["pipezone_shop_changes"].doc_md  # a CDC flow's doc says where its position and lag are
+    assert "| change data capture | the replication log after the stored position, at most 500 changes" in changes
+    assert "`pipezone state shop_changes` (position, log head, bytes and seconds behind)" in changes
+    assert "appends the changes committed after the stored log position" in changes
     from airflow.serialization.serialized_objects import DagSerialization
 
     for dag in bag.dags.values():

@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,20 +63,6 @@ layers:
 COLUMNS = ("id", "val", "n", "tm", "tags", "flag", "amount")
 
 
-@pytest.fixture(params=["mariadb", "postgres"])
-def source(request: pytest.FixtureRequest) -> Iterator[tuple[Any, str, Any]]:
-    """A scratch database on the server, and a connection to it."""
-    server = request.getfixturevalue(request.param)
-    database = f"pz_cdc_{uuid.uuid4().hex[:10]}"
-    server.create_database(database)
-    conn = server.connect(database)
-    try:
-        yield server, database, conn
-    finally:
-        conn.close()
-        server.drop_database(database)
-
-
 def execute(conn: Any, *statements: str) -> None:
     with conn.cursor() as cursor:
         for statement in statements:
@@ -123,12 +107,12 @@ def run(runtime: Runtime, flows: list[str], run_id: str) -> None:
 
 def test_snapshot_then_log_changes_keep_silver_equal_to_the_source(
     spark: SparkSession,
-    source: tuple[Any, str, Any],
+    cdc_source: tuple[Any, str, Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    server, database, conn = source
+    server, database, conn = cdc_source
     sql = SQL[server.kind]
     for table in ("items", "hist"):
         execute(conn, sql["ddl"].format(t=table), sql["rows"].format(t=table))
@@ -182,9 +166,9 @@ KILL_POINTS = ("extract.before_commit", "extract.after_commit", "extract.state_u
 
 
 def test_a_run_killed_anywhere_then_rerun_applies_every_change_once(
-    spark: SparkSession, source: tuple[Any, str, Any], tmp_path: Path
+    spark: SparkSession, cdc_source: tuple[Any, str, Any], tmp_path: Path
 ) -> None:
-    server, database, conn = source
+    server, database, conn = cdc_source
     execute(conn, SQL[server.kind]["ddl"].format(t="items"))
     execute(conn, "INSERT INTO items (id, val, n) VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
     runtime = project(tmp_path, server, database, {"items": ("merge", 1000)})

@@ -11,10 +11,14 @@ setup/local/mariadb.sh starts MariaDB so. The reading user needs `REPLICATION SL
 (MariaDB; MySQL: `REPLICATION CLIENT`) and `SELECT` on the table; on MySQL (not MariaDB) the snapshot also
 takes a global read lock for an instant (`RELOAD`).
 
-Positions are `file:offset` at a transaction boundary (after its commit event); `order` packs the file's
-number and the offset, so it grows along the log. The snapshot is one `START TRANSACTION WITH CONSISTENT
-SNAPSHOT`; MariaDB reports the binlog position that snapshot is consistent with (`binlog_snapshot_file/pos`),
-MySQL's is read under the lock.
+Positions are `file:offset` at a transaction boundary (after its commit event: an Xid, or a COMMIT statement
+for a non-transactional table); `order` packs the file's number and the offset, so it grows along the log.
+A TRUNCATE of the table is a statement with no row events: the stream stops there (LogUnavailable), as
+PostgreSQL's does, rather than leave the truncated rows live in the lake.
+
+The snapshot is one `START TRANSACTION WITH CONSISTENT SNAPSHOT` (under REPEATABLE READ, whatever the
+server's default); MariaDB reports the binlog position that snapshot is consistent with
+(`binlog_snapshot_file/pos`), MySQL's is read under the lock.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import XidEvent
+from pymysqlreplication.event import QueryEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from pipezone.core.sources.cdc.contract import (
@@ -52,6 +56,16 @@ from pipezone.core.spec.secrets import SecretResolver
 SNAPSHOT_FETCH = 10_000  # rows per snapshot batch
 POSITION = re.compile(r"^(?P<file>[^:\s]+\.(?P<seq>\d+)):(?P<pos>\d+)$")
 PURGED = (1236,)  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is gone from the server
+TRUNCATE = re.compile(
+    r"^TRUNCATE\s+(?:TABLE\s+)?(?P<name>(?:`(?:[^`]|``)+`|[\w$]+)(?:\s*\.\s*(?:`(?:[^`]|``)+`|[\w$]+))?)", re.I
+)
+ALTER = re.compile(
+    r"^ALTER\s+(?:ONLINE\s+|IGNORE\s+)*TABLE\s+(?:IF\s+EXISTS\s+)?"
+    r"(?P<name>(?:`(?:[^`]|``)+`|[\w$]+)(?:\s*\.\s*(?:`(?:[^`]|``)+`|[\w$]+))?)",
+    re.I,
+)
+LEADING_COMMENTS = re.compile(r"^(?:/\*(?!!).*?\*/\s*)+")
+IDENTIFIER = re.compile(r"`((?:[^`]|``)+)`|([\w$]+)")
 
 
 def position(file: str, offset: int) -> LogPosition:
@@ -84,7 +98,8 @@ class MySqlChangeStream(ChangeStream):
         url = MySqlAdapter().native_url(conn, resolver, project_root or Path("."))
         assert url is not None
         self.connection_name = conn.name
-        self.login = {"host": url.host, "port": url.port or 3306, "user": url.username, "passwd": url.password or ""}
+        self.flow_name = flow_name
+        self.login = {"host": url.host, "port": url.port or 3306, "user": url.username, "password": url.password or ""}
         self.database = spec.schema_ or conn.database
         self.table = spec.table
         self.keys = list(spec.primary_key)
@@ -102,7 +117,7 @@ class MySqlChangeStream(ChangeStream):
                 host=login["host"],
                 port=login["port"],
                 user=login["user"],
-                password=login["passwd"],
+                password=login["password"],
                 database=self.database,
                 charset="utf8mb4",
                 init_command="SET time_zone = '+00:00'",
@@ -159,7 +174,10 @@ class MySqlChangeStream(ChangeStream):
         return Snapshot(position=start, rows=rows(), close=close)
 
     def _snapshot_position(self, reader: pymysql.connections.Connection) -> LogPosition:
+        """WITH CONSISTENT SNAPSHOT holds only under REPEATABLE READ: a server whose default isolation is READ
+        COMMITTED ignores it, and the SELECT would see transactions committed after the position (doubled)."""
         with reader.cursor() as cursor:
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor.execute("SELECT VERSION()")
             mariadb = "mariadb" in str(cursor.fetchone()[0]).lower()
             if mariadb:  # MariaDB names the position its consistent snapshot sees: no lock at all
@@ -187,16 +205,21 @@ class MySqlChangeStream(ChangeStream):
             blocking=False,
             only_schemas=[self.database],
             only_tables=[self.table],
-            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent],
+            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent],
             # file:offset on both servers (the library's MariaDB mode is for GTID starts only)
         )
         changes: list[Change] = []
         pending: list[tuple[str, Mapping[str, Any]]] = []
         end, started, last_commit = after, time.monotonic(), None
         columns: list[str] | None = None
+        described = self._head_now()  # the step described the table before this: DDL after it is not in its types
         try:
             for event in stream:
-                if isinstance(event, XidEvent):
+                if isinstance(event, QueryEvent) and self._altered_after(event, stream, described):
+                    break  # the next run starts before the ALTER, with the table described after it
+                if isinstance(event, QueryEvent) and not self._commit(event, stream):
+                    continue
+                if isinstance(event, XidEvent | QueryEvent):
                     end = position(stream.log_file, stream.log_pos)
                     committed = datetime.fromtimestamp(event.timestamp, UTC)
                     changes += self._transaction(pending, end, committed)
@@ -212,12 +235,48 @@ class MySqlChangeStream(ChangeStream):
             if code in PURGED:
                 raise LogUnavailable(
                     f"connection '{self.connection_name}': binlog {file} (position {after.text}) is no longer on the "
-                    f"server ({_reason(err)}); run `pipezone state reset FLOW` to take a new snapshot"
+                    f"server ({_reason(err)}); run `pipezone state reset {self.flow_name}` to take a new snapshot"
                 ) from None
             raise SourceError(f"reading the binlog: {_reason(err)}", self.connection_name) from None
         finally:
             stream.close()
         return ChangeBatch(changes=changes, end=end, lag=self._lag(end, last_commit), columns=columns)
+
+    def _commit(self, event: QueryEvent, stream: BinLogStreamReader) -> bool:
+        """A statement in the log: True for a COMMIT (a non-transactional table's, MyISAM or Aria, ends with one
+        instead of an Xid); a TRUNCATE of the table is LogUnavailable, as it logs no row deletes (the lake
+        would keep the rows); other statements (DDL, other tables) are nothing to the stream."""
+        statement = _statement(event)
+        if statement.upper() == "COMMIT":
+            return True
+        if self._names_our_table(TRUNCATE.match(statement), event):
+            at = position(stream.log_file, stream.log_pos).text
+            raise LogUnavailable(
+                f"connection '{self.connection_name}': the binlog has a TRUNCATE of `{self.database}`."
+                f"`{self.table}` at {at}, which logs no row deletes: its changes can't be read on; run "
+                f"`pipezone state reset {self.flow_name}` to take a new snapshot"
+            )
+        return False
+
+    def _altered_after(self, event: QueryEvent, stream: BinLogStreamReader, described: LogPosition) -> bool:
+        """An ALTER of the table committed after the step described it: the rows after it may hold values of
+        a type the step doesn't know yet (a widened DECIMAL would be cut to the old scale), so the batch ends
+        before it. An ALTER before the description is in the step's types (older rows only widen to them)."""
+        if not self._names_our_table(ALTER.match(_statement(event)), event):
+            return False
+        return position(stream.log_file, stream.log_pos) > described
+
+    def _names_our_table(self, match: re.Match[str] | None, event: QueryEvent) -> bool:
+        """Whether a statement's matched table name (`t` in the event's default schema, or `db`.`t`) is ours."""
+        if match is None:
+            return False
+        names = [quoted.replace("``", "`") or plain for quoted, plain in IDENTIFIER.findall(match["name"])]
+        schema = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema or "")
+        return (names if len(names) == 2 else [schema, *names]) == [self.database, self.table]
+
+    def _head_now(self) -> LogPosition:
+        with self._connection().cursor() as cursor:
+            return position(*_head(cursor))
 
     def _transaction(
         self, rows: list[tuple[str, Mapping[str, Any]]], commit: LogPosition, committed: datetime
@@ -270,6 +329,11 @@ class MySqlChangeStream(ChangeStream):
         if self._control is not None:
             self._control.close()
             self._control = None
+
+
+def _statement(event: QueryEvent) -> str:
+    """The statement's text as the client sent it, leading comments and extra whitespace removed."""
+    return LEADING_COMMENTS.sub("", " ".join(str(event.query).split()))
 
 
 def _row_changes(event: Any) -> list[tuple[str, Mapping[str, Any]]]:
