@@ -30,7 +30,11 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
         app_name="pipezone-tests",
         shuffle_partitions=2,
         warehouse_dir=tmp_path_factory.mktemp("warehouse"),
-        extra_conf={"spark.ui.enabled": "false"},
+        # One JVM hosts every test's tables: Delta keeps a DeltaLog (and its cached snapshot state) per table
+        # path for an hour, so a long run's heap would fill with tables no test reads again. A small cache
+        # (as Delta's own test suites set) and 2g keep the whole suite in one session.
+        driver_memory="2g",
+        extra_conf={"spark.ui.enabled": "false", "spark.driver.extraJavaOptions": "-Ddelta.log.cacheSize=16"},
     )
     session = build_session(settings)
     yield session

@@ -69,7 +69,7 @@ _PEEK = (
 )
 _TABLE = """
 SELECT c.relkind, c.relreplident,
-  ARRAY(SELECT a.attname::text FROM pg_attribute a
+  ARRAY(SELECT a.attname::text || ' ' || a.xmin::text FROM pg_attribute a
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attlen = -1) AS varlena,
   ARRAY(SELECT a.attname::text FROM pg_index i
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -108,6 +108,16 @@ def slot_name(spec: SourceSpec, flow_name: str) -> str:
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _xid_precedes(xid: int, other: int) -> bool:
+    """Whether transaction id `xid` is older than `other`, in PostgreSQL's circular 32-bit xid order. A column's
+    catalog row written by a transaction newer than the change's did not exist when the change was made
+    (ADD COLUMN waits for every open writer of the table: their changes precede it in the log). The one
+    miss: a transaction older than the column that first writes the table after it, updating a row whose
+    new column already holds a large (TOASTed) value, reads as NULL there. A frozen catalog row (xmin 2)
+    precedes every change: it then counts as an existing column (the TOAST check applies)."""
+    return xid >= 3 and other >= 3 and xid != other and (other - xid) % 2**32 < 2**31
 
 
 def _wal2json_name(name: str) -> str:
@@ -162,6 +172,7 @@ def abandoned_slots(conn: JdbcConnection, resolver: SecretResolver, known_slots:
 @dataclass
 class _Transaction:
     committed_at: datetime | None
+    xid: int = 0
     rows: list[tuple[Operation, dict[str, Any]]] = field(default_factory=list)
     columns: list[str] | None = None
     truncated: bool = False
@@ -318,7 +329,7 @@ class PostgresChangeStream(ChangeStream):
     # ------------------------------------------------------------------ changes
 
     def _read(
-        self, after: LogPosition, max_changes: int, table: frozenset[str], seconds: float | None
+        self, after: LogPosition, max_changes: int, table: Mapping[str, int], seconds: float | None
     ) -> list[tuple[LogPosition, list[Change]]]:
         found, skipped = self._peek(after, max_changes, table, seconds)
         if skipped:  # transactions the lake has filled the read: again, with room for them
@@ -326,7 +337,7 @@ class PostgresChangeStream(ChangeStream):
         return found
 
     def _peek(
-        self, after: LogPosition, max_changes: int, table: frozenset[str], seconds: float | None, extra: int = 0
+        self, after: LogPosition, max_changes: int, table: Mapping[str, int], seconds: float | None, extra: int = 0
     ) -> tuple[list[tuple[LogPosition, list[Change]]], int]:
         """The slot's transactions after `after` until `max_changes` row changes (a whole transaction over it),
         the peek bounded by `seconds` (statement_timeout: QueryCanceled), and how many rows of transactions at
@@ -345,13 +356,13 @@ class PostgresChangeStream(ChangeStream):
             db.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
             cur.itersize = 2000
             cur.execute(_PEEK, {"slot": self.slot, "upto": upto, "tables": tables})
-            for lsn, _xid, data in cur:
+            for lsn, xid, data in cur:
                 rows += 1
                 message = parse_message(data)
                 action = message.get("action")
                 if action == "B":  # its nextlsn is the commit's end, the transaction's position
                     done = message.get("nextlsn") and parse_lsn(message["nextlsn"]) <= after
-                    txn = None if done else _Transaction(self._timestamp(message.get("timestamp")))
+                    txn = None if done else _Transaction(self._timestamp(message.get("timestamp")), int(xid))
                 if txn is None:  # already in the lake (a crash between storing the position and acknowledging)
                     skipped += 1
                 elif action in _OPERATIONS and self._ours(message):
@@ -377,7 +388,7 @@ class PostgresChangeStream(ChangeStream):
         return message.get("schema") == self.schema and message.get("table") == self.table
 
     def _row_changes(
-        self, message: dict[str, Any], table: frozenset[str], txn: _Transaction
+        self, message: dict[str, Any], table: Mapping[str, int], txn: _Transaction
     ) -> list[tuple[Operation, dict[str, Any]]]:
         """An I/U/D message as row changes: a key update is a delete of the old key and an insert."""
         values = self._log_values()
@@ -387,8 +398,10 @@ class PostgresChangeStream(ChangeStream):
             return [("d", self._full(old_row))]
         new_row = values.row(new)
         names = [entry["name"] for entry in new]
-        unchanged = table & self.spark_types.keys() - new_row.keys() if message["action"] == "U" else set()
+        unchanged = table.keys() & self.spark_types.keys() - new_row.keys() if message["action"] == "U" else set()
         for column in sorted(unchanged):
+            if column not in old_row and _xid_precedes(txn.xid, table[column]):
+                continue  # added (or altered) after this transaction wrote: the row had no such column yet
             if column not in old_row:  # an unchanged TOASTed value: only REPLICA IDENTITY FULL logs it
                 raise SourceError(
                     f"table {self.qualified}: an UPDATE left out the unchanged large (TOASTed) column '{column}', "
@@ -449,7 +462,8 @@ class PostgresChangeStream(ChangeStream):
                 "on a unique index of the key)",
                 self.conn.name,
             )
-        return frozenset(varlena)
+        # name -> the xid that last wrote its catalog row (ADD COLUMN, or a later ALTER of the column)
+        return {name: int(xmin) for name, xmin in (entry.rsplit(" ", 1) for entry in varlena)}
 
     def _slot_row(self) -> dict[str, Any] | None:
         query = "SELECT to_jsonb(s) AS slot, current_database() AS db FROM pg_replication_slots s WHERE slot_name = %s"
