@@ -6,7 +6,8 @@ rollback, no flush, exactly like an OOM kill or a lost node. Unarmed points cost
 
 Points: `<step>.before_commit` (data computed, nothing written), `<step>.after_commit` (the Delta
 commit landed, the state store not yet updated) and `<step>.state_update` (inside the state store's
-transaction, before it commits), for step extract, bronze and silver.
+transaction, before it commits), for step extract, bronze and silver; and for export (every `export_*`
+step): before the destination's write, after its commit, inside the state update.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 
 POINTS = tuple(
     f"{step}.{point}"
-    for step in ("extract", "bronze", "silver")
+    for step in ("extract", "bronze", "silver", "export")
     for point in ("before_commit", "after_commit", "state_update")
 )
 

@@ -22,6 +22,7 @@ from pipezone.core.lake.layout import LAYERS, LakeLayout
 from pipezone.core.spec.flow import FlowSpec
 
 URI_SCHEME = "x-pipezone"
+EXPORT = "export"  # the pseudo-layer of exported tables: name pipezone.export.<connection>.<table>
 LOGICAL_LAYOUT = LakeLayout({layer: f"{URI_SCHEME}://{layer}" for layer in LAYERS})
 
 
@@ -53,6 +54,10 @@ def step_outputs(flow: FlowSpec, step: str) -> list[TableRef]:
         return [TableRef(step, flow.name)]
     if step == "gold":
         return [TableRef("gold", table.name) for table in flow.layers.gold]
+    for export in flow.exports:  # `pipezone.export.<connection>.[<schema>.]<table>`: lineage to the database
+        if export.step(flow) == step:
+            parts = [export.connection, *([export.schema_] if export.schema_ else []), export.destination_table(flow)]
+            return [TableRef(EXPORT, "/".join(parts))]
     return []
 
 
@@ -62,8 +67,9 @@ def flow_outputs(flow: FlowSpec) -> list[TableRef]:
 
 
 def final_outputs(flow: FlowSpec) -> list[TableRef]:
-    """What a downstream flow waits on: the gold tables if any, else the last layer written."""
-    outputs = flow_outputs(flow)
+    """What a downstream flow waits on: the gold tables if any, else the last layer written (exports are
+    the database's, not the lake's: a downstream flow reads the lake)."""
+    outputs = [ref for ref in flow_outputs(flow) if ref.layer != EXPORT]
     if not outputs:
         return []
     last = outputs[-1].layer

@@ -26,7 +26,7 @@ from airflow.sdk import DAG, Asset, BaseOperator, CronTriggerTimetable, get_pars
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipezone.core.airflow.assets import TableRef, schedule_inputs, step_outputs
-from pipezone.core.airflow.docs import STEP_TEXT, flow_doc, invalid_doc
+from pipezone.core.airflow.docs import flow_doc, invalid_doc, step_text
 from pipezone.core.airflow.operator import SparkStepOperator
 from pipezone.core.spec.airflow_names import DAG_PREFIX, INVALID_PREFIX, flow_dag_id, key_problem, placeholder_dag_id
 from pipezone.core.spec.catalog import Catalog, load_catalog
@@ -216,7 +216,7 @@ def flow_dag(
             step=step,
             dag=dag,
             outlets=[assets(ref) for ref in step_outputs(flow, step)],
-            doc_md=f"`{step}` of flow `{flow.name}`: {STEP_TEXT[step]}.",
+            doc_md=f"`{step}` of flow `{flow.name}`: {step_text(flow, step)}.",
             **task_args,
         )
         if previous is not None:

@@ -106,6 +106,19 @@ def _source_lines(flow: FlowSpec, conn: ConnectionSpec | None) -> list[str]:
     return lines
 
 
+def step_text(flow: FlowSpec, step: str) -> str:
+    """What `step` of `flow` does, in a few words (the task's doc and the DAG's step table)."""
+    if step == "extract" and flow.source and flow.source.cdc:
+        return CDC_EXTRACT_TEXT
+    for export in flow.exports:
+        if export.step(flow) == step:
+            layer, name = export.source_table(flow)
+            schema = f"{export.schema_}." if export.schema_ else ""
+            target = f"`{export.connection}`: `{schema}{export.destination_table(flow)}`"
+            return f"writes {layer}.{name} to {target} ({export.mode}; only the changes since the last export)"
+    return STEP_TEXT[step]
+
+
 def _cdc_rows(flow: FlowSpec) -> list[tuple[str, str]]:
     """A doc is rendered from the specs alone, so it says where the live position and lag are shown."""
     cdc = flow.source.cdc if flow.source else None
@@ -124,8 +137,7 @@ def _steps_lines(flow: FlowSpec) -> list[str]:
     for index, step in enumerate(flow.steps(), 1):
         outputs = step_outputs(flow, step)
         writes = ", ".join(f"`{ref.asset_name}`" for ref in outputs) or "-"
-        what = CDC_EXTRACT_TEXT if step == "extract" and flow.source and flow.source.cdc else STEP_TEXT[step]
-        rows.append((index, f"`{step}`", what, writes))
+        rows.append((index, f"`{step}`", step_text(flow, step), writes))
     return ["## Steps", "", *_table(["#", "task", "what", "writes (asset)"], rows), ""]
 
 

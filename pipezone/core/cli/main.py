@@ -89,6 +89,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return run.cmd_run(args, settings)
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.cli import run
+
+    return run.cmd_export(args, settings)
+
+
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from pipezone.core.cli import run
 
@@ -197,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true", help="one Spark session in this process, no spark-submit")
     p.add_argument("--skip-quality", action="store_true", help="do not run the flow's quality checks")
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("export", help="write a flow's exports (silver/gold tables) into their databases now")
+    p.add_argument("flow")
+    p.add_argument("--name", action="append", help="only this export (its `name`; repeatable)")
+    p.add_argument("--full", action="store_true", help="send the whole table, not only the changes")
+    p.add_argument("--in-process", action="store_true", help="one Spark session in this process, no spark-submit")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "state",

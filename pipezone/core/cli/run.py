@@ -86,6 +86,33 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a flow's exports now (all, or those named), reading only the lake's changes since each one's
+    last export unless --full."""
+    runtime = command_runtime(settings)
+    flow = runtime.flow(args.flow)
+    steps = [s for s in flow.steps() if s.startswith("export_")]
+    if not steps:
+        raise CliError(f"flow {args.flow} has no exports (add `exports:` to its YAML)")
+    if args.name:
+        wanted = {f"export_{name}" for name in args.name}
+        unknown = sorted(wanted - set(steps))
+        if unknown:
+            raise CliError(f"flow {args.flow} has no export {', '.join(unknown)} (its exports: {', '.join(steps)})")
+        steps = [s for s in steps if s in wanted]
+    report = run_flows(
+        runtime,
+        [args.flow],
+        steps=steps,
+        full_refresh=args.full,
+        in_process=args.in_process,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(f"\nexport {report.run_id} of {args.flow}")
+    print(_outcome_table(report.outcomes))
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
 def _outcome_table(outcomes) -> str:
     rows = [["FLOW", "STEP", "STATUS", "SECONDS", "RESULT"]]
     for o in outcomes:

@@ -1,16 +1,20 @@
 """The destination contract: what an export asks of any database a lake table goes to (seed 000's "n sources
 + m destinations": one adapter per database makes every source reach every destination).
 
-A destination answers four things, whatever the database:
+A destination answers five things, whatever the database:
 
 - `describe`: the destination table's columns as Spark types, or None when it does not exist yet;
 - `create` / `evolve`: make the table hold the lake table's columns (types mapped per destination), and
   follow the lake table additively as it evolves; `prepare` decides which, and refuses a change the
   destination can't apply (a narrowed or changed type) with one line naming the column;
 - `write`: one batch of rows in a mode (`replace`: staged, then swapped in one transaction; `append`;
-  `upsert` on the primary key, deletes for tombstoned keys), committed atomically;
-- the `WriteReport` it returns: rows and bytes written and the table, which the export records in the
-  state store after the destination's commit (data first, state second, as every layer).
+  `upsert` on the primary key, deletes for tombstoned keys), committed atomically, together with an
+  `ExportMarker` (which export, which lake table version) in the destination's own `pipezone_exports` table,
+  in the same transaction as the rows;
+- `exported_version`: the lake version the last committed write of an export carried, read back from that
+  marker. The export records its `WriteReport` (rows and bytes written, the table) in the state store after
+  the destination's commit (data first, state second, as every layer); when that state update is lost, the
+  marker still says the write committed, so a rerun skips it instead of appending the rows twice.
 
 A `DestinationAdapter` is a registry entry (destinations/registry.py): the connection types it writes
 to, and how to open a destination on one. Adding a destination is one module plus one registry line.
@@ -77,6 +81,15 @@ class ExportBatch:
 
 
 @dataclass(frozen=True)
+class ExportMarker:
+    """Which export a write belongs to (an id like `flow.table->conn.schema.table`) and which Delta version
+    of the lake table it carries: written with the rows, so a committed write is known at the destination."""
+
+    export: str
+    version: int
+
+
+@dataclass(frozen=True)
 class WriteReport:
     """What one committed write did, for the run history."""
 
@@ -112,8 +125,20 @@ class Destination(ABC):
         """Add `added` columns (nullable) and widen `widened` columns to their new types, in one transaction."""
 
     @abstractmethod
-    def write(self, table: TableName, batch: ExportBatch, mode: WriteMode, primary_key: list[str]) -> WriteReport:
-        """Write `batch` in `mode` and commit it atomically (all of it or nothing)."""
+    def write(
+        self, table: TableName, batch: ExportBatch, mode: WriteMode, primary_key: list[str], marker: ExportMarker
+    ) -> WriteReport:
+        """Write `batch` in `mode` and commit it atomically (all of it or nothing), `marker` in the same
+        transaction as the rows (a `replace` where the database's DDL cannot share one: right after the swap)."""
+
+    @abstractmethod
+    def exported_version(self, export: str) -> int | None:
+        """The lake version the last committed write of `export` carried; None when it never wrote here."""
+
+    def stored_schema(self, schema: StructType) -> StructType:
+        """`schema` as `describe` would report a table created from it (a destination with fewer types than
+        Spark maps several to one): what `prepare` compares the table with. By default the types themselves."""
+        return schema
 
     def prepare(self, table: TableName, schema: StructType, primary_key: list[str]) -> TableChanges:
         """Make the table ready for rows of `schema`: create it when absent, else evolve it additively.
@@ -124,7 +149,7 @@ class Destination(ABC):
         if current is None:
             self.create(table, schema, primary_key)
             return TableChanges(created=True)
-        drift = compare(schema, current)
+        drift = compare(self.stored_schema(schema), current)
         if drift.changed:
             column, old, new = drift.changed[0]
             raise DestinationError(f"table {table}: column {column} is {old} here and {new} in the lake", self.name)

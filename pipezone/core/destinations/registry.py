@@ -1,8 +1,8 @@
 """Destination adapters by connection type: which adapter writes exports to a connection.
 
 Adding a destination: one module with a `DestinationAdapter`, and one entry in `_ADAPTERS`
-(ARCHITECTURE.md, "Adding a destination"). None is registered yet: the lake is the only destination
-until the export adapters land.
+(ARCHITECTURE.md, "Adding a destination"). Registered: PostgreSQL, MySQL/MariaDB and SQLite, all three on
+the shared SQLAlchemy implementation in sql_destination.py.
 """
 
 from __future__ import annotations
@@ -10,14 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipezone.core.destinations.contract import Destination, DestinationAdapter, DestinationError
+from pipezone.core.destinations.mysql import MySqlDestinationAdapter
+from pipezone.core.destinations.postgres import PostgresDestinationAdapter
+from pipezone.core.destinations.sqlite import SqliteDestinationAdapter
 from pipezone.core.spec.connection import ConnectionSpec
 from pipezone.core.spec.secrets import SecretResolver
 
-_ADAPTERS: tuple[DestinationAdapter, ...] = ()
+_ADAPTERS: tuple[DestinationAdapter, ...] = (
+    PostgresDestinationAdapter(),
+    MySqlDestinationAdapter(),
+    SqliteDestinationAdapter(),
+)
 
-DESTINATION_ADAPTERS: dict[str, DestinationAdapter] = {
-    kind: adapter for adapter in _ADAPTERS for kind in adapter.types
-}
+DESTINATION_ADAPTERS: dict[str, DestinationAdapter] = {kind: adapter for adapter in _ADAPTERS for kind in adapter.types}
 
 
 def destination_adapter(conn: ConnectionSpec) -> DestinationAdapter:

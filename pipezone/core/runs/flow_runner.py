@@ -76,10 +76,11 @@ def select_steps(runtime: Runtime, flow: str, wanted: Sequence[str] | None) -> l
     steps = runtime.flow(flow).steps()
     if not wanted:
         return steps
-    unknown = [s for s in wanted if s not in STEPS]
+    unknown = [s for s in wanted if s not in STEPS and s not in steps]
     if unknown:
-        raise RunError(f"unknown step {', '.join(unknown)} (steps: {', '.join(STEPS)})")
-    return [s for s in steps if s in wanted]
+        raise RunError(f"unknown step {', '.join(unknown)} (steps: {', '.join([*STEPS, *steps])})")
+    # `export` names every export_<name> step of the flow
+    return [s for s in steps if s in wanted or (s.startswith("export_") and "export" in wanted)]
 
 
 Backfill = tuple[str, str]  # [start, end) cursor values as the user wrote them
@@ -89,10 +90,11 @@ def submit_command(
     runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool, backfill: Backfill | None = None
 ) -> list[str]:
     settings = runtime.spark_settings(f"pipezone-{flow}-{step}")
-    job = str(jobs_dir(runtime) / f"{step}.py")
+    export = step.startswith("export_")  # one job runs every export step: spark/jobs/export.py --step
+    job = str(jobs_dir(runtime) / f"{'export' if export else step}.py")
     # A Spark Connect profile's job is a plain Python client of the server: no spark-submit, no JVM.
     args = [sys.executable, job] if settings.connect_url else [str(find_spark_submit()), *submit_args(settings), job]
-    args += ["--flow", flow, "--run-id", run_id]
+    args += ["--flow", flow, "--run-id", run_id] + (["--step", step] if export else [])
     if backfill is not None:
         args += ["--backfill-start", backfill[0], "--backfill-end", backfill[1]]
     return args + (["--full-refresh"] if full_refresh else [])

@@ -26,6 +26,7 @@ from pipezone.core.spec.yaml_source import YamlDocument, load_yaml
 
 S = TypeVar("S")
 _AFTER = re.compile(r"schedule\.after\[(\d+)\]")
+_EXPORT_CONNECTION = re.compile(r"exports\[(\d+)\]\.connection")
 _GOLD_SQL = re.compile(r"layers\.gold\[\d+\]\.sql")
 _UNKNOWN_TABLE = re.compile(r"unknown table (silver|gold)\.([a-z][a-z0-9_]*)")
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -96,6 +97,9 @@ def _inherited(problem: Problem, flow: FlowSpec, catalog: Catalog, broken_flows:
     """
     if problem.path == "source.connection":
         return flow.source is not None and flow.source.connection in catalog.broken_connections
+    if match := _EXPORT_CONNECTION.fullmatch(problem.path):
+        index = int(match.group(1))
+        return index < len(flow.exports) and flow.exports[index].connection in catalog.broken_connections
     if (match := _AFTER.fullmatch(problem.path)) and flow.schedule and flow.schedule.after:
         index = int(match.group(1))
         return index < len(flow.schedule.after) and flow.schedule.after[index] in broken_flows

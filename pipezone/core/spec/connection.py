@@ -1,4 +1,4 @@
-"""Connection specs (`metadata/connections/*.yaml`): where sources, the lake and the state store live.
+"""Connection specs (`metadata/connections/*.yaml`): where sources, the lake, the state store and exports live.
 
 Credentials are only ever references (`${env:..}`, `${file:..}`, `${vault:..}`): a literal password in
 YAML is a validation error, so secrets never land in git. The `type` key picks the model from
@@ -19,6 +19,8 @@ from pipezone.core.spec.value_types import Name, SecretRef, SpecModel, is_secret
 ROLE_SOURCE = "source"
 ROLE_LAKE = "lake"
 ROLE_STATE = "state_store"
+ROLE_DESTINATION = "destination"
+DESTINATION_TYPES = ("postgres", "mysql", "mariadb", "sqlite")  # what exports write to (destinations/registry.py)
 
 HOST_PATTERN = r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9_])?|\[?[0-9A-Fa-f:.]{2,45}\]?)$"
 DATABASE_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"  # adapters encode or refuse the rest; the scan finds `?password=`
@@ -73,7 +75,8 @@ OptionValue = str | int | float | bool
 
 
 class JdbcConnection(ConnectionSpec):
-    """A database server read over JDBC (and, for mysql/mariadb, usable as the state store)."""
+    """A database server read over JDBC (mysql/mariadb: also the state store; postgres, mysql, mariadb: also
+    an export destination)."""
 
     roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE})
     default_ports: ClassVar[dict[str, int]] = {
@@ -133,7 +136,9 @@ class JdbcConnection(ConnectionSpec):
 
     @property
     def roles_for_type(self) -> frozenset[str]:
-        return self.roles | ({ROLE_STATE} if self.type in ("mysql", "mariadb") else frozenset())
+        state = {ROLE_STATE} if self.type in ("mysql", "mariadb") else set()
+        destination = {ROLE_DESTINATION} if self.type in DESTINATION_TYPES else set()
+        return self.roles | state | destination
 
     def secret_refs(self) -> dict[str, str]:
         refs = {"password": self.password} if self.password else {}
@@ -144,9 +149,9 @@ class JdbcConnection(ConnectionSpec):
 
 
 class SqliteConnection(ConnectionSpec):
-    """An SQLite file: the embedded demo source and the default state store."""
+    """An SQLite file: the embedded demo source, the default state store, an export destination."""
 
-    roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE, ROLE_STATE})
+    roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE, ROLE_STATE, ROLE_DESTINATION})
 
     type: Literal["sqlite"]
     path: str = Field(min_length=1, description="Database file; relative paths start at the project root.")
@@ -201,7 +206,7 @@ AnyConnection = JdbcConnection | SqliteConnection | LocalLakeConnection | S3Lake
 
 
 def connection_roles(spec: ConnectionSpec) -> frozenset[str]:
-    """What a connection can serve as: source, lake, state store."""
+    """What a connection can serve as: source, lake, state store, export destination."""
     return spec.roles_for_type if isinstance(spec, JdbcConnection) else spec.roles
 
 

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipezone.core.spec.connection import ROLE_LAKE, ROLE_SOURCE, ROLE_STATE, connection_roles
+from pipezone.core.spec.connection import (
+    DESTINATION_TYPES,
+    ROLE_DESTINATION,
+    ROLE_LAKE,
+    ROLE_SOURCE,
+    ROLE_STATE,
+    connection_roles,
+)
 from pipezone.core.spec.flow import CDC_CONNECTION_TYPES
 from pipezone.core.spec.problems import KeyPath, Problem
 from pipezone.core.spec.secrets import SecretError, SecretRef, confined_file
@@ -57,6 +64,31 @@ def _source_connection(catalog: Catalog, entry: Entry[FlowSpec]) -> list[Problem
             )
         ]
     return []
+
+
+def _export_connections(catalog: Catalog, entry: Entry[FlowSpec]) -> list[Problem]:
+    """Each export's connection exists and is a database exports can write to."""
+    problems: list[Problem] = []
+    for index, export in enumerate(entry.spec.exports):
+        path: KeyPath = ("exports", index, "connection")
+        name = export.connection
+        conn = catalog.connections.get(name)
+        if conn is None and name in catalog.broken_connections:
+            problems.append(
+                entry.doc.problem(path, f"connection '{name}' is invalid (see {catalog.broken_connections[name]})")
+            )
+        elif conn is None:
+            problems.append(
+                entry.doc.problem(path, f"unknown connection '{name}' ({_known(name, list(catalog.connections))})")
+            )
+        elif ROLE_DESTINATION not in connection_roles(conn.spec):
+            kinds = ", ".join(DESTINATION_TYPES[:-1]) + f" or {DESTINATION_TYPES[-1]}"
+            problems.append(
+                entry.doc.problem(
+                    path, f"connection '{name}' has type '{conn.spec.type}'; exports go to {kinds} connections"
+                )
+            )
+    return problems
 
 
 def _gold_tables(catalog: Catalog) -> dict[str, str]:
@@ -206,6 +238,7 @@ def cross_check(catalog: Catalog, file_roots: Sequence[Path] | None = None) -> l
     for entry in catalog.flows.values():
         problems += _source_connection(catalog, entry)
         problems += _source_query(catalog, entry)
+        problems += _export_connections(catalog, entry)
         problems += _references(catalog, entry, gold)
     problems += _cycle_problems(catalog, _dependency_graph(catalog, gold))
     return problems

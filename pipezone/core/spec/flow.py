@@ -10,11 +10,12 @@ import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from pipezone.core.spec.airflow_names import AIRFLOW_TAG_MAX, flow_dag_id, key_problem
+from pipezone.core.spec.airflow_names import flow_dag_id, key_problem
 from pipezone.core.spec.cursor_values import normalize
+from pipezone.core.spec.export import MAX_EXPORTS, ExportSpec, check_exports
 from pipezone.core.spec.quality import QualityCheck
 from pipezone.core.spec.schedule import ScheduleSpec, schedule_shorthands
 from pipezone.core.spec.sql_references import table_references
@@ -30,6 +31,7 @@ from pipezone.core.spec.value_types import (
     SparkType,
     SpecModel,
     SqlExpression,
+    Tag,
     bounded_duration,
     parse_duration,
     patterned,
@@ -66,25 +68,7 @@ VerifyEvery = Annotated[
 LAYERS = ("raw", "bronze", "silver", "gold")
 MAX_SQL_SNIPPETS = 300  # per flow: gold SQL, source query, filters, derived columns, expression checks
 MAX_SQL_TOTAL_CHARS = 65_536
-_LINE_BREAK = re.compile(r"[\r\n]")
 _NUMBER = re.compile(r"\s*-?\d+(\.\d+)?\s*")
-
-
-def _tag(value: str) -> str:
-    if not value.strip():
-        raise PydanticCustomError("empty_tag", "empty tag")
-    if _LINE_BREAK.search(value):
-        raise PydanticCustomError("tag_line", "a tag is one line of text")
-    if len(value) > AIRFLOW_TAG_MAX:
-        raise PydanticCustomError(
-            "tag_too_long",
-            "tag has {n} characters, over Airflow's limit of {limit}",
-            {"n": len(value), "limit": AIRFLOW_TAG_MAX},
-        )
-    return value
-
-
-Tag = Annotated[str, AfterValidator(_tag)]
 
 
 def _scalar_to_text(value: Any) -> Any:
@@ -382,6 +366,11 @@ class FlowSpec(SpecModel):
         description="Reconcile silver with the source (`pipezone verify`) as the DAG's last task, at most this "
         "often: hourly, daily, weekly or a duration (0s: every run). The task fails on any difference.",
     )
+    exports: list[ExportSpec] = Field(
+        default_factory=list,
+        max_length=MAX_EXPORTS,
+        description="Copy silver or a gold table to databases, each as task export_<name> after quality.",
+    )
     schema_drift: Literal["evolve", "freeze"] = Field(
         default="evolve", description="evolve: add new source columns; freeze: fail on any change."
     )
@@ -471,6 +460,11 @@ class FlowSpec(SpecModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _exports_fit(self) -> FlowSpec:
+        check_exports(self)
+        return self
+
     def uses_key_modes(self) -> bool:
         layers = [self.layers.bronze, self.layers.silver]
         return any(layer.enabled and layer.write_mode in ("merge", "scd2") for layer in layers)
@@ -485,6 +479,7 @@ class FlowSpec(SpecModel):
             steps.append("gold")
         if self.quality:
             steps.append("quality")
+        steps += [export.step(self) for export in self.exports]
         if self.verify is not None and self.source is not None:
             steps.append("verify")
         return steps

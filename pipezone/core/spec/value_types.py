@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from pipezone.core.spec.airflow_names import AIRFLOW_TAG_MAX
 from pipezone.core.spec.problems import clip
 from pipezone.core.spec.sql_check import expression_problem, select_problem
 
@@ -274,3 +275,23 @@ def distinct(values: list[Any]) -> list[Any]:
 
 Columns = Annotated[list[Identifier], AfterValidator(distinct)]
 Names = Annotated[list[Name], AfterValidator(distinct)]
+
+
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+def _tag(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("empty_tag", "empty tag")
+    if _LINE_BREAK.search(value):
+        raise PydanticCustomError("tag_line", "a tag is one line of text")
+    if len(value) > AIRFLOW_TAG_MAX:
+        raise PydanticCustomError(
+            "tag_too_long",
+            "tag has {n} characters, over Airflow's limit of {limit}",
+            {"n": len(value), "limit": AIRFLOW_TAG_MAX},
+        )
+    return value
+
+
+Tag = Annotated[str, AfterValidator(_tag)]  # an Airflow DAG tag

@@ -18,11 +18,14 @@ from pipezone.core import failpoints
 from pipezone.core.spark.errors import summarize_error
 from pipezone.core.spark.session import build_session
 from pipezone.core.spec.connection import S3LakeConnection
+from pipezone.core.spec.export import ExportSpec
+from pipezone.core.spec.flow import FlowSpec
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.state.table_lease import LeaseHeld, hold_tables, step_tables, this_process
 from pipezone.core.steps.bronze import run_bronze
 from pipezone.core.steps.cdc_extract import run_cdc_extract
 from pipezone.core.steps.context import StepContext, StepResult
+from pipezone.core.steps.export import run_export
 from pipezone.core.steps.extract import run_extract
 from pipezone.core.steps.gold import run_gold
 from pipezone.core.steps.quality import run_quality
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-STEPS = ("extract", "bronze", "silver", "gold", "quality", "verify")
+STEPS = ("extract", "bronze", "silver", "gold", "quality", "export", "verify")  # export: every export_* step
 
 
 class StepFailed(RuntimeError):
@@ -51,6 +54,27 @@ STEP_FUNCTIONS: dict[str, Callable[[StepContext], StepResult]] = {
 }
 
 
+def step_function(flow: FlowSpec, step: str) -> Callable[[StepContext], StepResult]:
+    """What runs `step`: a fixed step, or one of the flow's exports (`export_<name>`)."""
+    if step in STEP_FUNCTIONS:
+        return STEP_FUNCTIONS[step]
+    export = find_export(flow, step)
+    return lambda ctx: run_export(ctx, export)
+
+
+def find_export(flow: FlowSpec, step: str) -> ExportSpec:
+    for export in flow.exports:
+        if export.step(flow) == step:
+            return export
+    steps = ", ".join(flow.steps())
+    raise KeyError(f"flow {flow.name} has no step {step} (its steps: {steps})")
+
+
+def failpoint_step(step: str) -> str:
+    """The failpoints' name of a step: every export step is `export`."""
+    return "export" if step.startswith("export_") else step
+
+
 LAKE_ERROR_MARKERS = ("org.apache.hadoop.fs.s3a.", "software.amazon.awssdk.", "s3a://")
 
 
@@ -59,6 +83,8 @@ def _failure_line(ctx: StepContext, step: str, err: BaseException) -> str:
     source connection for extract."""
     source = ctx.flow.source
     where = f" (connection {source.connection})" if source is not None and step == "extract" else ""
+    if step.startswith("export_"):
+        where = f" (connection {find_export(ctx.flow, step).connection})"
     lake = ctx.runtime.connection(ctx.runtime.profile.lake)
     if isinstance(lake, S3LakeConnection) and any(marker in str(err) for marker in LAKE_ERROR_MARKERS):
         where = f" (lake {lake.name} at {lake.effective_endpoint})"
@@ -114,7 +140,7 @@ def run_step(ctx: StepContext, step: str) -> StepResult:
         log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
         started = time.perf_counter()
         try:
-            result = STEP_FUNCTIONS[step](ctx)
+            result = step_function(ctx.flow, step)(ctx)
             leases.close()  # release before reporting success; raises LeaseLost if another writer took over
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised as one line
             line = _failure_line(ctx, step, err)
@@ -163,15 +189,17 @@ def open_session(runtime: Runtime, app_name: str) -> SparkSession:
 
 def job_main(step: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of spark/jobs/<step>.py: `--flow NAME --run-id ID [--full-refresh]
-    [--backfill-start S --backfill-end E]`."""
+    [--backfill-start S --backfill-end E]`; spark/jobs/export.py also takes `--step export_<name>`."""
     parser = argparse.ArgumentParser(prog=f"spark/jobs/{step}.py")
     parser.add_argument("--flow", required=True)
+    parser.add_argument("--step", help="which export (spark/jobs/export.py runs one export_<name> step)")
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--full-refresh", action="store_true")
     parser.add_argument("--backfill-start")
     parser.add_argument("--backfill-end")
     args = parser.parse_args(argv)
     backfill = (args.backfill_start, args.backfill_end) if args.backfill_start or args.backfill_end else None
+    step = args.step if step == "export" and args.step else step
     started = time.perf_counter()
     try:
         settings = load_settings()
@@ -182,7 +210,7 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
         spark = open_session(runtime, f"pipezone-{flow.name}-{step}")
         ctx = StepContext(runtime, spark, flow, args.run_id, args.full_refresh, backfill)
         ctx.phases["session"] = time.perf_counter() - session_started
-        with failpoints.in_step(step):
+        with failpoints.in_step(failpoint_step(step)):
             result = run_step(ctx, step)
     except Exception as err:  # noqa: BLE001 - one line, never a traceback
         message = str(err) if isinstance(err, StepFailed) else f"flow {args.flow}, step {step}: {summarize_error(err)}"

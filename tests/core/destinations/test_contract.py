@@ -13,13 +13,14 @@ from pipezone.core.destinations.contract import (
     Destination,
     DestinationError,
     ExportBatch,
+    ExportMarker,
     TableChanges,
     TableName,
     WriteMode,
     WriteReport,
 )
 from pipezone.core.destinations.registry import destination_adapter
-from pipezone.core.spec.connection import SqliteConnection
+from pipezone.core.spec.connection import LocalLakeConnection, SqliteConnection
 
 TYPES: dict[str, DataType] = {
     "INTEGER": IntegerType(),
@@ -50,8 +51,13 @@ class SqliteFile(Destination):
             self.db.execute(f"ALTER TABLE {table.table} ADD COLUMN {f.name} {NAMES[type(f.dataType)]}")
         assert not widened, "SQLite's columns take any integer: nothing to widen in this test"
 
-    def write(self, table: TableName, batch: ExportBatch, mode: WriteMode, primary_key: list[str]) -> WriteReport:
-        raise NotImplementedError("the export issue adds writes")
+    def write(
+        self, table: TableName, batch: ExportBatch, mode: WriteMode, primary_key: list[str], marker: ExportMarker
+    ) -> WriteReport:
+        raise NotImplementedError("writes are the SQL destinations' (test_sql_destinations.py)")
+
+    def exported_version(self, export: str) -> int | None:
+        return None
 
 
 def schema(*fields: tuple[str, DataType]) -> StructType:
@@ -84,7 +90,9 @@ def test_modes_are_checked_before_a_write(tmp_path: Path) -> None:
     mart.check_mode("replace", [])
 
 
-def test_no_destination_adapter_is_registered_yet(tmp_path: Path) -> None:
-    conn = SqliteConnection(name="mart", type="sqlite", path="mart.db")
-    with pytest.raises(DestinationError, match=r"^connection 'mart': type 'sqlite' is not a destination"):
+def test_a_connection_no_adapter_writes_to_is_refused_naming_the_served_types(tmp_path: Path) -> None:
+    conn = LocalLakeConnection(name="lake", type="local", path="lake")
+    served = r"\(destination types: mariadb, mysql, postgres, sqlite\)"
+    with pytest.raises(DestinationError, match=rf"^connection 'lake': type 'local' is not a destination {served}"):
         destination_adapter(conn)
+    assert destination_adapter(SqliteConnection(name="mart", type="sqlite", path="mart.db")).name == "sqlite"

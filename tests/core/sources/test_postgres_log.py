@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pipezone.core.sources.cdc.contract import Change, ChangeLimits, LogPosition, LogUnavailable
-from pipezone.core.sources.cdc.postgres_log import PostgresChangeStream, abandoned_slots, parse_lsn, slot_name
+from pipezone.core.sources.cdc.postgres_log import PostgresChangeStream, abandoned_slots, slot_name
+from pipezone.core.sources.cdc.wal_notation import parse_lsn
 from pipezone.core.sources.contract import SourceError
 from pipezone.core.spec.connection import JdbcConnection
 from pipezone.core.spec.flow import SourceSpec

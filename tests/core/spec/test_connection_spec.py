@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipezone.core.spec.connection import ROLE_LAKE, ROLE_SOURCE, ROLE_STATE, connection_roles
+from pipezone.core.spec.connection import ROLE_DESTINATION, ROLE_LAKE, ROLE_SOURCE, ROLE_STATE, connection_roles
 from pipezone.core.spec.loader import validate_connection
 from pipezone.core.spec.yaml_source import parse_yaml
 
@@ -15,9 +15,10 @@ def load(text: str):
 @pytest.mark.parametrize(
     ("text", "roles"),
     [
-        ("name: a\ntype: sqlite\npath: x.db\n", {ROLE_SOURCE, ROLE_STATE}),
-        ("name: a\ntype: mariadb\nhost: h\ndatabase: d\n", {ROLE_SOURCE, ROLE_STATE}),
-        ("name: a\ntype: postgres\nhost: h\ndatabase: d\n", {ROLE_SOURCE}),
+        ("name: a\ntype: sqlite\npath: x.db\n", {ROLE_SOURCE, ROLE_STATE, ROLE_DESTINATION}),
+        ("name: a\ntype: mariadb\nhost: h\ndatabase: d\n", {ROLE_SOURCE, ROLE_STATE, ROLE_DESTINATION}),
+        ("name: a\ntype: mysql\nhost: h\ndatabase: d\n", {ROLE_SOURCE, ROLE_STATE, ROLE_DESTINATION}),
+        ("name: a\ntype: postgres\nhost: h\ndatabase: d\n", {ROLE_SOURCE, ROLE_DESTINATION}),
         ("name: a\ntype: sqlserver\nhost: h\ndatabase: d\n", {ROLE_SOURCE}),
         ("name: a\ntype: oracle\nhost: h\ndatabase: ORCLPDB1\n", {ROLE_SOURCE}),
         ("name: a\ntype: local\npath: lake\n", {ROLE_LAKE}),

@@ -50,6 +50,7 @@ from pipezone.core.sources.cdc.contract import (
     Snapshot,
 )
 from pipezone.core.sources.cdc.postgres_values import LogValues, normalize, parse_message
+from pipezone.core.sources.cdc.wal_notation import parse_lsn, wal2json_name, xid_precedes
 from pipezone.core.sources.contract import SourceError
 from pipezone.core.sources.jdbc.native import CONNECT_TIMEOUT_SECONDS
 from pipezone.core.sources.jdbc.postgres import PostgresAdapter
@@ -60,7 +61,6 @@ from pipezone.core.spec.secrets import SecretResolver
 PLUGIN = "wal2json"
 SLOT_PREFIX = "pipezone_"
 SNAPSHOT_BATCH = 10_000
-_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 _OPERATIONS: dict[str, Operation] = {"I": "c", "U": "u", "D": "d"}
 _PEEK = (
     "SELECT lsn::text, xid::text, data FROM pg_logical_slot_peek_changes(%(slot)s, NULL, %(upto)s::int,"
@@ -86,15 +86,6 @@ _GONE = re.compile(r"replication slot .*(does not exist|no longer|invalidated)|h
 _HEAD = "SELECT pg_current_wal_lsn()::text AS head, pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint AS behind"
 
 
-def parse_lsn(text: str) -> LogPosition:
-    """`X/Y` (hex, PostgreSQL's pg_lsn notation) as a position ordered by the LSN's 64-bit value."""
-    match = _LSN.fullmatch(text.strip()) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"not a PostgreSQL log position (X/Y in hex): {text!r}")
-    high, low = int(match[1], 16), int(match[2], 16)
-    return LogPosition((high << 32) + low, f"{high:X}/{low:X}")
-
-
 def slot_name(spec: SourceSpec, flow_name: str) -> str:
     """The flow's slot: `source.cdc.slot`, else `pipezone_<flow>` in PostgreSQL's slot alphabet (a-z0-9_,
     at most 63), a long name cut with a hash of the whole so two flows don't share one."""
@@ -108,21 +99,6 @@ def slot_name(spec: SourceSpec, flow_name: str) -> str:
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _xid_precedes(xid: int, other: int) -> bool:
-    """Whether transaction id `xid` is older than `other`, in PostgreSQL's circular 32-bit xid order. A column's
-    catalog row written by a transaction newer than the change's did not exist when the change was made
-    (ADD COLUMN waits for every open writer of the table: their changes precede it in the log). The one
-    miss: a transaction older than the column that first writes the table after it, updating a row whose
-    new column already holds a large (TOASTed) value, reads as NULL there. A frozen catalog row (xmin 2)
-    precedes every change: it then counts as an existing column (the TOAST check applies)."""
-    return xid >= 3 and other >= 3 and xid != other and (other - xid) % 2**32 < 2**31
-
-
-def _wal2json_name(name: str) -> str:
-    """A schema or table name in wal2json's add-tables list: backslash before anything but [A-Za-z0-9_]."""
-    return "".join(c if c.isalnum() or c == "_" or ord(c) > 127 else "\\" + c for c in name)
 
 
 def connect(conn: JdbcConnection, resolver: SecretResolver, **options: Any) -> psycopg.Connection[Any]:
@@ -343,7 +319,7 @@ class PostgresChangeStream(ChangeStream):
         the peek bounded by `seconds` (statement_timeout: QueryCanceled), and how many rows of transactions at
         or before `after` used up upto_nchanges (0 unless they cut the read short: peek again with them extra)."""
         db = self._conn()
-        tables = f"{_wal2json_name(self.schema)}.{_wal2json_name(self.table)}"
+        tables = f"{wal2json_name(self.schema)}.{wal2json_name(self.table)}"
         # B and C messages count towards upto_nchanges too: room for one-change transactions (one transaction:
         # stop at the first message, the peek then ends with the first transaction that has any)
         upto = min((1 if max_changes == 1 else 3 * max_changes + 2) + extra, 2**31 - 1)
@@ -400,7 +376,7 @@ class PostgresChangeStream(ChangeStream):
         names = [entry["name"] for entry in new]
         unchanged = table.keys() & self.spark_types.keys() - new_row.keys() if message["action"] == "U" else set()
         for column in sorted(unchanged):
-            if column not in old_row and _xid_precedes(txn.xid, table[column]):
+            if column not in old_row and xid_precedes(txn.xid, table[column]):
                 continue  # added (or altered) after this transaction wrote: the row had no such column yet
             if column not in old_row:  # an unchanged TOASTed value: only REPLICA IDENTITY FULL logs it
                 raise SourceError(
