@@ -115,7 +115,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
     from pipezone.core.cli.show import render_table
-    from pipezone.core.cli.tables import gold_rows, layer_rows
+    from pipezone.core.cli.tables import export_rows, gold_rows, layer_rows
     from pipezone.core.steps.runner import open_session
 
     runtime = command_runtime(settings)
@@ -124,7 +124,12 @@ def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
     print(render_table(rows))
     print()
     print(render_table(gold_rows(runtime, spark)))
-    return EXIT_OK if all(r[-1] == "yes" for r in rows[1:]) or not args.check else EXIT_PROBLEMS
+    exports = export_rows(runtime, spark)
+    if len(exports) > 1:
+        print()
+        print(render_table(exports))
+    matched = all(r[-1] in ("yes", "-") for r in [*rows[1:], *exports[1:]])
+    return EXIT_OK if matched or not args.check else EXIT_PROBLEMS
 
 
 def cmd_spark_server(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipezone.core.destinations.contract import TableName
+from pipezone.core.destinations.registry import open_destination
 from pipezone.core.lake import delta_tables as dt
+from pipezone.core.steps.export import progress_layer
 from pipezone.core.steps.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -48,4 +51,29 @@ def gold_rows(runtime: Runtime, spark: SparkSession) -> list[list[str]]:
         for table in runtime.flow(name).layers.gold:
             path = runtime.lake.gold(table.name)
             rows.append([table.name, name, _count(spark, path), path])
+    return rows
+
+
+def export_rows(runtime: Runtime, spark: SparkSession) -> list[list[str]]:
+    """Each export's destination table next to its lake table: rows on both sides and the lake version
+    exported last (an append keeps every exported row, so only replace and upsert should match)."""
+    rows = [["EXPORT", "FLOW", "DESTINATION", "MODE", "LAKE ROWS", "DESTINATION ROWS", "LAKE VERSION", "MATCH"]]
+    for name in sorted(runtime.catalog.flows):
+        flow = runtime.flow(name)
+        for export in flow.exports:
+            layer, table = export.source_table(flow)
+            lake = _count(spark, runtime.lake.table(layer, table, flow), live=True)
+            target = TableName(export.destination_table(flow), export.schema_)
+            conn = runtime.connection(export.connection)
+            destination = open_destination(conn, runtime.resolver, runtime.settings.project_root)
+            try:
+                count = destination.count(target)
+            finally:
+                destination.close()
+            shown = "-" if count is None else str(count)
+            progress = runtime.state.get_progress(name, progress_layer(export.export_name(flow)))
+            version = str(progress - 1) if progress else "-"
+            match = "-" if export.mode == "append" else ("yes" if shown == lake else "NO")
+            where = f"{export.connection}:{target}"
+            rows.append([export.step(flow), name, where, export.mode, lake, shown, version, match])
     return rows

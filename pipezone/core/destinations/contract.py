@@ -135,6 +135,13 @@ class Destination(ABC):
     def exported_version(self, export: str) -> int | None:
         """The lake version the last committed write of `export` carried; None when it never wrote here."""
 
+    @abstractmethod
+    def count(self, table: TableName) -> int | None:
+        """The table's row count (what `pipezone tables` shows next to the lake's), None when it is absent."""
+
+    def close(self) -> None:  # noqa: B027 - a destination holding no connection has nothing to release
+        """Release the destination's connections."""
+
     def stored_schema(self, schema: StructType) -> StructType:
         """`schema` as `describe` would report a table created from it (a destination with fewer types than
         Spark maps several to one): what `prepare` compares the table with. By default the types themselves."""

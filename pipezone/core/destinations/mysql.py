@@ -33,16 +33,13 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 
 from pipezone.core.destinations.contract import Destination, DestinationAdapter, DestinationError, TableName
+from pipezone.core.destinations.row_values import COMPLEX_TYPES, LoadRefused, python_columns, utc_naive
 from pipezone.core.destinations.sql_destination import (
-    COMPLEX_TYPES,
     CONNECT_TIMEOUT_SECONDS,
-    LoadRefused,
     SqlDestination,
     insert_from,
     open_engine,
-    python_columns,
     staging_name,
-    utc_naive,
 )
 from pipezone.core.sources.jdbc.mysql import MySqlAdapter
 from pipezone.core.spec.connection import ConnectionSpec

@@ -19,13 +19,12 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql
 
 from pipezone.core.destinations.contract import Destination, DestinationAdapter, DestinationError, TableName
+from pipezone.core.destinations.row_values import COMPLEX_TYPES, python_rows
 from pipezone.core.destinations.sql_destination import (
-    COMPLEX_TYPES,
     CONNECT_TIMEOUT_SECONDS,
     SqlDestination,
     conflict_upsert,
     open_engine,
-    python_rows,
 )
 from pipezone.core.sources.jdbc.postgres import PostgresAdapter
 from pipezone.core.spec.connection import ConnectionSpec

@@ -41,15 +41,12 @@ Non-key columns are created nullable whatever the lake says; key columns are NOT
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from alembic.operations import Operations
@@ -67,10 +64,12 @@ from sqlalchemy import (
     create_engine,
     delete,
     exists,
+    func,
     inspect,
     pool,
     select,
 )
+from sqlalchemy import table as sql_table
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -85,6 +84,7 @@ from pipezone.core.destinations.contract import (
     WriteMode,
     WriteReport,
 )
+from pipezone.core.destinations.row_values import LoadRefused
 from pipezone.core.sources.contract import SourceError
 from pipezone.core.spec.connection import ConnectionSpec
 
@@ -96,13 +96,7 @@ if TYPE_CHECKING:
     from sqlalchemy.types import TypeEngine
 
 MARKER_TABLE = "pipezone_exports"
-COMPLEX_TYPES = frozenset({"array", "map", "struct"})
 CONNECT_TIMEOUT_SECONDS = 10
-
-
-class LoadRefused(Exception):
-    """Rows a load cannot take as they are (a value with no form here, or a database that took them only in
-    part, with warnings); `refused` names the connection and the table."""
 
 
 class SqlDestination(Destination):
@@ -236,6 +230,13 @@ class SqlDestination(Destination):
             else:
                 self._upsert(write)
         return WriteReport(table, mode, write.rows, write.deleted, write.bytes)
+
+    def count(self, table: TableName) -> int | None:
+        with self.refused(table), self.engine.connect() as conn:
+            if not inspect(conn).has_table(table.table, schema=table.schema):
+                return None
+            rows = select(func.count()).select_from(sql_table(table.table, schema=table.schema))
+            return int(conn.execute(rows).scalar() or 0)
 
     def exported_version(self, export: str) -> int | None:
         markers = self.marker_table()
@@ -415,64 +416,6 @@ def dml_table(table: TableName, schema: StructType) -> Table:
 def staging_name(table: str) -> str:
     """A fresh staging table name (pz_stage_<random>_<table>), within every database's identifier limit."""
     return f"pz_stage_{uuid.uuid4().hex[:12]}_{table}"[:60]
-
-
-def python_columns(batch: pa.RecordBatch, schema: StructType) -> list[list[Any]]:
-    """The batch's columns as Python values, in `schema`'s order: nested values as JSON text, timestamps
-    as aware UTC datetimes (timestamp_ntz: naive), decimals as Decimal, binary as bytes."""
-    return [_values(batch.column(f.name), f) for f in schema.fields]
-
-
-def python_rows(batch: pa.RecordBatch, schema: StructType) -> Iterator[tuple[Any, ...]]:
-    return zip(*python_columns(batch, schema), strict=True)
-
-
-def utc_naive(value: datetime) -> datetime:
-    """A timestamp as naive UTC, for databases whose type has no zone (MySQL DATETIME, SQLite text)."""
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-
-
-def _values(array: pa.Array, field: StructField) -> list[Any]:
-    values = array.to_pylist()
-    kind = field.dataType.typeName()
-    if kind in COMPLEX_TYPES:
-        return [None if v is None else json_text(v, field) for v in values]
-    if kind == "timestamp":
-        return [None if v is None else (v.astimezone(UTC) if v.tzinfo else v.replace(tzinfo=UTC)) for v in values]
-    return values
-
-
-def json_text(value: Any, field: StructField) -> str:
-    """A nested value as compact JSON; a NaN or infinity (no JSON form) fails naming the column."""
-    try:
-        return json.dumps(_jsonable(value, field.dataType), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except ValueError as err:
-        raise LoadRefused(f"column {field.name}: {err}") from None
-
-
-def _jsonable(value: Any, data_type: DataType) -> Any:
-    if value is None:
-        return None
-    kind = data_type.typeName()
-    if kind == "array":
-        return [_jsonable(v, data_type.elementType) for v in value]  # type: ignore[attr-defined]
-    if kind == "map":
-        pairs = value.items() if isinstance(value, dict) else value
-        key_type, value_type = data_type.keyType, data_type.valueType  # type: ignore[attr-defined]
-        return {_json_key(_jsonable(k, key_type)): _jsonable(v, value_type) for k, v in pairs}
-    if kind == "struct":
-        return {f.name: _jsonable(value.get(f.name), f.dataType) for f in data_type.fields}  # type: ignore[attr-defined]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
-def _json_key(key: Any) -> str:
-    return key if isinstance(key, str) else json.dumps(key)  # true, 1, 1.5: as JSON writes them
 
 
 @dataclass

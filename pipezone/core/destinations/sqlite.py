@@ -29,13 +29,11 @@ from sqlalchemy.engine import URL
 from sqlalchemy.types import UserDefinedType
 
 from pipezone.core.destinations.contract import Destination, DestinationAdapter, DestinationError
+from pipezone.core.destinations.row_values import COMPLEX_TYPES, python_rows, utc_naive
 from pipezone.core.destinations.sql_destination import (
-    COMPLEX_TYPES,
     SqlDestination,
     conflict_upsert,
     open_engine,
-    python_rows,
-    utc_naive,
 )
 from pipezone.core.spec.connection import ConnectionSpec, SqliteConnection
 from pipezone.core.spec.secrets import SecretResolver

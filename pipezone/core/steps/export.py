@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core import failpoints
-from pipezone.core.destinations.contract import ExportBatch, ExportMarker, TableName, WriteMode
+from pipezone.core.destinations.contract import Destination, ExportBatch, ExportMarker, TableName, WriteMode
 from pipezone.core.destinations.registry import open_destination
 from pipezone.core.lake import change_feed
 from pipezone.core.lake.delta_tables import METADATA_COLUMNS, table_exists
@@ -52,12 +52,10 @@ def run_export(ctx: StepContext, export: ExportSpec) -> StepResult:
     try:
         return _export(ctx, export, destination, path)
     finally:
-        close = getattr(destination, "close", None)
-        if close is not None:
-            close()
+        destination.close()
 
 
-def _export(ctx: StepContext, export: ExportSpec, destination: Any, path: str) -> StepResult:
+def _export(ctx: StepContext, export: ExportSpec, destination: Destination, path: str) -> StepResult:
     flow, export_id = ctx.flow, export.export_id(ctx.flow)
     layer_key = progress_layer(export.export_name(flow))
     with ctx.timed("prepare"):

@@ -187,8 +187,13 @@ def test_no_secret_reaches_the_dags(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "name: shop_db\ntype: mariadb\nhost: db.internal\ndatabase: shop\n"
         "user: ${env:PZ_TEST_DB_USER}\npassword: ${env:PZ_TEST_DB_PASSWORD}\n"
     )
+    (home / "metadata" / "connections" / "bi.yaml").write_text(
+        "name: bi\ntype: postgres\nhost: bi.internal\ndatabase: marts\n"
+        "user: ${env:PZ_TEST_DB_USER}\npassword: ${env:PZ_TEST_DB_PASSWORD}\n"
+    )
     (home / "metadata" / "flows" / "shop_orders.yaml").write_text(
         "name: shop_orders\nsource:\n  connection: shop_db\n  table: orders\n  primary_key: [id]\nschedule: '@once'\n"
+        "exports:\n  - connection: bi\n    mode: upsert\n"
     )
     (home / "metadata" / "flows" / "shop_changes.yaml").write_text(
         "name: shop_changes\nsource:\n  connection: shop_db\n  table: changes\n  primary_key: [id]\n"
@@ -199,6 +204,10 @@ def test_no_secret_reaches_the_dags(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     doc = bag.dags["pipezone_shop_orders"].doc_md
     assert "`shop_db` (mariadb, `db.internal:3306/shop`)" in doc
     assert type(bag.dags["pipezone_shop_orders"].timetable).__name__ == "OnceTimetable"
+    orders = bag.dags["pipezone_shop_orders"]  # an export is a task after silver, its table an Asset
+    assert [t.task_id for t in orders.tasks] == ["extract", "bronze", "silver", "export_bi_shop_orders"]
+    assert [a.name for a in orders.get_task("export_bi_shop_orders").outlets] == ["pipezone.export.bi.shop_orders"]
+    assert "writes silver.shop_orders to `bi`: `shop_orders` (upsert" in doc
     changes = bag.dags["pipezone_shop_changes"].doc_md  # a CDC flow's doc says where its position and lag are
     assert "| change data capture | the replication log after the stored position, at most 500 changes" in changes
     assert "`pipezone state shop_changes` (position, log head, bytes and seconds behind)" in changes

@@ -59,6 +59,9 @@ class SqliteFile(Destination):
     def exported_version(self, export: str) -> int | None:
         return None
 
+    def count(self, table: TableName) -> int | None:
+        return None
+
 
 def schema(*fields: tuple[str, DataType]) -> StructType:
     return StructType([StructField(name, kind) for name, kind in fields])
