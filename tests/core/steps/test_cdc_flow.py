@@ -165,6 +165,20 @@ PIPEZONE = str(Path(sys.executable).with_name("pipezone"))
 KILL_POINTS = ("extract.before_commit", "extract.after_commit", "extract.state_update", "silver.after_commit")
 
 
+def run_killed(root: Path, flow: str, env: dict[str, str], point: str) -> None:
+    """`pipezone run FLOW` in its own process with `point` armed: it must die there (SIGKILL)."""
+    killed = subprocess.run(
+        [PIPEZONE, "run", flow, "--in-process"],
+        cwd=root,
+        env={**env, "PIPEZONE_FAILPOINTS": point},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-2000:]
+
+
 def test_a_run_killed_anywhere_then_rerun_applies_every_change_once(
     spark: SparkSession, cdc_source: tuple[Any, str, Any], tmp_path: Path
 ) -> None:
@@ -182,16 +196,7 @@ def test_a_run_killed_anywhere_then_rerun_applies_every_change_once(
                 f"UPDATE items SET n = n + 100 WHERE id = {1 + number % 3}",
                 f"UPDATE items SET id = {100 + number} WHERE id = {10 + number}",  # the key just inserted
             )
-            killed = subprocess.run(
-                [PIPEZONE, "run", "items", "--in-process"],
-                cwd=tmp_path,
-                env={**env, "PIPEZONE_FAILPOINTS": point},
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-            assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-2000:]
+            run_killed(tmp_path, "items", env, point)
             run(runtime, ["items"], f"rerun-{number}")
             assert silver_rows(spark, runtime, "items", f"NOT `{dt.DELETED}`") == source_rows(server, conn, "items"), (
                 point

@@ -11,8 +11,6 @@ finds the flow clean.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from test_cdc_flow import PIPEZONE, execute, project, run
+from test_cdc_flow import execute, project, run, run_killed
 
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.steps.verify import verify_flow
@@ -136,16 +134,7 @@ def test_silver_equals_the_source_whatever_changes_and_kills(
             for op in [*ops, ("insert", 1)]:  # a new row at least: every step has a batch, every point is reached
                 table.apply(op)
             if kill is not None:
-                killed = subprocess.run(
-                    [PIPEZONE, "run", name, "--in-process"],
-                    cwd=root,
-                    env={**env, "PIPEZONE_FAILPOINTS": kill},
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                    check=False,
-                )
-                assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-2000:]
+                run_killed(root, name, env, kill)
             run(runtime, [name], f"round-{number}")
             assert silver(spark, runtime, name, table.extra) == table.rows, (number, kill)
         report = verify_flow(runtime, spark, runtime.flow(name))

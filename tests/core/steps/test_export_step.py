@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pipezone.core.cli.tables import export_rows
 from pipezone.core.runs.flow_runner import RunReport, run_flows
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.steps.runtime import Runtime, load_runtime
@@ -173,5 +174,8 @@ def test_exports_travel_changes_only_and_survive_a_kill(
         assert query(orders_sql) == project.source(orders_sql)
         assert query(revenue_sql) == lake_gold(spark, project)
         assert ("ann", 176, 2) in query(revenue_sql)
+        shown = {r[0]: r for r in export_rows(project.runtime, spark)[1:]}  # what `pipezone tables` prints
+        assert shown["export_bi_orders"][4:] == ["4", "4", shown["export_bi_orders"][6], "yes"]
+        assert shown["export_bi_orders_log"][5] == "8" and shown["export_bi_orders_log"][7] == "-"
     finally:
         project.runtime.state.close()
