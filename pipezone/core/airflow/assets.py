@@ -54,10 +54,10 @@ def step_outputs(flow: FlowSpec, step: str) -> list[TableRef]:
         return [TableRef(step, flow.name)]
     if step == "gold":
         return [TableRef("gold", table.name) for table in flow.layers.gold]
-    for export in flow.exports:  # `pipezone.export.<connection>.[<schema>.]<table>`: lineage to the database
-        if export.step(flow) == step:
-            parts = [export.connection, *([export.schema_] if export.schema_ else []), export.destination_table(flow)]
-            return [TableRef(EXPORT, "/".join(parts))]
+    export = flow.export_of(step)  # `pipezone.export.<connection>.[<schema>.]<table>`: lineage to the database
+    if export is not None:
+        parts = [export.connection, *([export.schema_] if export.schema_ else []), export.destination_table(flow)]
+        return [TableRef(EXPORT, "/".join(parts))]
     return []
 
 

@@ -110,12 +110,12 @@ def step_text(flow: FlowSpec, step: str) -> str:
     """What `step` of `flow` does, in a few words (the task's doc and the DAG's step table)."""
     if step == "extract" and flow.source and flow.source.cdc:
         return CDC_EXTRACT_TEXT
-    for export in flow.exports:
-        if export.step(flow) == step:
-            layer, name = export.source_table(flow)
-            schema = f"{export.schema_}." if export.schema_ else ""
-            target = f"`{export.connection}`: `{schema}{export.destination_table(flow)}`"
-            return f"writes {layer}.{name} to {target} ({export.mode}; only the changes since the last export)"
+    export = flow.export_of(step)
+    if export is not None:
+        layer, name = export.source_table(flow)
+        schema = f"{export.schema_}." if export.schema_ else ""
+        target = f"`{export.connection}`: `{schema}{export.destination_table(flow)}`"
+        return f"writes {layer}.{name} to {target} ({export.mode}; only the changes since the last export)"
     return STEP_TEXT[step]
 
 

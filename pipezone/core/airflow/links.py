@@ -47,9 +47,9 @@ def step_table(runtime: Runtime, flow: FlowSpec, step: str) -> str:
         return lake.raw(flow)
     if step in ("bronze", "silver"):
         return lake.table(step, flow.name)
-    for export in flow.exports:  # the lake table it exports
-        if export.step(flow) == step:
-            return lake.table(*export.source_table(flow), flow)
+    export = flow.export_of(step)
+    if export is not None:  # the lake table it exports
+        return lake.table(*export.source_table(flow), flow)
     if step == "quality" and flow.quality:
         check = flow.quality[0]
         if check.layer != "gold" and flow.source is not None:

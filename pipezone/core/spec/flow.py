@@ -469,6 +469,10 @@ class FlowSpec(SpecModel):
         layers = [self.layers.bronze, self.layers.silver]
         return any(layer.enabled and layer.write_mode in ("merge", "scd2") for layer in layers)
 
+    def export_of(self, step: str) -> ExportSpec | None:
+        """The export a step `export_<name>` runs (None for any other step)."""
+        return next((e for e in self.exports if e.step(self) == step), None)
+
     def steps(self) -> list[str]:
         """The steps this flow runs, in order."""
         steps: list[str] = []

@@ -54,10 +54,10 @@ def step_tables(flow: FlowSpec, step: str) -> list[str]:
         return [f"{STEP_LAYERS[step]}.{flow.name}"]
     if step == "gold":
         return [f"gold.{table.name}" for table in flow.layers.gold]
-    for export in flow.exports:  # an export writes a destination table: one writer at a time
-        if export.step(flow) == step:
-            schema = f"{export.schema_}." if export.schema_ else ""
-            return [f"export.{export.connection}.{schema}{export.destination_table(flow)}"]
+    export = flow.export_of(step)
+    if export is not None:  # an export writes a destination table: one writer at a time
+        schema = f"{export.schema_}." if export.schema_ else ""
+        return [f"export.{export.connection}.{schema}{export.destination_table(flow)}"]
     return []
 
 

@@ -69,7 +69,7 @@ def _export(ctx: StepContext, export: ExportSpec, destination: Destination, path
     details: dict[str, Any] = {"version": version, "exported_before": exported, "export_id": export_id}
     if exported is not None and exported >= version and not ctx.full_refresh:
         return StepResult(skipped=True, note=f"up to date at lake version {version}", details=details)
-    rows, deletes, mode = _what_travels(ctx, export, path, exported, version, full)
+    rows, deletes, mode, read = _what_travels(ctx, export, path, exported, version, full)
     table = TableName(export.destination_table(flow), export.schema_)
     keys = [] if export.mode == "append" else export.key_columns(flow)  # an append is a log: a key repeats
     with ctx.timed("read_write"):
@@ -80,7 +80,7 @@ def _export(ctx: StepContext, export: ExportSpec, destination: Destination, path
     failpoints.reach("export.after_commit")
     with ctx.timed("state"):
         ctx.state.set_progress(flow.name, layer_key, version + 1, ctx.run_id)
-    details |= {"table": str(table), "mode": mode, "rows_deleted": report.rows_deleted, "read": _read(full, mode)}
+    details |= {"table": str(table), "mode": mode, "rows_deleted": report.rows_deleted, "read": read}
     return StepResult(
         rows_read=report.rows_written + report.rows_deleted,
         rows_written=report.rows_written,
@@ -90,28 +90,26 @@ def _export(ctx: StepContext, export: ExportSpec, destination: Destination, path
     )
 
 
-def _read(full: bool, mode: str) -> str:
-    return "whole table" if full or mode == "replace" else "changes"
-
-
 def _what_travels(
     ctx: StepContext, export: ExportSpec, path: str, exported: int | None, version: int, full: bool
-) -> tuple[DataFrame, DataFrame | None, WriteMode]:
-    """(rows, keys to delete, write mode): the whole live table, or the changes after `exported`."""
+) -> tuple[DataFrame, DataFrame | None, WriteMode, str]:
+    """(rows, keys to delete, write mode, what was read): the whole live table, or the changes after
+    `exported` (a range the change feed doesn't cover is read whole, and says so)."""
     lake_names = {new: old for old, new in (export.rename or {}).items()}
     keys_in_lake = [lake_names.get(k, k) for k in export.key_columns(ctx.flow)]
     if not full:
         assert exported is not None
         try:
             if export.mode == "append":
-                return _shaped(export, change_feed.new_rows(ctx.spark, path, exported + 1, version)), None, "append"
+                rows = _shaped(export, change_feed.new_rows(ctx.spark, path, exported + 1, version))
+                return rows, None, "append", "changes"
             changes = change_feed.keyed_changes(ctx.spark, path, exported + 1, version, keys_in_lake)
             deletes = _shaped(export, changes.deletes, only=keys_in_lake)
-            return _shaped(export, changes.upserts), deletes, "upsert"
+            return _shaped(export, changes.upserts), deletes, "upsert", "changes"
         except change_feed.ChangeFeedUnavailable:
             pass  # read whole below
     rows = _shaped(export, change_feed.read_version(ctx.spark, path, version))
-    return rows, None, "replace" if export.mode == "upsert" else export.mode
+    return rows, None, "replace" if export.mode == "upsert" else export.mode, "whole table"
 
 
 def _shaped(export: ExportSpec, df: DataFrame, only: list[str] | None = None) -> DataFrame:

@@ -63,9 +63,9 @@ def step_function(flow: FlowSpec, step: str) -> Callable[[StepContext], StepResu
 
 
 def find_export(flow: FlowSpec, step: str) -> ExportSpec:
-    for export in flow.exports:
-        if export.step(flow) == step:
-            return export
+    export = flow.export_of(step)
+    if export is not None:
+        return export
     steps = ", ".join(flow.steps())
     raise KeyError(f"flow {flow.name} has no step {step} (its steps: {steps})")
 
