@@ -60,9 +60,10 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) PIPEZONE_HOME=$(CURDIR) \
 DEMO_LAUNCHER ?= in-process
 
 # The embedded demo, from scratch, through Airflow: build the shop, run every flow's DAG with dag.test(),
-# change the shop, run the DAGs again, compare every layer with the source.
+# change the shop, run the DAGs again, compare every layer with the source and the exported gold table
+# (SQLite .pipezone/demo/bi.db) with the lake's.
 demo: jars
-	rm -rf .pipezone/lake .pipezone/state.db
+	rm -rf .pipezone/lake .pipezone/state.db .pipezone/demo/bi.db
 	$(PY) -m pipezone.core.demo.shop create .pipezone/demo/retail.db --force
 	$(VENV)/bin/pipezone validate
 	@mkdir -p $(AIRFLOW_HOME_DIR)
@@ -76,7 +77,7 @@ demo: jars
 	@echo "== run 2: incremental (extract reads only the changed rows and the lookback window)"
 	$(AIRFLOW_ENV) AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING PIPEZONE_SPARK_LAUNCHER=$(DEMO_LAUNCHER) \
 		$(VENV)/bin/pipezone run --all --airflow
-	@echo "== layer row counts (silver must equal the source)"
+	@echo "== layer row counts (silver must equal the source, each export its lake table)"
 	$(VENV)/bin/pipezone tables --check
 	@echo "== see these runs in the Airflow UI: make airflow"
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JAR_CACHE = REPO_ROOT / ".pipezone" / "jars"
 DEMO_DB = Path(".pipezone/demo/retail.db")
+EXPORT_DB = Path(".pipezone/demo/bi.db")  # metadata/connections/retail_bi.yaml
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -284,6 +285,15 @@ class Project:
         df = self.spark.read.format("delta").load(self.runtime.lake.gold("daily_revenue"))
         return [tuple(r) for r in df.select(*GOLD_COLUMNS).collect()]
 
+    def exported_gold(self) -> list[tuple[Any, ...]]:
+        """daily_revenue as the demo's export left it in the BI database (SQLite: dates and decimals as text)."""
+        conn = sqlite3.connect(self.root / EXPORT_DB)
+        try:
+            rows = conn.execute(f"SELECT {', '.join(GOLD_COLUMNS)} FROM daily_revenue").fetchall()
+        finally:
+            conn.close()
+        return [(date.fromisoformat(d), category, orders, Decimal(revenue)) for d, category, orders, revenue in rows]
+
     # -- source
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
@@ -347,6 +357,7 @@ class Phase:
     logs: dict[str, dict[str, RunRecord]]  # flow -> step -> record
     gold: list[tuple[Any, ...]] = field(default_factory=list)
     expected_gold: list[tuple[Any, ...]] = field(default_factory=list)
+    exported_gold: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def capture(project: Project, run_id: str, report: RunReport, flows: Sequence[str]) -> Phase:
@@ -364,6 +375,7 @@ def capture(project: Project, run_id: str, report: RunReport, flows: Sequence[st
     )
     if GOLD_FLOW in flows:
         phase.gold, phase.expected_gold = project.gold_rows(), project.expected_gold()
+        phase.exported_gold = project.exported_gold()
     return phase
 
 

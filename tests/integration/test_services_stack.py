@@ -172,6 +172,11 @@ def test_silver_equals_every_source_after_full_and_incremental_runs(ran: Project
     assert re.search(
         r"daily_revenue\s+retail_daily_revenue\s+[1-9]\d*\s+s3a://gold/daily_revenue", ran.outputs["tables"]
     )
+    exported = (
+        r"export_retail_bi_daily_revenue\s+retail_daily_revenue\s+retail_bi:daily_revenue\s+replace\s+(\d+)\s+(\d+)"
+    )
+    lake, destination = re.search(exported, ran.outputs["tables"]).groups()  # the demo's gold table in SQLite
+    assert int(lake) > 0 and lake == destination
 
 
 def test_lake_tables_are_delta_tables_in_the_minio_buckets(ran: Project) -> None:

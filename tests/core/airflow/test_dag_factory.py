@@ -38,7 +38,7 @@ DEMO_STEPS = {
     "pipezone_retail_products": ["extract", "bronze", "silver"],
     "pipezone_retail_orders": ["extract", "bronze", "silver", "quality"],
     "pipezone_retail_order_items": ["extract", "bronze", "silver"],
-    "pipezone_retail_daily_revenue": ["gold", "quality"],
+    "pipezone_retail_daily_revenue": ["gold", "quality", "export_retail_bi_daily_revenue"],
 }
 BROKEN_FLOW = """\
 name: broken
@@ -149,6 +149,9 @@ def test_every_written_table_is_an_asset_and_downstream_flows_are_asset_schedule
     }
     revenue = demo_bag.dags["pipezone_retail_daily_revenue"]
     assert [a.name for a in revenue.get_task("gold").outlets] == ["pipezone.gold.daily_revenue"]
+    export = revenue.get_task("export_retail_bi_daily_revenue")
+    assert [a.name for a in export.outlets] == ["pipezone.export.retail_bi.daily_revenue"]
+    assert export.upstream_task_ids == {"quality"}
     condition = revenue.timetable.asset_condition
     assert type(condition).__name__ == "AssetAll"
     assert sorted(a.name for a in condition.objects) == [

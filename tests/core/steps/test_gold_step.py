@@ -31,6 +31,19 @@ def test_daily_revenue_equals_sqlite_after_the_incremental_run(demo: Any, same_r
     same_rows(incremental.gold, incremental.expected_gold, "daily_revenue after batch 1", key=by_day_and_category)
 
 
+def test_the_demo_export_equals_gold_after_each_run(demo: Any, same_rows: Any) -> None:
+    """The demo flow's export (replace into SQLite) carries exactly the gold rows, values included."""
+    for phase in (demo.full, demo.incremental):
+        same_rows(
+            phase.exported_gold,
+            phase.expected_gold,
+            f"exported daily_revenue ({phase.run_id})",
+            key=by_day_and_category,
+        )
+        log = phase.logs["retail_daily_revenue"]["export_retail_bi_daily_revenue"]
+        assert (log.status, log.rows_written) == ("success", len(phase.expected_gold))
+
+
 def test_daily_revenue_columns_and_types(demo: Any) -> None:
     df = demo.project.spark.read.format("delta").load(demo.project.runtime.lake.gold("daily_revenue"))
     types = dict(df.dtypes)
