@@ -33,8 +33,9 @@ def _run_id(output: str) -> str:
     return next(line.split()[1] for line in output.splitlines() if line.startswith("run "))
 
 
-def flow_run(project: Project, flow: str, launcher: str) -> dict[str, Any]:
+def flow_run(project: Project, flow: str, launcher: str, steps: str | None = None) -> dict[str, Any]:
     args = ["--in-process"] if launcher == "in-process" else []
+    args += ["--steps", steps] if steps else []
     profile = CONNECT_PROFILE if launcher == "spark-connect" else PROFILE
     m = project.run(profile, flow, *args).check(f"pipezone run {flow}")
     run_id = _run_id(m.stdout)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import export
+
 TARGETS = {
     "ingest_vs_client": 0.5,  # at 10M rows, PipeZone rows/s over the MariaDB client's
     "ingest_vs_pandas": 3.0,
@@ -430,6 +432,7 @@ def render(run: dict[str, Any], json_path: Path) -> str:
         ]
     parts += postgres_section(run)
     parts += cdc_section(run)
+    parts += export.section(run)
     parts += [*memory_section(run), ""]
     parts += [
         "## Rerun",

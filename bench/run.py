@@ -5,7 +5,8 @@
 Full run: ingest of 1M and 10M rows (numPartitions 1, 2, 4 on the local lake; the best on MinIO), the same
 sizes from PostgreSQL (against psql's COPY),
 incremental latency on the 10M-row table, DAG parse at 10, 100 and 1,000 flows, and the peak memory of a
-30M-row first load, and CDC: 1M changes end to end against the databases' own log readers. Quick run (under 10
+30M-row first load, CDC: 1M changes end to end against the databases' own log readers, and exports of a
+1M-row silver table to PostgreSQL and MariaDB against their own bulk loads. Quick run (under 10
 minutes): 200k rows, 2 partitions, local lake, parse at 10 and 100 flows. The JSON lands in
 .pipezone/bench/results/; the report in --docs (the full run: docs/benchmarks.md) or, for a quick run,
 .pipezone/bench/quick.md.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cdc  # noqa: E402
 import dag_parse  # noqa: E402
+import export  # noqa: E402
 import incremental  # noqa: E402
 import ingest  # noqa: E402
 import report  # noqa: E402
@@ -45,6 +47,8 @@ FULL = {
     "jdbc": True,
     "memory_rows": 30_000_000,
     "cdc_changes": 1_000_000,
+    "export_rows": 1_000_000,
+    "export_changed": 10_000,
 }
 QUICK = {
     "sizes": [200_000],
@@ -57,6 +61,8 @@ QUICK = {
     "jdbc": False,
     "memory_rows": None,
     "cdc_changes": None,
+    "export_rows": 200_000,
+    "export_changed": 1_000,
 }
 
 
@@ -103,14 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the small run (under 10 minutes)")
     parser.add_argument("--dag-factory-python", help="python of a venv with dag-factory 1.1.0 (make bench makes one)")
     parser.add_argument("--docs", help="where the Markdown report goes")
-    parser.add_argument("--only", help="comma-separated subset: ingest,postgres,incremental,parse,memory,cdc")
+    parser.add_argument("--only", help="comma-separated subset: ingest,postgres,incremental,parse,memory,cdc,export")
     parser.add_argument("--add-to", help="a run's JSON: add this invocation's results to it (a section that failed)")
     parser.add_argument(
         "--replace", action="store_true", help="with --add-to: the sections' earlier results are dropped (re-measured)"
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    only = set(args.only.split(",")) if args.only else {"ingest", "postgres", "incremental", "parse", "memory", "cdc"}
+    only = (
+        set(args.only.split(","))
+        if args.only
+        else {"ingest", "postgres", "incremental", "parse", "memory", "cdc", "export"}
+    )
     start_services(minio="minio" in plan["lakes"] and "ingest" in only)
     source = MariaDB()
     run: dict[str, Any] = {
@@ -154,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             start_postgres()
             run["results"] += cdc.run("mariadb", source, project, plan["cdc_changes"])
             run["results"] += cdc.run("postgres", Postgres(), project, plan["cdc_changes"])
+        if "export" in only:
+            start_postgres()
+            run["results"] += export.run(source, Postgres(), project, plan["export_rows"], plan["export_changed"])
         if "memory" in only and plan.get("memory_rows"):
             run["results"] += ingest.memory(source, project, plan["memory_rows"])
     finally:

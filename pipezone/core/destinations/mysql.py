@@ -1,11 +1,12 @@
 """MySQL and MariaDB as an export destination: PyMySQL, rows in with `LOAD DATA LOCAL INFILE`.
 
-Each Arrow batch is written to a temporary tab-separated file and loaded with one LOAD DATA, the bulk path
-of both servers. The file is exact: NULL is `\\N` (an empty field is ''), backslashes, tabs, newlines,
-carriage returns and NUL are escaped, text is utf8mb4, binary goes as hex through `SET col = UNHEX(@var)`,
-decimals as their digits, timestamps as UTC `YYYY-MM-DD HH:MM:SS.ffffff` (the session's time_zone is
-'+00:00', the source adapter's init_command). A LOCAL load turns errors into warnings (the server cannot
-stop the client mid-file): a duplicate key is skipped, a value out of range clipped. So any warning, or a
+Each Arrow batch is written to a temporary CSV file by Arrow's writer (csv_text) and loaded with one LOAD
+DATA, the bulk path of both servers. The file is exact: every value is quoted (`""` for a quote inside, no
+escape character), NULL is the unquoted word NULL, text is utf8mb4, booleans are 1/0, binary goes as hex
+through `SET col = UNHEX(@var)`, decimals as their digits, timestamps as UTC `YYYY-MM-DD HH:MM:SS.ffffff`
+(the session's time_zone is '+00:00', the source adapter's init_command). A LOCAL load turns errors into
+warnings (the server cannot stop the client mid-file): a duplicate key is skipped, a value out of range
+clipped. So any warning, or a
 row count short of the batch's, fails the load and the transaction is rolled back.
 
 A server (or client) refusing LOCAL loads (`local_infile=OFF`) is not an error: the rows then go as
@@ -21,8 +22,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,6 +33,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 
 from pipezone.core.destinations.contract import Destination, DestinationAdapter, DestinationError, TableName
+from pipezone.core.destinations.csv_text import csv_bytes
 from pipezone.core.destinations.row_values import COMPLEX_TYPES, LoadRefused, python_columns, utc_naive
 from pipezone.core.destinations.sql_destination import (
     CONNECT_TIMEOUT_SECONDS,
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 KEY_BYTES = 3072  # InnoDB's index key limit (DYNAMIC rows)
 KEY_RESERVE = 16  # bytes kept per non-text key column (BIGINT 8, DATETIME(6) 8, DECIMAL(38) 17: close enough)
 LOCAL_REFUSED = frozenset({1148, 2068, 3948, 4166})  # LOAD DATA LOCAL disabled by the server or the client
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 _TYPES: dict[str, TypeEngine[Any]] = {
     "boolean": mysql.BOOLEAN(),  # TINYINT(1)
     "byte": mysql.TINYINT(),
@@ -142,8 +142,8 @@ class MySqlDestination(SqlDestination):
     def _load_file(self, driver: Any, target: Table, schema: StructType, batch: pa.RecordBatch) -> bool:
         """One LOAD DATA LOCAL of `batch`; False (and local loads off from now on) when the server refuses
         LOCAL loads, so the caller inserts the rows instead."""
-        with tempfile.NamedTemporaryFile("wb", suffix=".tsv", delete=False) as out:
-            out.write(_tsv(batch, schema))
+        with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as out:
+            out.write(csv_bytes(batch, schema, bytes.hex, naive_utc=True, numeric_bools=True))
         try:
             with driver.cursor() as cursor:
                 cursor.execute(self._load_statement(driver.escape(out.name), target, schema))
@@ -179,7 +179,7 @@ class MySqlDestination(SqlDestination):
                 fields.append(column)
         statement = (
             f"LOAD DATA LOCAL INFILE {path_literal} INTO TABLE {preparer.format_table(target)} CHARACTER SET utf8mb4 "
-            r"FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n' "
+            "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' LINES TERMINATED BY '\\n' "
             f"({', '.join(fields)})"
         )
         return statement + (f" SET {', '.join(assignments)}" if assignments else "")
@@ -210,35 +210,6 @@ class MySqlDestination(SqlDestination):
         """A statement on the driver's cursor, unformatted (a '%' in a table name is not a parameter)."""
         with conn.connection.driver_connection.cursor() as cursor:
             cursor.execute(statement)
-
-
-def _tsv(batch: pa.RecordBatch, schema: StructType) -> bytes:
-    columns = python_columns(batch, schema)
-    texts = [
-        [_field(v, f.dataType.typeName()) for v in values] for f, values in zip(schema.fields, columns, strict=True)
-    ]
-    return "".join("\t".join(row) + "\n" for row in zip(*texts, strict=True)).encode("utf-8")
-
-
-def _field(value: Any, kind: str) -> str:
-    """One LOAD DATA field (FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\')."""
-    if value is None:
-        return "\\N"
-    if kind == "binary":
-        return value.hex()
-    if kind == "boolean":
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return utc_naive(value).isoformat(" ", "microseconds")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, str):
-        return value.translate(_ESCAPES)
-    return str(value)
 
 
 def _driver_value(value: Any) -> Any:

@@ -1,9 +1,9 @@
 """PostgreSQL as an export destination: psycopg 3, rows in with `COPY ... FROM STDIN`.
 
 COPY is PostgreSQL's bulk path and is transactional like any statement, so a load, the swap of a `replace`
-and the export marker commit together. Rows go through psycopg's `Copy.write_row` in COPY's text format:
-psycopg's dumpers write each Python value (Decimal, bytes as bytea, aware datetimes as timestamptz, dates,
-booleans) and escape tabs, newlines and backslashes, with NULL distinct from ''. The session runs in UTC
+and the export marker commit together. Rows go as COPY's CSV format, formatted by Arrow's CSV writer a batch
+at a time (csv_text): every value quoted, NULL the unquoted word NULL (so distinct from '' and from the text
+'NULL'), timestamps as UTC with `Z`, bytea in its hex form, nested values as JSON. The session runs in UTC
 (the source adapter's startup option).
 """
 
@@ -19,7 +19,9 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql
 
 from pipezone.core.destinations.contract import Destination, DestinationAdapter, DestinationError, TableName
-from pipezone.core.destinations.row_values import COMPLEX_TYPES, python_rows
+from pipezone.core.destinations.csv_text import NULL as CSV_NULL
+from pipezone.core.destinations.csv_text import csv_bytes
+from pipezone.core.destinations.row_values import COMPLEX_TYPES
 from pipezone.core.destinations.sql_destination import (
     CONNECT_TIMEOUT_SECONDS,
     SqlDestination,
@@ -69,15 +71,16 @@ class PostgresDestination(SqlDestination):
         return _TYPES[kind]
 
     def load(self, conn: Connection, target: Table, schema: StructType, batches: Iterable[pa.RecordBatch]) -> None:
-        """`COPY target (columns) FROM STDIN` on the transaction's own psycopg connection."""
+        """`COPY target (columns) FROM STDIN (FORMAT csv)` on the transaction's own psycopg connection, fed
+        with CSV that Arrow formats a batch at a time (csv_text)."""
         name = sql.Identifier(*([target.schema] if target.schema else []), target.name)
         columns = sql.SQL(", ").join(sql.Identifier(column.name) for column in target.columns)
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(name, columns)
+        options = sql.SQL("(FORMAT csv, NULL {})").format(sql.Literal(CSV_NULL))
+        statement = sql.SQL("COPY {} ({}) FROM STDIN {}").format(name, columns, options)
         driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for batch in batches:
-                for row in python_rows(batch, schema):
-                    copy.write_row(row)
+                copy.write(csv_bytes(batch, schema, _bytea))
 
     def upsert(self, target: Table, keys: list[str], source: Select[Any] | dict[str, Any]) -> Executable:
         return conflict_upsert(postgresql.insert, target, keys, source)
@@ -89,6 +92,11 @@ class PostgresDestination(SqlDestination):
         comments), so a replace keeps what was added to the table besides PipeZone's columns. (A serial
         column added by hand would tie the copy to the old table's sequence: the swap's DROP refuses it.)"""
         conn.exec_driver_sql(f"CREATE TABLE {self.quoted(staging)} (LIKE {self.quoted(table)} INCLUDING ALL)")
+
+
+def _bytea(value: bytes) -> str:
+    """bytea's hex input form."""
+    return "\\x" + value.hex()
 
 
 class PostgresDestinationAdapter(DestinationAdapter):
