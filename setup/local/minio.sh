@@ -2,7 +2,7 @@
 # A MinIO (S3) server for the lake, run by the project itself (no Docker, no system service).
 #
 #   bash setup/local/minio.sh install   # go install the pinned MinIO once per machine (into PIPEZONE_TOOLS_DIR)
-#   bash setup/local/minio.sh start     # serve .pipezone/services/minio/data, create raw/bronze/silver/gold; no-op if running
+#   bash setup/local/minio.sh start     # serve .pipezone/services/minio/data, create raw/bronze/silver/gold/quarantine/quality; no-op if running
 #   bash setup/local/minio.sh stop      # TERM, then KILL after PIPEZONE_MINIO_WAIT
 #   bash setup/local/minio.sh status    # exit 0 when /minio/health/ready answers
 #
@@ -19,7 +19,7 @@ ACCESS_KEY="${PIPEZONE_MINIO_USER:-pipezone}"
 SECRET_KEY="${PIPEZONE_MINIO_PASSWORD:-pipezone-dev-secret}"
 WAIT_SECONDS="${PIPEZONE_MINIO_WAIT:-60}"
 REGION=us-east-1
-BUCKETS=(raw bronze silver gold)
+BUCKETS=(raw bronze silver gold quarantine quality)
 # How start signs its S3 calls: auto (curl --aws-sigv4 when curl >= 7.75, else python3), curl or python.
 S3_CLIENT="${PIPEZONE_MINIO_S3_CLIENT:-auto}"
 

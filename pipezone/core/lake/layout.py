@@ -1,6 +1,8 @@
-"""Where each layer's tables live: `raw/<connection>/<table>/`, `bronze/<flow>/`, `silver/<flow>/`, `gold/<name>/`.
+"""Where each layer's tables live: `raw/<connection>/<table>/`, `bronze/<flow>/`, `silver/<flow>/`, `gold/<name>/`;
+beside them `quarantine/<flow>/` (rows a quality check held back from silver) and `quality/<flow>/` (the
+flow's Great Expectations Data Docs).
 
-One folder (local) or one bucket (S3/MinIO, through s3a) per layer, so the MinIO console shows the
+One folder (local) or one bucket (S3/MinIO, through s3a) per area, so the MinIO console shows the
 medallion as four buckets and permissions can differ per layer.
 """
 
@@ -13,6 +15,7 @@ from pipezone.core.spec.flow import FlowSpec
 from pipezone.core.spec.settings import Settings
 
 LAYERS = ("raw", "bronze", "silver", "gold")
+AREAS = (*LAYERS, "quarantine", "quality")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,13 @@ class LakeLayout:
     def gold(self, table_name: str) -> str:
         return f"{self.roots['gold']}/{table_name}"
 
+    def quarantine(self, flow_name: str) -> str:
+        return f"{self.roots['quarantine']}/{flow_name}"
+
+    def quality(self, flow_name: str) -> str:
+        """The folder of the flow's Data Docs site (index.html at its top)."""
+        return f"{self.roots['quality']}/{flow_name}"
+
     def table(self, layer: str, name: str, flow: FlowSpec | None = None) -> str:
         if layer == "raw":
             if flow is None:
@@ -52,7 +62,7 @@ def lake_layout(conn: ConnectionSpec, settings: Settings) -> LakeLayout:
     """Build the layout for a lake connection (local folder or S3/MinIO buckets)."""
     if isinstance(conn, LocalLakeConnection):
         base = settings.resolve_path(conn.path).resolve().as_uri()
-        return LakeLayout({layer: f"{base}/{layer}" for layer in LAYERS})
+        return LakeLayout({area: f"{base}/{area}" for area in AREAS})
     if isinstance(conn, S3LakeConnection):
-        return LakeLayout({layer: f"s3a://{conn.buckets.get(layer, layer)}" for layer in LAYERS})
+        return LakeLayout({area: f"s3a://{conn.buckets.get(area, area)}" for area in AREAS})
     raise ValueError(f"connection '{conn.name}' (type {conn.type}) is not a lake")

@@ -177,9 +177,9 @@ class S3LakeConnection(ConnectionSpec):
     access_key: str = Field(description="Access key id, literal or a secret reference.", min_length=1, max_length=256)
     secret_key: SecretRef
     path_style: bool = True
-    buckets: dict[Literal["raw", "bronze", "silver", "gold"], Bucket] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: {layer: layer for layer in ("raw", "bronze", "silver", "gold")},
-        description="Bucket per layer.",
+    buckets: dict[Literal["raw", "bronze", "silver", "gold", "quarantine", "quality"], Bucket] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="Bucket per layer (default: the layer's name), and for quarantined rows and quality Data Docs.",
     )
 
     @property

@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 from pipezone.core.spec.airflow_names import flow_dag_id, key_problem
 from pipezone.core.spec.cursor_values import normalize
 from pipezone.core.spec.export import MAX_EXPORTS, ExportSpec, check_exports
-from pipezone.core.spec.quality import QualityCheck
+from pipezone.core.spec.quality import QualityCheck, checks_fit_the_flow, row_level
 from pipezone.core.spec.schedule import ScheduleSpec, schedule_shorthands
 from pipezone.core.spec.sql_references import table_references
 from pipezone.core.spec.value_types import (
@@ -341,7 +341,8 @@ def _sql_snippets(data: Any) -> tuple[int, int]:
                 derive = step.get("derive")
                 texts += list(derive.values()) if isinstance(derive, dict) else []
     quality = data.get("quality")
-    texts += [c.get("expression") for c in quality if isinstance(c, dict)] if isinstance(quality, list) else []
+    checks = [c for c in quality if isinstance(c, dict)] if isinstance(quality, list) else []
+    texts += [c.get(key) for c in checks for key in ("expression", "query")]
     strings = [t for t in texts if isinstance(t, str)]
     return len(strings), sum(len(t) for t in strings)
 
@@ -419,16 +420,8 @@ class FlowSpec(SpecModel):
         return self
 
     @model_validator(mode="after")
-    def _gold_checks_name_tables(self) -> FlowSpec:
-        tables = {table.name for table in self.layers.gold}
-        for index, check in enumerate(self.quality):
-            if check.table is not None and check.table not in tables:
-                known = ", ".join(sorted(tables)) or "none"
-                raise PydanticCustomError(
-                    "unknown_gold_table",
-                    "no gold table '{table}' in this flow (its gold tables: {known})",
-                    {"table": check.table, "known": known, "at": f"quality.{index}.table"},
-                )
+    def _checks_fit_the_flow(self) -> FlowSpec:
+        checks_fit_the_flow(self.quality, {table.name for table in self.layers.gold}, self.source is not None)
         return self
 
     @model_validator(mode="after")
@@ -481,7 +474,7 @@ class FlowSpec(SpecModel):
             steps += [name for name in ("bronze", "silver") if getattr(self.layers, name).enabled]
         if self.layers.gold:
             steps.append("gold")
-        if self.quality:
+        if any(not row_level(check) for check in self.quality):  # row checks run inside silver
             steps.append("quality")
         steps += [export.step(self) for export in self.exports]
         if self.verify is not None and self.source is not None:

@@ -187,6 +187,19 @@ def _select_statement(value: str) -> str:
     return value.strip().rstrip(";").strip()
 
 
+def _check_query(value: str) -> str:
+    """A `sql` quality check: one read-only Spark SQL query naming the checked table as {table}; it may
+    read the lake's silver and gold tables too (checked as gold SQL, {table} standing for one of them)."""
+    if "{table}" not in value:
+        raise PydanticCustomError(
+            "check_query_table", "the query names the checked table as {placeholder}", {"placeholder": "{table}"}
+        )
+    problem = select_problem(value.replace("{table}", "silver.pz_checked_table"), "spark", lake_only=True)
+    if problem:
+        raise PydanticCustomError("not_select", problem.replace("gold SQL", "a check query"))
+    return value.strip().rstrip(";").strip()
+
+
 def _query_text(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("empty_sql", "empty SQL")
@@ -259,6 +272,7 @@ SparkType = Annotated[
 ]
 SqlExpression = Annotated[str, AfterValidator(_sql_expression)]
 SelectStatement = Annotated[str, AfterValidator(_select_statement)]
+SqlCheckQuery = Annotated[str, AfterValidator(_check_query)]
 QueryText = Annotated[str, AfterValidator(_query_text)]
 BoundedInt = Annotated[int, Field(ge=-MAX_INT - 1, le=MAX_INT)]
 

@@ -31,6 +31,29 @@ class QualityResult:
     expected: str | None
     severity: str
     checked_at: datetime
+    action: str | None = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    unexpected_keys: str | None = None  # JSON: a sample of the unexpected rows' primary keys
+
+
+@dataclass(frozen=True)
+class UnexpectedRows:
+    """The rows a check found unexpected: how many, their share of the rows judged, a sample of their keys;
+    `action` for a row-level check."""
+
+    count: int | None = None
+    percent: float | None = None
+    keys: list[dict[str, Any]] | None = None
+    action: str | None = None
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "unexpected_count": self.count,
+            "unexpected_percent": self.percent,
+            "unexpected_keys": None if self.keys is None else as_text(self.keys),
+        }
 
 
 class QualityStore(StoreBase):
@@ -46,8 +69,10 @@ class QualityStore(StoreBase):
         observed: Any = None,
         expected: Any = None,
         severity: str = "error",
+        detail: UnexpectedRows | None = None,
     ) -> int:
-        """Store one check outcome; non-string observed/expected values are stored as JSON."""
+        """Store one check outcome; non-string observed/expected values are stored as JSON. `detail`: what
+        Great Expectations measured of the rows (and the action of a row-level check)."""
         check_choice(status, CHECK_STATUSES, "quality check status")
         with self._transaction() as conn:
             result = conn.execute(
@@ -61,6 +86,7 @@ class QualityStore(StoreBase):
                     expected=as_text(expected),
                     severity=severity,
                     checked_at=self._now(),
+                    **(detail.columns() if detail else {}),
                 )
             )
             return int(result.inserted_primary_key[0])

@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Double,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -34,7 +35,7 @@ from pipezone.core.state.encoding import require_aware
 VERSION_TABLE = "pipezone_alembic_version"
 
 STEP_STATUSES = ("running", "success", "failed", "skipped")
-CHECK_STATUSES = ("passed", "failed", "warned")
+CHECK_STATUSES = ("passed", "failed", "warned", "dropped", "quarantined")
 
 # Indexed VARCHAR lengths. InnoDB caps an index key at 3072 bytes and utf8mb4 costs 4 bytes a character,
 # so the widest key, (run_id, flow, step, attempt), is (250 + 190 + 190) * 4 + 4 = 2524 bytes.
@@ -165,9 +166,15 @@ quality_checks = Table(
     Column("expected", LongText, nullable=True),
     Column("severity", String(16), nullable=False),
     Column("checked_at", UTCDateTime(), nullable=False),
+    Column("action", String(16), nullable=True),  # row-level checks: warn, drop, quarantine, fail
+    Column("unexpected_count", BigInteger, nullable=True),
+    Column("unexpected_percent", Float, nullable=True),
+    Column("unexpected_keys", LongText, nullable=True),  # JSON: a sample of the unexpected rows' keys
     Index("ix_data_quality_checks_run_id", "run_id"),
     Index("ix_data_quality_checks_flow_checked_at", "flow", "checked_at"),
-    CheckConstraint("status IN ('passed', 'failed', 'warned')", name="ck_data_quality_checks_status"),
+    CheckConstraint(
+        "status IN ('passed', 'failed', 'warned', 'dropped', 'quarantined')", name="ck_data_quality_checks_status"
+    ),
     **TABLE_OPTIONS,
 )
 

@@ -1,7 +1,11 @@
-"""Quality: the flow's checks evaluated with Spark SQL on the layer tables, recorded in the state store.
+"""Quality: the flow's table-level checks validated with Great Expectations on each checked layer table,
+recorded in the state store, rendered as Data Docs in the lake's `quality/<flow>/`.
 
-Each check is one aggregate over the table, so a check costs one pass whatever its kind. A failed
-`error` check fails the step (and the DAG run); a failed `warn` check is recorded and logged only.
+Checks with an `action` are not here: they judge each row of silver's write (steps/row_checks.py). Each
+checked table is one GX suite validated on the table's live rows (cached when several expectations read
+it). A failed `error` check fails the step (and the DAG run) with one line per check naming the unexpected
+count; a failed `warn` check is recorded only. When the checked tables and the checks are what the last
+successful run judged, its outcomes are reused (freshness aside: it depends on the clock).
 """
 
 from __future__ import annotations
@@ -9,188 +13,176 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_tables as dt
-from pipezone.core.spec.quality import (
-    AcceptedValuesCheck,
-    ExpressionCheck,
-    FreshnessCheck,
-    NotNullCheck,
-    RowCountCheck,
-    UniqueCheck,
-)
-from pipezone.core.state.quality_results import QualityResult
+from pipezone.core.quality import data_docs
+from pipezone.core.quality.expectations import expectations
+from pipezone.core.quality.validation import Outcome, Validator
+from pipezone.core.spec.quality import FreshnessCheck, QualityCheck, row_level
+from pipezone.core.state.quality_results import QualityResult, UnexpectedRows
 from pipezone.core.steps.context import StepContext, StepResult
+from pipezone.core.steps.gold import resolve_references
+from pipezone.core.steps.layer_writes import layer_keys
+from pipezone.core.steps.transforms import renamed
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 
 class QualityError(RuntimeError):
-    """Error-severity checks failed; the message lists them."""
+    """Error-severity checks failed, or a row check with action fail found rows; the message lists them."""
 
 
-@dataclass(frozen=True)
-class Outcome:
-    name: str
-    passed: bool
-    observed: Any
-    expected: Any
+def table_checks(ctx: StepContext) -> list[tuple[int, QualityCheck]]:
+    """The flow's table-level checks, numbered as in the flow file."""
+    return [(i, check) for i, check in enumerate(ctx.flow.quality) if not row_level(check)]
 
 
-_TIME_TYPES = {"date", "timestamp", "timestamp_ntz"}
-
-
-def _q(column: str) -> str:
-    return f"`{column}`"
-
-
-def _literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _count_where(df: DataFrame, condition: str) -> int:
-    return int(df.selectExpr(f"count_if({condition}) AS n").collect()[0]["n"] or 0)
-
-
-def evaluate(df: DataFrame, check: Any) -> Outcome:
-    """One check against one table."""
-    if isinstance(check, NotNullCheck):
-        bad = _count_where(df, " OR ".join(f"{_q(c)} IS NULL" for c in check.columns))
-        return Outcome(f"not_null({', '.join(check.columns)})", bad == 0, f"{bad} null rows", "0 null rows")
-    if isinstance(check, UniqueCheck):
-        cols = ", ".join(_q(c) for c in check.columns)
-        dupes = df.groupBy(*check.columns).count().filter("count > 1").count()
-        return Outcome(f"unique({cols.replace('`', '')})", dupes == 0, f"{dupes} duplicated keys", "0")
-    if isinstance(check, AcceptedValuesCheck):
-        values = ", ".join(_literal(v) for v in check.values)
-        bad = _count_where(df, f"{_q(check.column)} IS NOT NULL AND {_q(check.column)} NOT IN ({values})")
-        return Outcome(f"accepted_values({check.column})", bad == 0, f"{bad} rows outside", check.values)
-    if isinstance(check, RowCountCheck):
-        rows = df.count()
-        ok = (check.min is None or rows >= check.min) and (check.max is None or rows <= check.max)
-        return Outcome("row_count", ok, rows, {"min": check.min, "max": check.max})
-    if isinstance(check, ExpressionCheck):
-        bad = _count_where(df, f"NOT coalesce(({check.expression}), false)")
-        return Outcome(f"expression({check.expression})", bad == 0, f"{bad} rows violate", "0")
-    if isinstance(check, FreshnessCheck):
-        return _freshness(df, check)
-    raise TypeError(f"unknown check {check!r}")
-
-
-def _column_type(df: DataFrame, column: str) -> str | None:
-    """The column's Spark SQL type name (`date`, `timestamp`, `string`...), matched case-insensitively."""
-    for field in df.schema.fields:
-        if field.name.lower() == column.lower():
-            return field.dataType.simpleString()
-    return None
-
-
-def _as_utc(newest: date | datetime, type_name: str) -> datetime:
-    """The instant a collected max(column) stands for, as an aware UTC datetime.
-
-    DATE: the END of that day in UTC (the next midnight), so a date of today is never stale.
-    TIMESTAMP: PySpark hands back a naive datetime in this process's local time; it is read as local
-    time, as `cursor_values.normalize` does. TIMESTAMP_NTZ: a wall-clock value with no zone, read in the
-    Spark session time zone, which PipeZone pins to UTC (spark/session.py).
-    """
-    if isinstance(newest, datetime):
-        if type_name == "timestamp_ntz":
-            return newest.replace(tzinfo=UTC)
-        return newest.astimezone(UTC)  # aware values convert; naive = local time of this process
-    return datetime.combine(newest + timedelta(days=1), time.min, tzinfo=UTC)
-
-
-def _freshness(df: DataFrame, check: FreshnessCheck) -> Outcome:
-    """Age of the newest value of a DATE or TIMESTAMP column against `max_age`; other types fail.
-
-    The age is never negative: today's date (its day not over yet) or a future timestamp is 0 old.
-    """
-    name, expected = f"freshness({check.column})", f"<= {check.max_age}"
-    type_name = _column_type(df, check.column)
-    if type_name not in _TIME_TYPES:
-        found = "not found" if type_name is None else f"is {type_name}"
-        return Outcome(name, False, f"column {check.column} {found}: not a date or timestamp", expected)
-    newest = df.selectExpr(f"max({_q(check.column)}) AS m").collect()[0]["m"]
-    if newest is None:
-        return Outcome(name, False, "no rows", expected)
-    age = max(datetime.now(UTC) - _as_utc(newest, type_name), timedelta(0))  # not over yet: age 0
-    return Outcome(name, age <= check.max_age, str(age), expected)
-
-
-def _table_path(ctx: StepContext, check: Any) -> str:
-    lake = ctx.runtime.lake
+def checked_table(ctx: StepContext, check: QualityCheck) -> tuple[str, str, list[str]]:
+    """(name, lake path, primary key) of the table a check judges."""
+    lake, flow = ctx.runtime.lake, ctx.flow
     if check.layer == "gold":
-        gold = ctx.flow.layers.gold
+        gold = flow.layers.gold
         name = check.table or (gold[0].name if len(gold) == 1 else None)
         if name is None:
             raise ValueError(f"check {check.check} on gold needs 'table' (this flow has {len(gold)} gold tables)")
-        return lake.gold(name)
-    return lake.bronze(ctx.flow.name) if check.layer == "bronze" else lake.silver(ctx.flow.name)
+        table = next(t for t in gold if t.name == name)
+        return f"gold.{name}", lake.gold(name), list(table.primary_key)
+    keys, _ = layer_keys(ctx)
+    if check.layer == "silver":
+        keys = renamed(keys, flow.layers.silver.transforms)
+        return f"silver.{flow.name}", lake.silver(flow.name), keys
+    return f"bronze.{flow.name}", lake.bronze(flow.name), keys
 
 
-def _checks_hash(ctx: StepContext) -> str:
-    checks = [check.model_dump(mode="json") for check in ctx.flow.quality]
-    return hashlib.sha256(json.dumps(checks, sort_keys=True).encode()).hexdigest()[:16]
+def docs_site(ctx: StepContext, step: str) -> str:
+    """Where a step renders the flow's Data Docs: `quality/<flow>/<step>/` (the quality step's table checks,
+    the silver step's row checks: one site each, so neither overwrites the other's index)."""
+    return f"{ctx.runtime.lake.quality(ctx.flow.name)}/{step}"
 
 
-def _reusable(ctx: StepContext, seen: dict[str, Any]) -> list[QualityResult] | None:
-    """The outcomes of the last successful quality run when it checked these very table versions with these
-    very checks: the data is the same, so are the outcomes (freshness, which depends on the clock, aside)."""
+def _checks_hash(checks: list[tuple[int, QualityCheck]]) -> str:
+    dumped = [check.model_dump(mode="json") for _, check in checks]
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _previous(ctx: StepContext, seen: dict[str, Any], slots: int) -> list[QualityResult] | None:
+    """The outcomes of the last successful quality run when it judged these very table versions with these
+    very checks (one outcome per slot, in the flow's order)."""
     last = ctx.state.last_success(ctx.flow.name, "quality")
     if last is None or last.details.get("seen") != seen:
         return None
     outcomes = ctx.state.quality_results(last.run_id)
-    return outcomes if len(outcomes) == len(ctx.flow.quality) else None
+    return outcomes if len(outcomes) == slots else None
 
 
-def _table(ctx: StepContext, tables: dict[str, DataFrame], path: str, version: int | None, readers: int) -> DataFrame:
-    if path not in tables:
-        if version is None:  # no commit: no table
-            raise QualityError(f"table {path} does not exist yet: run the flow's other steps first")
-        live = dt.read_live(ctx.spark, path)
-        # cached only when several checks read it: caching a 10M-row table for one pass costs a second pass
-        tables[path] = live.cache() if readers > 1 else live
-    return tables[path]
+@dataclass(frozen=True)
+class Recorded:
+    """One outcome as the state store keeps it."""
+
+    table: str
+    layer: str
+    name: str
+    status: str
+    observed: Any
+    expected: Any
+    severity: str
+    detail: UnexpectedRows
+
+    @classmethod
+    def of(cls, table: str, outcome: Outcome) -> Recorded:
+        check = outcome.expectation.check
+        status = "passed" if outcome.success else ("failed" if check.severity == "error" else "warned")
+        return cls(
+            table,
+            check.layer,
+            outcome.name,
+            status,
+            outcome.observed,
+            outcome.expected,
+            check.severity,
+            outcome.unexpected,
+        )
+
+    @classmethod
+    def again(cls, table: str, r: QualityResult) -> Recorded:
+        keys = json.loads(r.unexpected_keys) if r.unexpected_keys else None
+        detail = UnexpectedRows(r.unexpected_count, r.unexpected_percent, keys, r.action)
+        return cls(table, r.layer, r.check_name, r.status, r.observed, r.expected, r.severity, detail)
 
 
 def run_quality(ctx: StepContext) -> StepResult:
-    failures: list[str] = []
-    results = []
-    tables: dict[str, DataFrame] = {}
-    paths = [_table_path(ctx, check) for check in ctx.flow.quality]
-    versions = {path: (dt.last_commit(ctx.spark, path) or {}).get("version") for path in sorted(set(paths))}
-    seen = {"checks": _checks_hash(ctx), "versions": versions}
-    previous = _reusable(ctx, seen) if None not in versions.values() else None
-    fresh = [previous is None or isinstance(check, FreshnessCheck) for check in ctx.flow.quality]
-    for i, (check, path) in enumerate(zip(ctx.flow.quality, paths, strict=True)):
-        if not fresh[i]:
-            assert previous is not None
-            reused = previous[i]
-            name, status, observed, expected = reused.check_name, reused.status, reused.observed, reused.expected
-        else:
-            readers = sum(f and p == path for f, p in zip(fresh, paths, strict=True))
-            outcome = evaluate(_table(ctx, tables, path, versions[path], readers), check)
-            name, observed, expected = outcome.name, outcome.observed, outcome.expected
-            status = "passed" if outcome.passed else ("failed" if check.severity == "error" else "warned")
-        ctx.state.record_quality_check(
-            ctx.run_id, ctx.flow.name, check.layer, name, status, observed, expected, check.severity
+    checks = table_checks(ctx)
+    if not checks:
+        return StepResult(skipped=True, note="no table-level checks (the flow's checks act on silver's rows)")
+    located = {index: checked_table(ctx, check) for index, check in checks}
+    paths = {name: path for name, path, _ in located.values()}
+    versions = {name: (dt.last_commit(ctx.spark, path) or {}).get("version") for name, path in paths.items()}
+    missing = sorted(name for name, version in versions.items() if version is None)
+    if missing:
+        raise QualityError(f"table {', '.join(missing)} does not exist yet: run the flow's other steps first")
+    seen = {"checks": _checks_hash(checks), "versions": versions}
+    slots = [(index, check) for index, check in checks for _ in _outcome_names(check)]
+    previous = _previous(ctx, seen, len(slots))
+    # what the last run judged of these very tables is still true, but a freshness check ages with the clock
+    judged = [(i, c) for i, c in checks if previous is None or isinstance(c, FreshnessCheck)]
+    outcomes: dict[int, list[Outcome]] = {}
+    with data_docs.site_folder(docs_site(ctx, "quality"), ctx.runtime.lake_s3()) as folder:
+        validator = Validator(folder)
+        for name in dict.fromkeys(located[i][0] for i, _ in judged):
+            group = [(i, c) for i, c in judged if located[i][0] == name]
+            for outcome in _validate(ctx, validator, name, paths[name], located[group[0][0]][2], group):
+                outcomes.setdefault(outcome.expectation.index, []).append(outcome)
+        if judged:
+            validator.build_docs()
+    rows = []
+    for k, (index, _) in enumerate(slots):
+        table = located[index][0]
+        rows.append(
+            Recorded.of(table, outcomes[index].pop(0)) if index in outcomes else Recorded.again(table, previous[k])
         )
-        results.append({"check": name, "layer": check.layer, "status": status, "observed": str(observed)})
-        if status == "failed":
-            failures.append(f"{check.layer} {name}: {observed}")
-    for df in tables.values():
+    return _recorded(ctx, rows, seen, reused=previous is not None)
+
+
+def _outcome_names(check: QualityCheck) -> list[str | None]:
+    """One outcome per column of a not_null check, one for any other check."""
+    return list(getattr(check, "columns", None) or [None]) if check.check == "not_null" else [None]
+
+
+def _validate(
+    ctx: StepContext, validator: Validator, name: str, path: str, keys: list[str], group: list[tuple[int, Any]]
+) -> list[Outcome]:
+    live: DataFrame = dt.read_live(ctx.spark, path)
+    judged = expectations(group, live, lambda sql: resolve_references(sql, ctx.runtime.lake, ctx.spark))
+    # cached only when several expectations read it: caching a 10M-row table for one pass costs a second pass
+    df = live.cache() if len(judged) > 1 else live
+    try:
+        return validator.validate(df, name, judged, [k for k in keys if k in live.columns], ctx.run_id)
+    finally:
         df.unpersist()
+
+
+def _recorded(ctx: StepContext, rows: list[Recorded], seen: dict[str, Any], reused: bool) -> StepResult:
+    failures, results = [], []
+    for r in rows:
+        ctx.state.record_quality_check(
+            ctx.run_id, ctx.flow.name, r.layer, r.name, r.status, r.observed, r.expected, r.severity, detail=r.detail
+        )
+        results.append({"check": r.name, "table": r.table, "status": r.status, "observed": str(r.observed)})
+        if r.status == "failed":
+            failures.append(f"{r.table} {r.name}: {r.observed}")
     if failures:
         raise QualityError("quality checks failed: " + "; ".join(failures))
-    warned = sum(r["status"] == "warned" for r in results)
-    note = f"{len(results)} checks, {warned} warned" if warned else f"{len(results)} checks passed"
-    if previous is not None:
+    warned = sum(r.status == "warned" for r in rows)
+    count = f"{len(rows)} check{'s' if len(rows) != 1 else ''}"
+    note = f"{count}, {warned} warned" if warned else f"{count} passed"
+    if reused:
         note += " (tables unchanged since the last check: outcomes reused)"
-    return StepResult(note=note, details={"checks": results, "seen": seen, "reused": previous is not None})
+    details = {
+        "checks": results,
+        "seen": seen,
+        "reused": reused,
+        "data_docs": data_docs.index_uri(docs_site(ctx, "quality")),
+    }
+    return StepResult(note=note, details=details)

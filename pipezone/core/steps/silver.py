@@ -14,6 +14,7 @@ from pipezone.core.steps.layer_writes import (
     without_dropped_columns,
     write_layer,
 )
+from pipezone.core.steps.row_checks import judge, row_checks, write_quarantine
 from pipezone.core.steps.transforms import apply_transforms, renamed
 
 
@@ -34,10 +35,22 @@ def run_silver(ctx: StepContext) -> StepResult:
     keys = renamed(keys, transforms)
     cursor = renamed([cursor], transforms)[0] if cursor else None
     batches = (previous, newest)
-    return commit_layer(
-        ctx,
-        "silver",
-        batches,
-        rows_in,
-        lambda: (write_layer(ctx, df, "silver", keys, cursor, newest, rows_in), "spark"),
-    )
+    if not row_checks(ctx.flow.quality):
+        write = lambda: (write_layer(ctx, df, "silver", keys, cursor, newest, rows_in), "spark")  # noqa: E731
+        return commit_layer(ctx, "silver", batches, rows_in, write)
+    df = df.cache()  # judged by GX, counted, then written to quarantine and silver
+    try:
+        verdict = judge(ctx, df, keys)
+        assert verdict is not None
+
+        def write() -> tuple[dt.CommitInfo, str]:
+            write_quarantine(ctx, verdict, newest)  # first: a retry after silver's commit skips it (txnVersion)
+            return write_layer(ctx, verdict.keep, "silver", keys, cursor, newest, rows_in), "spark"
+
+        result = commit_layer(ctx, "silver", batches, rows_in, write)
+    finally:
+        df.unpersist()
+    result.details |= verdict.details()
+    counts = [f"{n} {what}" for n, what in ((verdict.dropped, "dropped"), (verdict.quarantined, "quarantined")) if n]
+    result.note = "; ".join(filter(None, [result.note, ", ".join(counts)]))
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -29,6 +30,7 @@ from pipezone.core.state.encoding import decode_watermark, encode_watermark
 from pipezone.core.state.engine import alembic_config, offline_migration_sql
 from pipezone.core.state.errors import StateStoreError
 from pipezone.core.state.leases import Lease, LeaseHolder, process_gone
+from pipezone.core.state.quality_results import UnexpectedRows
 from pipezone.core.state.schema import VERSION_TABLE, metadata
 from pipezone.core.state.store import StateStore
 
@@ -76,7 +78,7 @@ def test_migrate_creates_schema_on_fresh_file_and_rerun_is_noop(tmp_path: Path) 
     with StateStore(url, auto_migrate=False) as s:
         assert s.schema_revision() is None
         s.migrate()
-        assert s.schema_revision() == "0003"
+        assert s.schema_revision() == "0004"
         s.set_watermark("f", "id", 7, "run-1")
         schema_before = _sqlite_schema(db)
         s.migrate()
@@ -387,8 +389,33 @@ def test_quality_checks_round_trip(store: StateStore) -> None:
         ("not_null:email", "failed", "3", "0", "error"),
         ("row_count", "warned", "5", ">= 10", "warn"),
     ]
-    with pytest.raises(ValueError, match="passed, failed, warned"):
+    with pytest.raises(ValueError, match="passed, failed, warned, dropped, quarantined"):
         store.record_quality_check("run-1", "orders", "bronze", "x", "ok")
+
+
+def test_quality_checks_keep_the_unexpected_rows_detail(store: StateStore) -> None:
+    keys = [{"id": 3}, {"id": 7}]
+    detail = UnexpectedRows(count=2, percent=12.5, keys=keys, action="quarantine")
+    store.record_quality_check("run-9", "orders", "silver", "not_null(email)", "quarantined", detail=detail)
+    (result,) = store.quality_results("run-9")
+    assert (result.status, result.action, result.unexpected_count, result.unexpected_percent) == (
+        "quarantined",
+        "quarantine",
+        2,
+        12.5,
+    )
+    assert json.loads(result.unexpected_keys) == keys
+
+
+def test_migration_0004_keeps_the_results_recorded_before_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    command.upgrade(alembic_config(url), "0003")
+    with StateStore(url, auto_migrate=False) as old:
+        old.record_quality_check("run-1", "orders", "silver", "row_count", "warned", 5, ">= 10", "warn")
+    with StateStore(url) as new:
+        (result,) = new.quality_results("run-1")
+        assert (result.check_name, result.status, result.unexpected_count) == ("row_count", "warned", None)
+        new.record_quality_check("run-2", "orders", "silver", "x", "dropped")
 
 
 # -- errors ---------------------------------------------------------------------------------------------

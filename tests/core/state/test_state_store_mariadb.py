@@ -107,7 +107,7 @@ def test_migrate_on_empty_database_then_again_is_a_noop(scratch_db: str) -> None
     with StateStore(scratch_db, auto_migrate=False) as s:
         assert s.schema_revision() is None
         s.migrate()
-        assert s.schema_revision() == "0003"
+        assert s.schema_revision() == "0004"
         s.set_watermark("f", "id", 7, "run-1")
         before = _schema(scratch_db)
         s.migrate()
@@ -165,7 +165,7 @@ def test_concurrent_first_migrations_serialize_on_the_named_lock(scratch_db: str
         t.join()
     assert errors == []
     with StateStore(scratch_db) as s:
-        assert s.schema_revision() == "0003"
+        assert s.schema_revision() == "0004"
 
 
 # -- watermarks -----------------------------------------------------------------------------------------

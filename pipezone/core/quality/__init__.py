@@ -1,0 +1,1 @@
+"""Data quality on Great Expectations: checks as expectations, validation, row actions, Data Docs."""

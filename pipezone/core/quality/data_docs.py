@@ -1,0 +1,74 @@
+"""Where a flow's Great Expectations Data Docs are built and published: the lake's `quality/<flow>/` area.
+
+GX renders a site into a local folder. On a local lake that folder is the area itself; on S3/MinIO the
+site is rendered into a temporary folder and uploaded (boto3) under `s3a://<quality bucket>/<flow>/`, with
+content types set so the MinIO console and a browser show the pages rather than download them. Earlier
+runs' validation pages stay where they were (each under its own run name and time); the index lists the
+validations of the run that rendered it.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import boto3
+from botocore.config import Config
+
+from pipezone.core.spark.session import S3Settings
+
+INDEX = "index.html"
+
+
+def local_folder(uri: str) -> Path | None:
+    """The folder of a `file://` URI (None for an object-store URI)."""
+    if not uri.startswith("file:"):
+        return None
+    return Path(unquote(urlparse(uri).path))
+
+
+@contextmanager
+def site_folder(uri: str, s3: S3Settings | None) -> Iterator[Path]:
+    """A folder to render the site into; on exit it is published at `uri` (uploaded for s3a URIs)."""
+    local = local_folder(uri)
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
+        yield local
+        return
+    staging = Path(tempfile.mkdtemp(prefix="pipezone-docs-"))
+    try:
+        yield staging
+        upload(staging, uri, s3)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def upload(folder: Path, uri: str, s3: S3Settings | None) -> int:
+    """Every file under `folder` to the `s3a://bucket/prefix` URI; the number of files."""
+    if s3 is None:
+        raise ValueError(f"Data Docs for {uri}: the lake has no S3 settings")
+    bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name=s3.region,
+        config=Config(s3={"addressing_style": "path" if s3.path_style else "virtual"}),
+    )
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in files:
+        key = f"{prefix.rstrip('/')}/{path.relative_to(folder).as_posix()}".lstrip("/")
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": kind})
+    return len(files)
+
+
+def index_uri(uri: str) -> str:
+    """The site's front page."""
+    return f"{uri.rstrip('/')}/{INDEX}"
