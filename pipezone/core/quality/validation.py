@@ -56,6 +56,7 @@ class Validator:
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in task logs
         self.source = self.context.data_sources.add_spark(name="lake", persist=False)
         self.docs_dir = docs_dir
+        self.validated = 0
         if docs_dir is not None:
             site = {
                 "class_name": "SiteBuilder",
@@ -74,14 +75,16 @@ class Validator:
         by_name: dict[str, Any] = {}
         samples: dict[str, list[dict[str, Any]]] = {}
         if judged:
-            asset = self.source.add_dataframe_asset(name=table)
-            batch = asset.add_batch_definition_whole_dataframe(f"{table}_whole")
-            suite = self.context.suites.add(gx.ExpectationSuite(name=table))
+            self.validated += 1
+            name = table if self.validated == 1 else f"{table} ({self.validated})"  # unique in the context
+            asset = self.source.add_dataframe_asset(name=name)
+            batch = asset.add_batch_definition_whole_dataframe("whole table")
+            suite = self.context.suites.add(gx.ExpectationSuite(name=name))
             for expectation in judged:  # results name their expectation by its meta
                 expectation.gx.meta = {**(expectation.gx.meta or {}), NAME: expectation.key}
                 suite.add_expectation(expectation.gx)
             definition = self.context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{table}_{run_name}", data=batch, suite=suite)
+                gx.ValidationDefinition(name=f"{name} {run_name}", data=batch, suite=suite)
             )
             result = definition.run(
                 batch_parameters={"dataframe": df}, result_format="BASIC", run_id=gx.RunIdentifier(run_name=run_name)

@@ -3,6 +3,7 @@ layer_writes for the protocol)."""
 
 from __future__ import annotations
 
+from pipezone.core import failpoints
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.events import as_events, latest_events
@@ -45,6 +46,7 @@ def run_silver(ctx: StepContext) -> StepResult:
 
         def write() -> tuple[dt.CommitInfo, str]:
             write_quarantine(ctx, verdict, newest)  # first: a retry after silver's commit skips it (txnVersion)
+            failpoints.reach("silver.after_quarantine")
             return write_layer(ctx, verdict.keep, "silver", keys, cursor, newest, rows_in), "spark"
 
         result = commit_layer(ctx, "silver", batches, rows_in, write)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipezone.core.lake import delta_tables as dt
+from pipezone.core.quality.expectations import expectations, oldest_fresh
+from pipezone.core.quality.validation import Outcome, Validator
 from pipezone.core.spec.flow import FlowSpec
 from pipezone.core.spec.quality import (
     AcceptedValuesCheck,
@@ -17,10 +21,11 @@ from pipezone.core.spec.quality import (
     FreshnessCheck,
     NotNullCheck,
     RowCountCheck,
+    SqlCheck,
     UniqueCheck,
 )
 from pipezone.core.steps.context import StepContext
-from pipezone.core.steps.quality import QualityError, evaluate, run_quality
+from pipezone.core.steps.quality import QualityError, run_quality
 from pipezone.core.steps.runner import StepFailed, run_step
 
 pytestmark = pytest.mark.spark
@@ -55,57 +60,98 @@ def check(cls: Any, **fields: Any) -> Any:
     return cls.model_validate(fields)
 
 
+@pytest.fixture(scope="module")
+def validator() -> Validator:
+    return Validator()  # no Data Docs site: these tests read the outcomes only
+
+
+def evaluate(validator: Validator, df: Any, spec: Any) -> Outcome:
+    """One check on one frame through GX, as the quality step runs it."""
+    (outcome,) = validator.validate(df, "t", expectations([(0, spec)], df), ["order_id"], "test")
+    return outcome
+
+
 CHECKS = [
-    # (check, observed on the bad table)
-    (check(NotNullCheck, check="not_null", columns=["order_id", "status"]), "1 null rows"),
-    (check(UniqueCheck, check="unique", columns=["order_id"]), "1 duplicated keys"),
+    # (check, observed on the bad table, keys sampled)
+    (check(NotNullCheck, check="not_null", columns=["status"]), "1 of 4 rows unexpected", [{"order_id": 2}]),
+    (check(UniqueCheck, check="unique", columns=["order_id"]), "2 of 4 rows unexpected", [{"order_id": 1}] * 2),
     (
         check(AcceptedValuesCheck, check="accepted_values", column="status", values=["paid", "cancelled"]),
-        "1 rows outside",
+        "1 of 4 rows unexpected",  # NULL is not judged: not_null says whether it may be
+        [{"order_id": 1}],
     ),
-    (check(RowCountCheck, check="row_count", min=1, max=3), 4),
-    (check(ExpressionCheck, check="expression", expression="amount >= 0"), "2 rows violate"),  # NULL is a violation
+    (check(RowCountCheck, check="row_count", min=1, max=3), 4, None),
+    (
+        check(ExpressionCheck, check="expression", expression="amount >= 0"),
+        "2 of 4 rows unexpected",  # NULL is a violation
+        [{"order_id": 1}, {"order_id": 2}],
+    ),
+    (
+        check(SqlCheck, check="sql", query="SELECT * FROM {table} WHERE amount < 0"),
+        "1 rows returned by the query",
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("spec", "observed"), CHECKS, ids=[c[0].check for c in CHECKS])
-def test_each_check_passes_on_good_data_and_fails_on_bad(good: Any, bad: Any, spec: Any, observed: Any) -> None:
-    ok = evaluate(good, spec)
-    assert ok.passed, ok
-    failed = evaluate(bad, spec)
-    assert not failed.passed
+@pytest.mark.parametrize(("spec", "observed", "keys"), CHECKS, ids=[c[0].check for c in CHECKS])
+def test_each_check_passes_on_good_data_and_fails_on_bad(
+    validator: Validator, good: Any, bad: Any, spec: Any, observed: Any, keys: Any
+) -> None:
+    ok = evaluate(validator, good, spec)
+    assert ok.success, ok
+    failed = evaluate(validator, bad, spec)
+    assert not failed.success
     assert failed.observed == observed
+    by_key = (lambda k: k["order_id"]) if keys else None
+    assert (sorted(failed.unexpected.keys, key=by_key) if keys else failed.unexpected.keys) == keys
 
 
-def test_row_count_bounds(good: Any) -> None:
-    assert not evaluate(good, check(RowCountCheck, check="row_count", min=4)).passed
-    assert evaluate(good, check(RowCountCheck, check="row_count", max=3)).passed
-    assert evaluate(good, check(RowCountCheck, check="row_count")).observed == 3
+def test_unexpected_rows_are_counted_with_their_share_of_the_rows(validator: Validator, bad: Any) -> None:
+    outcome = evaluate(validator, bad, check(NotNullCheck, check="not_null", columns=["status"]))
+    assert (outcome.unexpected.count, outcome.unexpected.percent) == (1, 25.0)
 
 
-def test_freshness(spark: Any, good: Any, bad: Any) -> None:
+def test_two_checks_judging_the_same_column_the_same_way_each_get_their_outcome(validator: Validator, bad: Any) -> None:
+    twice = [(0, check(NotNullCheck, check="not_null", columns=["status"]))] * 2
+    outcomes = validator.validate(bad, "t", expectations(twice, bad), ["order_id"], "test")
+    assert [(o.name, o.success, o.unexpected.count) for o in outcomes] == [("not_null(status)", False, 1)] * 2
+
+
+def test_row_count_bounds(validator: Validator, good: Any) -> None:
+    assert not evaluate(validator, good, check(RowCountCheck, check="row_count", min=4)).success
+    assert evaluate(validator, good, check(RowCountCheck, check="row_count", max=3)).success
+    assert evaluate(validator, good, check(RowCountCheck, check="row_count")).observed == 3
+
+
+def test_freshness(validator: Validator, spark: Any, good: Any, bad: Any) -> None:
     fresh = check(FreshnessCheck, check="freshness", column="updated_at", max_age="1h")
-    assert evaluate(good, fresh).passed  # newest row is 10 minutes old
-    stale = evaluate(bad, fresh)
-    assert not stale.passed and stale.observed.startswith("2 days")
+    assert evaluate(validator, good, fresh).success  # newest row is 10 minutes old
+    stale = evaluate(validator, bad, fresh)
+    assert not stale.success and stale.observed.startswith("2 days")
     empty = spark.createDataFrame([], SCHEMA)
-    assert not evaluate(empty, fresh).passed  # no rows: nothing is fresh
+    assert not evaluate(validator, empty, fresh).success  # no rows: nothing is fresh
 
 
-def test_freshness_of_a_date_counts_from_the_end_of_that_day_in_utc(spark: Any) -> None:
+def test_freshness_of_a_date_counts_from_the_end_of_that_day_in_utc(validator: Validator, spark: Any) -> None:
     today = datetime.now(UTC).date()
     days = spark.createDataFrame([(today - timedelta(days=3),), (today,)], "d DATE")
-    fresh = evaluate(days, check(FreshnessCheck, check="freshness", column="d", max_age="1h"))
-    assert fresh.passed, fresh  # today's date is fresh all day: it ends at the next midnight UTC
-    assert fresh.observed == "0:00:00"
+    fresh = evaluate(validator, days, check(FreshnessCheck, check="freshness", column="d", max_age="1h"))
+    assert fresh.success, fresh  # today's date is fresh all day: it ends at the next midnight UTC
+    assert fresh.observed.startswith("0:00:00 old")
     old = spark.createDataFrame([(today - timedelta(days=3),)], "d DATE")
-    stale = evaluate(old, check(FreshnessCheck, check="freshness", column="d", max_age="1d"))
-    assert not stale.passed
+    stale = evaluate(validator, old, check(FreshnessCheck, check="freshness", column="d", max_age="1d"))
+    assert not stale.success
     assert stale.observed.startswith("2 days")  # ended 2 days and some hours ago
 
 
+def test_oldest_fresh_day_is_the_one_ending_at_or_after_the_cutoff() -> None:
+    assert oldest_fresh("date", datetime(2026, 1, 10, 12, 0, tzinfo=UTC)) == date(2026, 1, 10)
+    assert oldest_fresh("date", datetime(2026, 1, 10, 0, 0, tzinfo=UTC)) == date(2026, 1, 9)  # ends at the cutoff
+
+
 def test_freshness_of_a_timestamp_is_exact_whatever_the_local_time_zone(
-    spark: Any, monkeypatch: pytest.MonkeyPatch
+    validator: Validator, spark: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = datetime.now(UTC)
     monkeypatch.setenv("TZ", "America/New_York")  # PySpark collects TIMESTAMPs as naive local times
@@ -113,23 +159,23 @@ def test_freshness_of_a_timestamp_is_exact_whatever_the_local_time_zone(
     try:
         rows = [(now - timedelta(minutes=30),), (now - timedelta(days=1),)]
         stamps = spark.createDataFrame(rows, "t TIMESTAMP")
-        assert evaluate(stamps, check(FreshnessCheck, check="freshness", column="t", max_age="45m")).passed
-        late = evaluate(stamps, check(FreshnessCheck, check="freshness", column="t", max_age="15m"))
+        in_time = check(FreshnessCheck, check="freshness", column="t", max_age="45m")
+        assert evaluate(validator, stamps, in_time).success
+        late = evaluate(validator, stamps, check(FreshnessCheck, check="freshness", column="t", max_age="15m"))
     finally:
         monkeypatch.undo()
         time.tzset()
-    assert not late.passed
+    assert not late.success
     assert late.observed.startswith("0:3")  # ~30 minutes, not hours off: naive was read as local time
     ntz = spark.createDataFrame([(now.replace(tzinfo=None) - timedelta(minutes=30),)], "t TIMESTAMP_NTZ")
-    assert evaluate(ntz, check(FreshnessCheck, check="freshness", column="t", max_age="45m")).passed  # UTC
+    assert evaluate(validator, ntz, check(FreshnessCheck, check="freshness", column="t", max_age="45m")).success
 
 
-def test_freshness_of_a_column_that_is_not_a_time_fails_with_a_clear_message(good: Any) -> None:
-    text = evaluate(good, check(FreshnessCheck, check="freshness", column="status", max_age="1h"))
-    assert not text.passed
-    assert text.observed == "column status is string: not a date or timestamp"
-    missing = evaluate(good, check(FreshnessCheck, check="freshness", column="nope", max_age="1h"))
-    assert (missing.passed, missing.observed) == (False, "column nope not found: not a date or timestamp")
+def test_freshness_of_a_column_that_is_not_a_time_fails_with_a_clear_message(validator: Validator, good: Any) -> None:
+    text = evaluate(validator, good, check(FreshnessCheck, check="freshness", column="status", max_age="1h"))
+    assert (text.success, text.observed) == (False, "column status is string: not a date or timestamp")
+    missing = evaluate(validator, good, check(FreshnessCheck, check="freshness", column="nope", max_age="1h"))
+    assert (missing.success, missing.observed) == (False, "column nope not found: not a date or timestamp")
 
 
 # --------------------------------------------------------------------------------------------- run_quality
@@ -166,7 +212,9 @@ def test_a_failing_error_check_raises_and_a_warn_check_is_recorded_as_warned(pro
     ctx = StepContext(project.runtime, project.spark, flow, "q-run-1")
     with pytest.raises(QualityError) as caught:
         run_quality(ctx)
-    assert str(caught.value) == "quality checks failed: silver expression(amount >= 0): 2 rows violate"
+    assert str(caught.value) == (
+        "quality checks failed: silver.q_orders expression(amount >= 0): 2 of 4 rows unexpected"
+    )
 
     results = project.state.quality_results("q-run-1")
     assert [(r.layer, r.check_name, r.status, r.severity) for r in results] == [
@@ -176,7 +224,14 @@ def test_a_failing_error_check_raises_and_a_warn_check_is_recorded_as_warned(pro
         ("gold", "row_count", "passed", "error"),
         ("silver", "unique(order_id)", "warned", "warn"),
     ]
-    assert results[2].observed == "2 rows violate"
+    assert (results[2].observed, results[2].unexpected_count, results[2].unexpected_percent) == (
+        "2 of 4 rows unexpected",
+        2,
+        50.0,
+    )
+    assert sorted(k["order_id"] for k in json.loads(results[2].unexpected_keys)) == [1, 2]
+    docs = project.runtime.lake.quality("q_orders").removeprefix("file://") + "/quality/index.html"
+    assert "q_orders" in Path(docs).read_text()  # the Data Docs site of this run
 
 
 def test_warnings_alone_do_not_fail_the_step(project: Any, bad: Any) -> None:
@@ -198,7 +253,9 @@ def test_a_failing_quality_step_is_logged_as_failed(project: Any, bad: Any) -> N
     with pytest.raises(StepFailed) as caught:
         run_step(StepContext(project.runtime, project.spark, flow, "q-run-3"), "quality")
     line = str(caught.value)
-    assert line == "flow q_orders, step quality: quality checks failed: silver unique(order_id): 1 duplicated keys"
+    assert line == (
+        "flow q_orders, step quality: quality checks failed: silver.q_orders unique(order_id): 2 of 4 rows unexpected"
+    )
     log = project.state.recent_runs("q_orders")[0]
     assert (log.run_id, log.status, log.error) == ("q-run-3", "failed", line)
     assert [r.status for r in project.state.quality_results("q-run-3")] == ["failed"]
@@ -236,7 +293,7 @@ def test_unchanged_tables_reuse_the_last_outcomes_and_a_new_commit_or_check_eval
         outcomes[0][:2]
         == outcomes[1][:2]
         == [
-            ("silver", "accepted_values(status)", "warned", "2 rows outside"),
+            ("silver", "accepted_values(status)", "warned", "2 of 4 rows unexpected"),
             ("gold", "row_count", "passed", "1"),
         ]
     )
@@ -248,10 +305,10 @@ def test_unchanged_tables_reuse_the_last_outcomes_and_a_new_commit_or_check_eval
     dt.append(more, project.runtime.lake.silver("q_orders"), app_id="seed:silver", version=2, metadata=meta)
     third = run_step(StepContext(project.runtime, project.spark, flow, "q-reuse-3"), "quality")
     assert third.details["reused"] is False
-    assert third.details["checks"][0]["observed"] == "3 rows outside"
+    assert third.details["checks"][0]["observed"] == "3 of 5 rows unexpected"
 
     # A changed check on unchanged tables: evaluated again.
     changed = quality_flow({**checks[0], "values": ["paid", "lost"]}, *checks[1:])
     fourth = run_step(StepContext(project.runtime, project.spark, changed, "q-reuse-4"), "quality")
     assert fourth.details["reused"] is False
-    assert fourth.details["checks"][0]["observed"] == "2 rows outside"
+    assert fourth.details["checks"][0]["observed"] == "2 of 5 rows unexpected"

@@ -1,0 +1,150 @@
+"""Row-level checks on silver's write, on real Spark over the demo shop's customers: the rows each action
+sends to silver, to quarantine or nowhere, the counts GX and the run history record, `fail` stopping the
+batch with nothing written, and a run killed between the quarantine commit and silver's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipezone.core.demo.shop import COUNTRIES
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.steps.row_checks import FAILED_CHECKS, QUARANTINED_AT, RUN_ID
+
+pytestmark = pytest.mark.spark
+
+PIPEZONE = str(Path(sys.executable).with_name("pipezone"))
+KNOWN = sorted(set(COUNTRIES))
+FLOW = """\
+name: rc_customers
+source:
+  connection: retail_demo
+  table: customers
+  primary_key: [customer_id]
+  incremental:
+    cursor: updated_at
+layers:
+  silver:
+    write_mode: merge
+quality:
+  - check: not_null
+    columns: [email]
+    action: quarantine
+  - check: accepted_values
+    column: country
+    values: {known}
+    action: drop
+  - check: expression
+    expression: length(first_name) > 0
+    action: {fail_on}
+  - check: expression
+    expression: customer_id % 10 <> 0
+    action: warn
+  - check: row_count
+    min: 1
+schedule: "@daily"
+"""
+
+
+def write_flow(project: Any, fail_on: str = "fail", name: str = "rc_customers") -> str:
+    text = FLOW.format(known=json.dumps(KNOWN), fail_on=fail_on).replace("rc_customers", name)
+    (project.root / "metadata" / "flows" / f"{name}.yaml").write_text(text)
+    project.reload()
+    return name
+
+
+def expected(project: Any) -> dict[str, set[int]]:
+    """Keys each action must leave where, from the source with the conditions spelled in SQLite."""
+    known = ", ".join(f"'{c}'" for c in KNOWN)
+    rows = project.query("SELECT customer_id, email, country FROM customers")
+    held = {r["customer_id"] for r in rows if r["email"] is None}
+    bad_country = {r["customer_id"] for r in rows if r["country"] is not None and r["country"] not in KNOWN}
+    assert project.query(f"SELECT COUNT(*) FROM customers WHERE country NOT IN ({known})")[0][0] == len(bad_country)
+    every = {r["customer_id"] for r in rows}
+    return {"quarantine": held, "drop": bad_country - held, "silver": every - held - bad_country, "all": every}
+
+
+def test_each_action_sends_its_rows_where_it_says_and_records_the_counts(project: Any) -> None:
+    flow = write_flow(project)
+    want = expected(project)
+    assert want["quarantine"] and want["drop"] and want["silver"]  # the demo shop has rows of every kind
+    report = project.run([flow], "rc-1")
+    assert report.ok, [o.line for o in report.outcomes if not o.ok]
+
+    silver = project.spark.read.format("delta").load(project.runtime.lake.silver(flow))
+    assert {r.customer_id for r in silver.select("customer_id").collect()} == want["silver"]
+    quarantine = project.spark.read.format("delta").load(project.runtime.lake.quarantine(flow)).collect()
+    assert {r.customer_id for r in quarantine} == want["quarantine"]
+    for row in quarantine:
+        failed = ["not_null(email)"] + (["accepted_values(country)"] if row.country not in (*KNOWN, None) else [])
+        assert (row[FAILED_CHECKS], row[RUN_ID], row[QUARANTINED_AT] is not None) == (failed, "rc-1", True)
+
+    log = project.logs("rc-1", flow)["silver"]
+    assert (log.details["rows_quarantined"], log.details["rows_dropped"]) == (
+        len(want["quarantine"]),
+        len(want["drop"]),
+    )
+    assert log.rows_written == len(want["silver"])
+    results = {r.check_name: r for r in project.state.quality_results("rc-1")}
+    quarantined, dropped = results["not_null(email)"], results["accepted_values(country)"]
+    assert (quarantined.status, quarantined.action, quarantined.unexpected_count) == (
+        "quarantined",
+        "quarantine",
+        len(want["quarantine"]),
+    )
+    bad_country = {k for k in want["all"] if k in want["drop"]} | {
+        r.customer_id for r in quarantine if r.country not in (*KNOWN, None)
+    }
+    assert (dropped.status, dropped.unexpected_count) == ("dropped", len(bad_country))  # GX counts what we split
+    assert {k["customer_id"] for k in json.loads(dropped.unexpected_keys)} <= bad_country
+    warned = results["expression(customer_id % 10 <> 0)"]
+    assert (warned.status, warned.unexpected_count) == ("warned", len({k for k in want["all"] if k % 10 == 0}))
+    assert results["expression(length(first_name) > 0)"].status == "passed"
+    assert results["row_count"].status == "passed"  # table-level: the quality step, after silver
+    site = Path(project.runtime.lake.quality(flow).removeprefix("file://"))
+    assert (site / "silver" / "index.html").is_file() and (site / "quality" / "index.html").is_file()
+
+
+def test_a_fail_check_stops_the_batch_with_nothing_written_and_nothing_moved(project: Any) -> None:
+    flow = write_flow(project, name="rc_strict")
+    text = (project.root / "metadata" / "flows" / f"{flow}.yaml").read_text()
+    strict = text.replace("customer_id % 10 <> 0\n    action: warn", "customer_id % 10 <> 0\n    action: fail")
+    (project.root / "metadata" / "flows" / f"{flow}.yaml").write_text(strict)
+    project.reload()
+    report = project.run([flow], "rc-fail", steps=["extract", "bronze", "silver"])
+    (failed,) = [o for o in report.outcomes if not o.ok]
+    tens = sum(1 for k in expected(project)["all"] if k % 10 == 0)
+    assert f"silver write stopped, nothing written: expression(customer_id % 10 <> 0) [fail]: {tens} of " in failed.line
+    assert "(keys: " in failed.line
+    assert not dt.table_exists(project.spark, project.runtime.lake.silver(flow))
+    assert not dt.table_exists(project.spark, project.runtime.lake.quarantine(flow))
+    assert project.state.get_progress(flow, "silver") == 0  # the same batches are judged again next run
+    statuses = {r.check_name: r.status for r in project.state.quality_results("rc-fail")}
+    assert statuses["expression(customer_id % 10 <> 0)"] == "failed"
+
+
+def test_a_run_killed_after_the_quarantine_commit_quarantines_nothing_twice(project: Any) -> None:
+    flow = write_flow(project, name="rc_killed")
+    env = {**os.environ, "PIPEZONE_HOME": str(project.root), "PIPEZONE_FAILPOINTS": "silver.after_quarantine"}
+    killed = subprocess.run(
+        [PIPEZONE, "run", flow, "--in-process"], cwd=project.root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-2000:]
+    quarantine = project.runtime.lake.quarantine(flow)
+    assert dt.table_exists(project.spark, quarantine)
+    assert not dt.table_exists(project.spark, project.runtime.lake.silver(flow))
+
+    report = project.run([flow], "rc-rerun")
+    assert report.ok, [o.line for o in report.outcomes if not o.ok]
+    want = expected(project)
+    rows = project.spark.read.format("delta").load(quarantine).select("customer_id").collect()
+    assert sorted(r.customer_id for r in rows) == sorted(want["quarantine"])  # once each
+    silver = project.spark.read.format("delta").load(project.runtime.lake.silver(flow))
+    assert {r.customer_id for r in silver.select("customer_id").collect()} == want["silver"]
