@@ -44,6 +44,8 @@ def _clean_loc(data: Any, loc: tuple[Any, ...]) -> tuple[KeyPath, bool]:
         if part == "[key]":
             is_key = True
             continue
+        if _union_tag(current, part, index < len(loc) - 1):
+            continue
         if (
             isinstance(current, dict)
             and part in current
@@ -57,6 +59,14 @@ def _clean_loc(data: Any, loc: tuple[Any, ...]) -> tuple[KeyPath, bool]:
             path.append(part)
         # anything else is a union member tag (e.g. 'not_null', 'str'): not a key in the file
     return tuple(path), is_key
+
+
+def _union_tag(current: Any, part: Any, more: bool) -> bool:
+    """A discriminated union's tag: the entry's own discriminator value (`check: expression`), even when a
+    key has the same name (an expression check's `expression` key)."""
+    if not more or not isinstance(current, dict) or not isinstance(part, str):
+        return False
+    return any(value == part for value in current.values() if isinstance(value, str))
 
 
 def _message(error: dict[str, Any], path: KeyPath, vocabulary: set[str]) -> str:

@@ -9,7 +9,7 @@ quarantine table instead, `fail` writes nothing of the batch and moves nothing.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -35,6 +35,18 @@ class _Check(SpecModel):
     layer: Literal["bronze", "silver", "gold"] = "silver"
     table: Name | None = Field(default=None, description="Gold table name, for layer gold.")
     severity: Literal["error", "warn"] = Field(default="error", description="error fails the run, warn logs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _action_is_for_row_checks(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "action" in data and not issubclass(cls, _RowCheck):
+            raise PydanticCustomError(
+                "table_check_action",
+                "{check} judges the whole table, not single rows: it takes severity (error or warn), not action "
+                "(action is for not_null, accepted_values and expression)",
+                {"check": data.get("check"), "at": "action"},
+            )
+        return data
 
     @model_validator(mode="after")
     def _table_for_gold(self) -> _Check:
