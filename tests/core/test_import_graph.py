@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "lake": 2,
     "sources": 2,
     "destinations": 3,
+    "quality": 3,
     "steps": 4,
     "runs": 5,
     "airflow": 6,

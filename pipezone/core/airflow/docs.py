@@ -15,13 +15,14 @@ from typing import Any
 from pipezone.core.airflow.assets import TableRef, schedule_inputs, step_outputs
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
 from pipezone.core.spec.flow import FlowSpec
+from pipezone.core.spec.quality import row_level
 
 STEP_TEXT = {
     "extract": "reads the source window over JDBC into an immutable raw batch",
     "bronze": "raw batches not yet in bronze: snake_case columns, deduplicated within the batch",
-    "silver": "bronze batches not yet in silver: transforms applied, then written",
+    "silver": "bronze batches not yet in silver: transforms applied, row checks acted on, then written",
     "gold": "the flow's Spark SQL over silver/gold tables",
-    "quality": "data-quality checks, results in the state store",
+    "quality": "table-level checks on Great Expectations, results in the state store, Data Docs in the lake",
     "verify": "reconciles silver with the source by key ranges and hashes (`pipezone verify`); fails on a difference",
 }
 # A CDC flow's extract (source.cdc) reads the replication log, not a window.
@@ -178,8 +179,10 @@ def _layers_lines(flow: FlowSpec) -> list[str]:
 
 
 def _check_text(check: Any) -> str:
-    data = check.model_dump(exclude_none=True, exclude={"check", "layer", "table", "severity"})
+    data = check.model_dump(exclude_none=True, exclude={"check", "layer", "table", "severity", "action"})
     details = ", ".join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items())
+    if row_level(check):
+        return f"`{check.check}` {details} on each row silver writes (action: {check.action})"
     where = check.layer + (f" `{check.table}`" if check.table else "")
     return f"`{check.check}` {details} on {where} ({check.severity})"
 

@@ -1,4 +1,5 @@
-"""Extra links on every PipeZone task: the Spark UI and the lake location of the table the step writes.
+"""Extra links on every PipeZone task: the Spark UI, the lake location of the table the step writes, and
+the flow's Great Expectations Data Docs (quality: the table checks' site; silver: the row checks' site).
 
 Airflow 3 evaluates an operator's links on the worker when the task finishes and stores them in XCom,
 so they are computed from the runtime (the profile chosen by PIPEZONE_PROFILE) at execution time, never
@@ -8,11 +9,12 @@ at parse time. An empty link shows as disabled in the UI (e.g. no Spark UI confi
 
 from __future__ import annotations
 
-import base64
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
+
+from pipezone.core.lake.layout import browse_url
+from pipezone.core.quality import data_docs
 
 if TYPE_CHECKING:
     from pipezone.core.spec.flow import FlowSpec
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 
 SPARK_UI = "spark_ui"
 LAKE = "lake"
+DATA_DOCS = "data_docs"
 
 
 class SparkUiLink(BaseOperatorLink):
@@ -38,6 +41,15 @@ class LakeLocationLink(BaseOperatorLink):
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         return (getattr(operator, "links", None) or {}).get(LAKE, "")
+
+
+class DataDocsLink(BaseOperatorLink):
+    """The flow's Data Docs the step rendered (an index page on a local lake, the folder in the console)."""
+
+    name = "Data Docs"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return (getattr(operator, "links", None) or {}).get(DATA_DOCS, "")
 
 
 def step_table(runtime: Runtime, flow: FlowSpec, step: str) -> str:
@@ -61,21 +73,11 @@ def step_table(runtime: Runtime, flow: FlowSpec, step: str) -> str:
     return lake.silver(flow.name)
 
 
-def browse_url(uri: str, console_url: str | None) -> str:
-    """A URL a browser can open for a lake URI: `s3a://bucket/prefix` in the console, else the URI itself."""
-    if not uri.startswith(("s3a://", "s3://")):
-        return uri
-    bucket, _, prefix = uri.split("://", 1)[1].partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    if console_url:  # MinIO console: the object prefix is base64-encoded in the path
-        encoded = base64.b64encode(prefix.encode()).decode() if prefix else ""
-        return f"{console_url.rstrip('/')}/browser/{bucket}/{encoded}".rstrip("/")
-    return f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}?prefix={quote(prefix)}"
-
-
 def task_links(runtime: Runtime, flow: FlowSpec, step: str, spark_ui: str | None = None) -> dict[str, str]:
     """The links of one task, from the runtime's profile."""
     return {
         SPARK_UI: runtime.profile.spark.ui_url or spark_ui or "",
         LAKE: browse_url(step_table(runtime, flow, step), runtime.profile.lake_console_url),
+        DATA_DOCS: data_docs.site_link(data_docs.site_uri(runtime.lake, flow, step), runtime.profile.lake_console_url),
     }
+

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from pipezone.core.airflow.links import SPARK_UI, LakeLocationLink, SparkUiLink
+from pipezone.core.airflow.links import SPARK_UI, DataDocsLink, LakeLocationLink, SparkUiLink
 
 if TYPE_CHECKING:
     from pipezone.core.steps.runtime import Runtime
@@ -42,7 +42,7 @@ class SparkStepOperator(BaseOperator):
 
     template_fields: Sequence[str] = ()
     ui_color = "#fdebd0"
-    operator_extra_links = (SparkUiLink(), LakeLocationLink())
+    operator_extra_links = (SparkUiLink(), LakeLocationLink(), DataDocsLink())
 
     def __init__(self, *, flow: str, step: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

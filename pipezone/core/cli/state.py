@@ -7,6 +7,7 @@ Split from main.py, which imports this module only when `pipezone state` runs (i
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from pipezone.core.cli.cdc_status import print_cdc_status
 from pipezone.core.cli.common import EXIT_OK, CliError, command_runtime
 from pipezone.core.cli.show import render_table
+from pipezone.core.quality import data_docs
 from pipezone.core.spec.cursor_values import normalize
 from pipezone.core.spec.settings import Settings
 from pipezone.core.state.encoding import encode_watermark
@@ -68,7 +70,31 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     print("\nRecent steps")
     print(render_table(rows) if runs else "  (none yet)")
     print_cdc_status(runtime, args.flow)
+    if args.flow:
+        print_quality(runtime, runtime.flow(args.flow))
     return EXIT_OK
+
+
+def print_quality(runtime: Runtime, flow: FlowSpec) -> None:
+    """The flow's newest check outcomes (unexpected rows, action, a few keys) and where its Data Docs are."""
+    if not flow.quality:
+        return
+    results = runtime.state.latest_quality_results(flow.name)
+    rows = [["CHECK", "LAYER", "STATUS", "ACTION", "UNEXPECTED", "%", "SAMPLE KEYS"]]
+    for r in results:
+        keys = json.loads(r.unexpected_keys) if r.unexpected_keys else []
+        shown = ", ".join(json.dumps(k if len(k) > 1 else next(iter(k.values())), default=str) for k in keys[:3])
+        percent = "" if r.unexpected_percent is None else f"{r.unexpected_percent:.2f}"
+        count = "" if r.unexpected_count is None else str(r.unexpected_count)
+        rows.append([r.check_name, r.layer, r.status, r.action or "", count, percent, shown])
+    title = f"\nQuality (run {results[0].run_id})" if results else "\nQuality"
+    print(title)
+    print(render_table(rows) if results else "  (not checked yet)")
+    for step in ("silver", "quality"):
+        site = data_docs.site_uri(runtime.lake, flow, step)
+        if site is not None:
+            url = data_docs.site_link(site, runtime.profile.lake_console_url)
+            print(f"Data Docs ({'row checks' if step == 'silver' else 'table checks'}): {url}")
 
 
 WATERMARK_EXAMPLES = {

@@ -8,7 +8,9 @@ medallion as four buckets and permissions can differ per layer.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from pipezone.core.spec.connection import ConnectionSpec, LocalLakeConnection, S3LakeConnection
 from pipezone.core.spec.flow import FlowSpec
@@ -66,3 +68,15 @@ def lake_layout(conn: ConnectionSpec, settings: Settings) -> LakeLayout:
     if isinstance(conn, S3LakeConnection):
         return LakeLayout({area: f"s3a://{conn.buckets.get(area, area)}" for area in AREAS})
     raise ValueError(f"connection '{conn.name}' (type {conn.type}) is not a lake")
+
+
+def browse_url(uri: str, console_url: str | None) -> str:
+    """A URL a browser can open for a lake URI: `s3a://bucket/prefix` in the console, else the URI itself."""
+    if not uri.startswith(("s3a://", "s3://")):
+        return uri
+    bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    if console_url:  # MinIO console: the object prefix is base64-encoded in the path
+        encoded = base64.b64encode(prefix.encode()).decode() if prefix else ""
+        return f"{console_url.rstrip('/')}/browser/{bucket}/{encoded}".rstrip("/")
+    return f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}?prefix={quote(prefix)}"

@@ -20,7 +20,10 @@ from urllib.parse import unquote, urlparse
 import boto3
 from botocore.config import Config
 
+from pipezone.core.lake.layout import LakeLayout, browse_url
 from pipezone.core.spark.session import S3Settings
+from pipezone.core.spec.flow import FlowSpec
+from pipezone.core.spec.quality import row_level
 
 INDEX = "index.html"
 
@@ -67,6 +70,24 @@ def upload(folder: Path, uri: str, s3: S3Settings | None) -> int:
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": kind})
     return len(files)
+
+
+def site_uri(lake: LakeLayout, flow: FlowSpec, step: str) -> str | None:
+    """Where `step` renders the flow's Data Docs: `quality/<flow>/quality` (the quality step's table
+    checks), `quality/<flow>/silver` (silver's row checks): one site each, so neither overwrites the other's
+    index. None for a step that renders none."""
+    rows = any(row_level(check) for check in flow.quality)
+    tables = any(not row_level(check) for check in flow.quality)
+    if (step == "quality" and tables) or (step == "silver" and rows):
+        return f"{lake.quality(flow.name)}/{step}"
+    return None
+
+
+def site_link(site: str | None, console_url: str | None) -> str:
+    """A URL a browser opens: the index page on a local lake, the site's folder in the console on S3."""
+    if site is None:
+        return ""
+    return index_uri(site) if site.startswith("file:") else browse_url(site, console_url)
 
 
 def index_uri(uri: str) -> str:

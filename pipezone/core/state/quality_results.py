@@ -91,6 +91,21 @@ class QualityStore(StoreBase):
             )
             return int(result.inserted_primary_key[0])
 
+    def latest_quality_results(self, flow: str) -> list[QualityResult]:
+        """The flow's check outcomes of the newest run that recorded any (its silver row checks and its
+        quality step share the run id)."""
+        newest = (
+            select(quality_checks.c.run_id)
+            .where(quality_checks.c.flow == flow)
+            .order_by(quality_checks.c.id.desc())
+            .limit(1)
+        )
+        with self._transaction() as conn:
+            run_id = conn.execute(newest).scalar()
+        if run_id is None:
+            return []
+        return [r for r in self.quality_results(run_id) if r.flow == flow]
+
     def quality_results(self, run_id: str) -> list[QualityResult]:
         """A run's check outcomes in the order they were recorded."""
         query = select(quality_checks).where(quality_checks.c.run_id == run_id).order_by(quality_checks.c.id)

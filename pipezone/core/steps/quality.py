@@ -57,9 +57,10 @@ def checked_table(ctx: StepContext, check: QualityCheck) -> tuple[str, str, list
 
 
 def docs_site(ctx: StepContext, step: str) -> str:
-    """Where a step renders the flow's Data Docs: `quality/<flow>/<step>/` (the quality step's table checks,
-    the silver step's row checks: one site each, so neither overwrites the other's index)."""
-    return f"{ctx.runtime.lake.quality(ctx.flow.name)}/{step}"
+    """Where `step` renders the flow's Data Docs (quality/data_docs.site_uri)."""
+    site = data_docs.site_uri(ctx.runtime.lake, ctx.flow, step)
+    assert site is not None, f"step {step} of flow {ctx.flow.name} renders no Data Docs"
+    return site
 
 
 def _checks_hash(checks: list[tuple[int, QualityCheck]]) -> str:

@@ -402,7 +402,11 @@ def test_the_plugin_registers_the_operator_links() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     names = [link.name for link in module.PipeZoneLinksPlugin.operator_extra_links]
-    assert names == [link.name for link in SparkStepOperator.operator_extra_links] == ["Spark UI", "Lake location"]
+    assert (
+        names
+        == [link.name for link in SparkStepOperator.operator_extra_links]
+        == ["Spark UI", "Lake location", "Data Docs"]
+    )
 
 
 def test_trigger_config_selects_full_refresh_and_backfill_windows() -> None:
