@@ -92,6 +92,7 @@ airflow: jars
 # built or installed once per machine; data and logs live under .pipezone/services/. Use them with
 # PIPEZONE_PROFILE=services.
 services-up: $(STAMP)
+	bash setup/local/chromium.sh install
 	bash setup/local/mariadb.sh install
 	bash setup/local/mariadb.sh start
 	bash setup/local/postgres.sh install

@@ -47,6 +47,14 @@ PREFIXES = {"raw": ["fault_shop/"], "bronze": [f"{FLOW}/"], "silver": [f"{FLOW}/
 # Extract's points are hit in a real spark-submit (the driver is killed, as under Airflow); the later steps'
 # in an in-process run (`pipezone run --in-process`: the killed process is the whole job), which costs one
 # JVM start instead of three per cycle.
+DEMO_FLOWS = (
+    "retail_customers",
+    "retail_products",
+    "retail_orders",
+    "retail_order_items",
+    "retail_reviews",
+    "retail_daily_revenue",
+)
 POINTS = (
     ("extract.before_commit", "spark-submit"),
     ("extract.after_commit", "spark-submit"),
@@ -153,7 +161,7 @@ def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         stack.put_secret(f"pipezone/{kind}", user=server.user, password=server.password)
     root = tmp_path_factory.mktemp(f"faults-{kind}") / "project"
     shutil.copytree(REPO / "metadata", root / "metadata")
-    for name in ("retail_customers", "retail_products", "retail_orders", "retail_order_items", "retail_daily_revenue"):
+    for name in DEMO_FLOWS:
         (root / "metadata" / "flows" / f"{name}.yaml").unlink()
     state = root / "metadata" / "connections" / "services_state.yaml"
     state.write_text(state.read_text().replace("database: pipezone\n", f"database: {STATE_DB}\n"))

@@ -40,12 +40,20 @@ REPO = Path(__file__).resolve().parents[2]
 PIPEZONE = str(Path(sys.executable).with_name("pipezone"))
 STATE_DB = "pz_it_state"
 SHOP_DB = "pz_it_shop"
-DEMO_FLOWS = ("retail_customers", "retail_products", "retail_orders", "retail_order_items", "retail_daily_revenue")
+DEMO_FLOWS = (
+    "retail_customers",
+    "retail_products",
+    "retail_orders",
+    "retail_order_items",
+    "retail_reviews",
+    "retail_daily_revenue",
+)
 LAKE_TABLES = {  # what the flows of this module write, per bucket
     "raw": ["retail_demo/", "it_shop/"],
-    "bronze": [f"{f}/" for f in (*DEMO_FLOWS[:4], "shop_orders")],
-    "silver": [f"{f}/" for f in (*DEMO_FLOWS[:4], "shop_orders")],
+    "bronze": [f"{f}/" for f in (*DEMO_FLOWS[:5], "shop_orders")],
+    "silver": [f"{f}/" for f in (*DEMO_FLOWS[:5], "shop_orders")],
     "gold": ["daily_revenue/"],
+    "quarantine": ["retail_reviews/"],  # the reviews' bad ratings
 }
 SHOP_ROWS = 300
 
@@ -156,7 +164,7 @@ def _silver_rows(tables_output: str) -> dict[str, tuple[int, int, bool]]:
     rows = {}
     for line in tables_output.splitlines():
         cells = line.split()
-        if len(cells) == 6 and cells[-1] in ("yes", "no") and cells[1].isdigit():
+        if len(cells) == 8 and cells[1].isdigit():
             rows[cells[0]] = (int(cells[1]), int(cells[4]), cells[-1] == "yes")
     return rows
 
@@ -172,6 +180,12 @@ def test_silver_equals_every_source_after_full_and_incremental_runs(ran: Project
     assert re.search(
         r"daily_revenue\s+retail_daily_revenue\s+[1-9]\d*\s+s3a://gold/daily_revenue", ran.outputs["tables"]
     )
+    reviews = next(line.split() for line in ran.outputs["tables"].splitlines() if line.startswith("retail_reviews "))
+    source, silver_rows, dropped, quarantined = (int(reviews[i]) for i in (1, 4, 5, 6))
+    assert dropped > 0 and quarantined > 0 and silver_rows + dropped + quarantined == source, reviews
+    assert reviews[-1] == "yes*"
+    docs = ran.stack.s3().list_objects_v2(Bucket="quality", Prefix="retail_reviews/").get("Contents", [])
+    assert {"retail_reviews/silver/index.html", "retail_reviews/quality/index.html"} <= {o["Key"] for o in docs}
     exported = (
         r"export_retail_bi_daily_revenue\s+retail_daily_revenue\s+retail_bi:daily_revenue\s+replace\s+(\d+)\s+(\d+)"
     )

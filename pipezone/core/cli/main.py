@@ -115,20 +115,22 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
     from pipezone.core.cli.show import render_table
-    from pipezone.core.cli.tables import export_rows, gold_rows, layer_rows
+    from pipezone.core.cli.tables import HELD_NOTE, export_rows, gold_rows, layer_rows
     from pipezone.core.steps.runner import open_session
 
     runtime = command_runtime(settings)
     spark = open_session(runtime, "pipezone-tables")
     rows = layer_rows(runtime, spark)
     print(render_table(rows))
+    if any(r[-1] == "yes*" for r in rows):
+        print(HELD_NOTE)
     print()
     print(render_table(gold_rows(runtime, spark)))
     exports = export_rows(runtime, spark)
     if len(exports) > 1:
         print()
         print(render_table(exports))
-    matched = all(r[-1] in ("yes", "-") for r in [*rows[1:], *exports[1:]])
+    matched = all(r[-1] in ("yes", "yes*", "-") for r in [*rows[1:], *exports[1:]])
     return EXIT_OK if matched or not args.check else EXIT_PROBLEMS
 
 

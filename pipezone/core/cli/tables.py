@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from pipezone.core.destinations.contract import TableName
 from pipezone.core.destinations.registry import open_destination
 from pipezone.core.lake import delta_tables as dt
+from pipezone.core.spec.quality import row_level
 from pipezone.core.steps.export import progress_layer
 from pipezone.core.steps.runtime import Runtime
 
@@ -29,19 +30,31 @@ def _count(spark: SparkSession, path: str, *, live: bool = False) -> str:
     return str(dt.live_count(spark, path) if live else dt.row_count(spark, path))
 
 
+HELD_NOTE = "yes*: silver + dropped + quarantined = source (rows held back by the flow's row checks)"
+
+
 def layer_rows(runtime: Runtime, spark: SparkSession) -> list[list[str]]:
-    """Table rows: flow, source count, raw / bronze / silver counts, and whether silver matches."""
+    """Table rows: flow, source count, raw / bronze / silver counts, the rows silver's row checks held back
+    (dropped over all runs, in quarantine now), and whether silver matches the source."""
     lake = runtime.lake
-    rows = [["FLOW", "SOURCE", "RAW", "BRONZE", "SILVER", "SILVER = SOURCE"]]
+    rows = [["FLOW", "SOURCE", "RAW", "BRONZE", "SILVER", "DROPPED", "QUARANTINED", "SILVER = SOURCE"]]
     for name in sorted(runtime.catalog.flows):
         flow = runtime.flow(name)
         if flow.source is None:
             continue
         source = source_count(runtime, spark, name)
         silver = _count(spark, lake.silver(name), live=True)  # deleted rows and closed versions don't count
-        match = "yes" if silver == str(source) else "NO"
         raw, bronze = _count(spark, lake.raw(flow)), _count(spark, lake.bronze(name))
-        rows.append([name, str(source), raw, bronze, silver, match])
+        if not any(row_level(check) for check in flow.quality):
+            rows.append([name, str(source), raw, bronze, silver, "-", "-", "yes" if silver == str(source) else "NO"])
+            continue
+        dropped = runtime.state.detail_total(name, "silver", "rows_dropped")
+        quarantined = _count(spark, lake.quarantine(name))
+        held = dropped + (int(quarantined) if quarantined != "-" else 0)
+        match = (
+            "yes" if silver == str(source) else ("yes*" if silver.isdigit() and int(silver) + held == source else "NO")
+        )
+        rows.append([name, str(source), raw, bronze, silver, str(dropped), quarantined, match])
     return rows
 
 

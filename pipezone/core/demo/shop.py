@@ -26,59 +26,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-TABLES = ("customers", "products", "orders", "order_items")
+from pipezone.core.demo import reviews
+from pipezone.core.demo.tables import DDL
+
+TABLES = ("customers", "products", "orders", "order_items", "reviews")
+REVIEWS, NEW_REVIEWS = 300, 20  # initial reviews, reviews a change batch adds
 BATCHES_TABLE = "_demo_batches"
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # the initial data spans 2024
 YEAR_S = 366 * 24 * 3600
 CENT = Decimal("0.01")
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-DDL = """
-CREATE TABLE customers (
-    customer_id INTEGER PRIMARY KEY,
-    first_name VARCHAR(50) NOT NULL,
-    last_name VARCHAR(50) NOT NULL,
-    email VARCHAR(120),
-    country VARCHAR(8),
-    created_at TIMESTAMP NOT NULL,
-    updated_at TIMESTAMP NOT NULL
-);
-CREATE TABLE products (
-    product_id INTEGER PRIMARY KEY,
-    sku VARCHAR(20) NOT NULL UNIQUE,
-    name VARCHAR(100) NOT NULL,
-    category VARCHAR(50) NOT NULL,
-    unit_price NUMERIC(10,2) NOT NULL,
-    active BOOLEAN NOT NULL,
-    updated_at TIMESTAMP NOT NULL
-);
-CREATE TABLE orders (
-    order_id INTEGER PRIMARY KEY,
-    customer_id INTEGER NOT NULL REFERENCES customers (customer_id),
-    order_date TIMESTAMP NOT NULL,
-    status VARCHAR(20) NOT NULL,
-    total_amount NUMERIC(12,2) NOT NULL,
-    updated_at TIMESTAMP NOT NULL
-);
-CREATE TABLE order_items (
-    order_item_id INTEGER PRIMARY KEY,
-    order_id INTEGER NOT NULL REFERENCES orders (order_id),
-    product_id INTEGER NOT NULL REFERENCES products (product_id),
-    quantity INTEGER NOT NULL,
-    unit_price NUMERIC(10,2) NOT NULL,
-    updated_at TIMESTAMP NOT NULL
-);
-CREATE INDEX ix_customers_updated_at ON customers (updated_at);
-CREATE INDEX ix_products_updated_at ON products (updated_at);
-CREATE INDEX ix_orders_updated_at ON orders (updated_at);
-CREATE INDEX ix_order_items_updated_at ON order_items (updated_at);
-CREATE INDEX ix_order_items_order_id ON order_items (order_id);
-CREATE TABLE _demo_batches (
-    batch INTEGER PRIMARY KEY,  -- 0 is the initial load
-    seed INTEGER NOT NULL,
-    applied_at TIMESTAMP NOT NULL  -- data time of the batch, not wall-clock time: keeps files reproducible
-);
-"""
 
 FIRST_NAMES = (
     "Ana", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Liam",
@@ -144,7 +101,7 @@ def create_retail_db(
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.unlink(missing_ok=True)
         with _connect(tmp, create=True) as conn:
-            conn.executescript(f"BEGIN;\n{DDL}")  # one transaction: thousands of rows, one fsync
+            conn.executescript(f"BEGIN;\n{DDL}{reviews.DDL}")  # one transaction: thousands of rows, one fsync
             batch = _Batch(random.Random(seed), _epoch_s(EPOCH), {t: [] for t in TABLES})
             _generate_initial(batch, customers, products, orders)
             _write(conn, batch, updates={})
@@ -242,6 +199,15 @@ def _generate_initial(b: _Batch, customers: int, products: int, orders: int) -> 
         b.rows["order_items"].extend(items)
         total = sum((Decimal(str(i[4])) * i[3] for i in items), Decimal(0))
         b.rows["orders"].append((order_id, customer_id, _ts(ordered), status, _money(total), _ts(updated)))
+    start, spread = b.now, YEAR_S // 2  # reviews come last: drawing them changes none of the rows above
+    b.rows["reviews"] = reviews.review_rows(
+        start,
+        1,
+        REVIEWS,
+        [p[0] for p in b.rows["products"]],
+        list(created_at),
+        lambda n: _ts(start + n * spread // REVIEWS),
+    )
 
 
 def _generate_changes(conn: sqlite3.Connection, b: _Batch) -> dict[str, list[tuple[object, ...]]]:
@@ -293,6 +259,10 @@ def _generate_changes(conn: sqlite3.Connection, b: _Batch) -> dict[str, list[tup
     # Quantity changes on existing lines; their orders' totals are recomputed in _write.
     for item_id, quantity in _sample(conn, rng, "order_items", max(1, counts["order_items"][0] // 100), "quantity"):
         updates["order_items"].append((quantity + rng.randint(1, 3), b.tick(), item_id))
+    now, next_review = b.now, (counts["reviews"][1] or 0) + 1  # seeded by the clock: b.rng's draws stay as they were
+    b.rows["reviews"] = reviews.review_rows(
+        now, next_review, NEW_REVIEWS, sorted(prices), customer_ids, lambda n: _ts(now + 1 + n)
+    )  # inserts only: reviews are never edited
     return updates
 
 

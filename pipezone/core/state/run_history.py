@@ -129,6 +129,14 @@ class RunHistoryStore(StoreBase):
             row = conn.execute(select(execution_logs).where(execution_logs.c.id == log_id)).first()
         return None if row is None else _run_record(row)
 
+    def detail_total(self, flow: str, step: str, key: str) -> int:
+        """The sum of a numeric detail over the flow's successful attempts of `step` (e.g. the rows silver's
+        row checks dropped, run after run)."""
+        t = execution_logs
+        query = select(t.c.details).where(t.c.flow == flow, t.c.step == step, t.c.status == "success")
+        with self._transaction() as conn:
+            return sum(int(json.loads(text or "{}").get(key) or 0) for (text,) in conn.execute(query))
+
     def recent_runs(self, flow: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Newest step attempts first, optionally for one flow."""
         t = execution_logs

@@ -38,6 +38,7 @@ DEMO_STEPS = {
     "pipezone_retail_products": ["extract", "bronze", "silver"],
     "pipezone_retail_orders": ["extract", "bronze", "silver", "quality"],
     "pipezone_retail_order_items": ["extract", "bronze", "silver"],
+    "pipezone_retail_reviews": ["extract", "bronze", "silver", "quality"],
     "pipezone_retail_daily_revenue": ["gold", "quality", "export_retail_bi_daily_revenue"],
 }
 BROKEN_FLOW = """\

@@ -29,7 +29,14 @@ from pipezone.core.steps.runtime import RunError, load_runtime
 REPO = Path(__file__).resolve().parents[3]
 CORPUS = REPO / "tests" / "fixtures" / "hostile"
 PLANTED = "PZPLANTED"
-DEMO_FLOWS = ["retail_customers", "retail_daily_revenue", "retail_order_items", "retail_orders", "retail_products"]
+DEMO_FLOWS = [
+    "retail_customers",
+    "retail_daily_revenue",
+    "retail_order_items",
+    "retail_orders",
+    "retail_products",
+    "retail_reviews",
+]
 UNRELATED = "metadata/flows/zz_unrelated.yaml"
 UNRELATED_TEXT = "name: zz_unrelated\nsource:\n  connection: retail_demo\n  table: orders\nretries: lots\n"
 UNRELATED_LINE = f"{UNRELATED}:5:10: retries: Input should be a valid integer, unable to parse string as an integer"

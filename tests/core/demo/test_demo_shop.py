@@ -106,7 +106,8 @@ def test_change_batch_inserts_updates_and_advances_every_table(db: Path) -> None
     changes = apply_change_batch(db, batch=1)
     after_counts, after_max = table_counts(db), max_updated_at(db)
     for table in TABLES:
-        assert changes[table]["inserted"] > 0 and changes[table]["updated"] > 0, table
+        edited = changes[table]["updated"] > 0 if table != "reviews" else changes[table]["updated"] == 0  # insert-only
+        assert changes[table]["inserted"] > 0 and edited, table
         assert after_counts[table] == before_counts[table] + changes[table]["inserted"], table
         assert after_max[table] > previous_global_max, table
     with sqlite3.connect(db) as conn:
@@ -176,3 +177,14 @@ def test_cli_errors_have_no_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr == f"error: no demo database at {tmp_path / 'nope.db'}\n"
+
+
+def test_reviews_carry_what_each_row_check_action_is_for(db: Path) -> None:
+    """Bad ratings (quarantine), blank bodies (drop), missing titles (warn); never a review without its
+    product (fail) — the demo flow retail_reviews shows every action on these."""
+    with sqlite3.connect(db) as conn:
+        count = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        assert count("SELECT COUNT(*) FROM reviews WHERE rating NOT BETWEEN 1 AND 5") > 0
+        assert count("SELECT COUNT(*) FROM reviews WHERE trim(body, ' ' || char(9)) = ''") > 0
+        assert count("SELECT COUNT(*) FROM reviews WHERE title IS NULL") > 0
+        assert count("SELECT COUNT(*) FROM reviews WHERE product_id NOT IN (SELECT product_id FROM products)") == 0

@@ -42,7 +42,10 @@ def chromium() -> str:
     if found:
         return found
     if in_ci():
-        pytest.fail(f"chromium is not installed; CI needs it (PIPEZONE_CI=1): `{INSTALL}` (root)", pytrace=False)
+        pytest.fail(
+            f"chromium is not installed; CI needs it (PIPEZONE_CI=1): `make services-up` runs `{INSTALL}`",
+            pytrace=False,
+        )
     pytest.skip(f"chromium is not installed (install it with `{INSTALL}`, as root)")
 
 
@@ -54,7 +57,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(chromium: str, spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Site:
+def site(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Site:
     """20 orders, 2 without a status; not_null(status) fails, unique(order_id) and row_count pass."""
     rows = [(i, None if i % 7 == 0 else "paid") for i in range(1, 21)]
     df = spark.createDataFrame(rows, "order_id INT, status STRING")
@@ -167,7 +170,7 @@ def test_validation_page_shows_the_suite_the_failure_and_its_count(chromium: str
 
     assert f"Validations / {SUITE} / {RUN} /" in text, text
     assert f"Expectation Suite: | {SUITE}" in text, text
-    assert "Status: | Failed" in text, text
+    assert "Status: | [failed] | Failed" in text, text
     assert "Evaluated Expectations | 3 | Successful Expectations | 2 | Unsuccessful Expectations | 1" in text, text
     assert f"Run Name | {RUN}" in text, text
     # The failing expectation, its failed icon and its unexpected count; the passing ones with theirs.
