@@ -312,3 +312,19 @@ def test_unchanged_tables_reuse_the_last_outcomes_and_a_new_commit_or_check_eval
     fourth = run_step(StepContext(project.runtime, project.spark, changed, "q-reuse-4"), "quality")
     assert fourth.details["reused"] is False
     assert fourth.details["checks"][0]["observed"] == "2 of 5 rows unexpected"
+
+
+def test_a_sql_check_reads_other_lake_tables_by_their_layer_names(project: Any, bad: Any) -> None:
+    write_tables(project, bad)  # silver.q_orders has order ids 1, 1, 2, 3; gold.q_summary one row n = 4
+    query = "SELECT o.* FROM {table} o LEFT ANTI JOIN gold.q_summary s ON s.n > o.order_id"
+    flow = quality_flow({"check": "sql", "query": query, "severity": "warn"})
+    result = run_step(StepContext(project.runtime, project.spark, flow, "q-sql"), "quality")
+    assert result.details["checks"][0]["observed"] == "0 rows returned by the query"
+    flow = quality_flow({"check": "sql", "query": query.replace("s.n >", "s.n <"), "severity": "warn"})
+    result = run_step(StepContext(project.runtime, project.spark, flow, "q-sql-2"), "quality")
+    assert result.details["checks"][0] == {
+        "check": "sql(SELECT o.* FROM {table} o LEFT ANTI JOIN gold.q_summary s ON s.n < o.order_id)",
+        "table": "silver.q_orders",
+        "status": "warned",
+        "observed": "4 rows returned by the query",
+    }

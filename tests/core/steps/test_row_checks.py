@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pipezone.core.cli.tables import layer_rows
 from pipezone.core.demo.shop import COUNTRIES
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.steps.row_checks import FAILED_CHECKS, QUARANTINED_AT, RUN_ID
@@ -148,3 +149,29 @@ def test_a_run_killed_after_the_quarantine_commit_quarantines_nothing_twice(proj
     assert sorted(r.customer_id for r in rows) == sorted(want["quarantine"])  # once each
     silver = project.spark.read.format("delta").load(project.runtime.lake.silver(flow))
     assert {r.customer_id for r in silver.select("customer_id").collect()} == want["silver"]
+
+
+def test_the_demo_reviews_flow_holds_back_what_its_checks_say_and_tables_adds_it_up(project: Any) -> None:
+    """metadata/flows/retail_reviews.yaml: one row check of each action on the demo shop's reviews."""
+    report = project.run(["retail_reviews"], "reviews-1")
+    assert report.ok, [o.line for o in report.outcomes if not o.ok]
+    rows = project.query("SELECT review_id, rating, title, body FROM reviews")
+    bad_rating = {r["review_id"] for r in rows if not 1 <= r["rating"] <= 5}
+    blank = {r["review_id"] for r in rows if not r["body"].strip(" \t")} - bad_rating
+    silver = project.spark.read.format("delta").load(project.runtime.lake.silver("retail_reviews"))
+    assert {r.review_id for r in silver.collect()} == {r["review_id"] for r in rows} - bad_rating - blank
+    log = project.logs("reviews-1", "retail_reviews")["silver"]
+    assert (log.details["rows_quarantined"], log.details["rows_dropped"]) == (len(bad_rating), len(blank))
+    untitled = results_by_name(project, "reviews-1")["not_null(title)"]
+    assert (untitled.status, untitled.unexpected_count) == ("warned", sum(r["title"] is None for r in rows))
+
+    (row,) = [r for r in layer_rows(project.runtime, project.spark) if r[0] == "retail_reviews"]
+    assert row[1:] == [str(len(rows)), row[2], row[3], str(len(rows) - len(bad_rating) - len(blank))] + [
+        str(len(blank)),
+        str(len(bad_rating)),
+        "yes*",
+    ]
+
+
+def results_by_name(project: Any, run_id: str) -> dict[str, Any]:
+    return {r.check_name: r for r in project.state.quality_results(run_id)}
