@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import export
+import quality
 
 TARGETS = {
     "ingest_vs_client": 0.5,  # at 10M rows, PipeZone rows/s over the MariaDB client's
@@ -433,6 +434,7 @@ def render(run: dict[str, Any], json_path: Path) -> str:
     parts += postgres_section(run)
     parts += cdc_section(run)
     parts += export.section(run)
+    parts += quality.section(run)
     parts += [*memory_section(run), ""]
     parts += [
         "## Rerun",

@@ -5,8 +5,9 @@
 Full run: ingest of 1M and 10M rows (numPartitions 1, 2, 4 on the local lake; the best on MinIO), the same
 sizes from PostgreSQL (against psql's COPY),
 incremental latency on the 10M-row table, DAG parse at 10, 100 and 1,000 flows, and the peak memory of a
-30M-row first load, CDC: 1M changes end to end against the databases' own log readers, and exports of a
-1M-row silver table to PostgreSQL and MariaDB against their own bulk loads. Quick run (under 10
+30M-row first load, CDC: 1M changes end to end against the databases' own log readers, exports of a
+1M-row silver table to PostgreSQL and MariaDB against their own bulk loads, and the quality step on
+Great Expectations against one aggregate pass over a 10M-row table. Quick run (under 10
 minutes): 200k rows, 2 partitions, local lake, parse at 10 and 100 flows. The JSON lands in
 .pipezone/bench/results/; the report in --docs (the full run: docs/benchmarks.md) or, for a quick run,
 .pipezone/bench/quick.md.
@@ -32,6 +33,7 @@ import dag_parse  # noqa: E402
 import export  # noqa: E402
 import incremental  # noqa: E402
 import ingest  # noqa: E402
+import quality  # noqa: E402
 import report  # noqa: E402
 from harness import REPO, MariaDB, Project, start_services  # noqa: E402
 from pg_source import Postgres, start_postgres  # noqa: E402
@@ -49,6 +51,7 @@ FULL = {
     "cdc_changes": 1_000_000,
     "export_rows": 1_000_000,
     "export_changed": 10_000,
+    "quality_rows": 10_000_000,
 }
 QUICK = {
     "sizes": [200_000],
@@ -63,6 +66,7 @@ QUICK = {
     "cdc_changes": None,
     "export_rows": 200_000,
     "export_changed": 1_000,
+    "quality_rows": 200_000,
 }
 
 
@@ -109,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the small run (under 10 minutes)")
     parser.add_argument("--dag-factory-python", help="python of a venv with dag-factory 1.1.0 (make bench makes one)")
     parser.add_argument("--docs", help="where the Markdown report goes")
-    parser.add_argument("--only", help="comma-separated subset: ingest,postgres,incremental,parse,memory,cdc,export")
+    parser.add_argument(
+        "--only", help="comma-separated subset: ingest,postgres,incremental,parse,memory,cdc,export,quality"
+    )
     parser.add_argument("--add-to", help="a run's JSON: add this invocation's results to it (a section that failed)")
     parser.add_argument(
         "--replace", action="store_true", help="with --add-to: the sections' earlier results are dropped (re-measured)"
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     only = (
         set(args.only.split(","))
         if args.only
-        else {"ingest", "postgres", "incremental", "parse", "memory", "cdc", "export"}
+        else {"ingest", "postgres", "incremental", "parse", "memory", "cdc", "export", "quality"}
     )
     start_services(minio="minio" in plan["lakes"] and "ingest" in only)
     source = MariaDB()
@@ -167,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         if "export" in only:
             start_postgres()
             run["results"] += export.run(source, Postgres(), project, plan["export_rows"], plan["export_changed"])
+        if "quality" in only:
+            run["results"] += quality.run(project, plan["quality_rows"])
         if "memory" in only and plan.get("memory_rows"):
             run["results"] += ingest.memory(source, project, plan["memory_rows"])
     finally:

@@ -40,18 +40,13 @@ REPO = Path(__file__).resolve().parents[2]
 PIPEZONE = str(Path(sys.executable).with_name("pipezone"))
 STATE_DB = "pz_it_state"
 SHOP_DB = "pz_it_shop"
-DEMO_FLOWS = (
-    "retail_customers",
-    "retail_products",
-    "retail_orders",
-    "retail_order_items",
-    "retail_reviews",
-    "retail_daily_revenue",
-)
+GOLD_FLOW = "retail_daily_revenue"
+SOURCE_FLOWS = tuple(sorted(p.stem for p in (REPO / "metadata" / "flows").glob("retail_*.yaml") if p.stem != GOLD_FLOW))
+DEMO_FLOWS = (*SOURCE_FLOWS, GOLD_FLOW)
 LAKE_TABLES = {  # what the flows of this module write, per bucket
     "raw": ["retail_demo/", "it_shop/"],
-    "bronze": [f"{f}/" for f in (*DEMO_FLOWS[:5], "shop_orders")],
-    "silver": [f"{f}/" for f in (*DEMO_FLOWS[:5], "shop_orders")],
+    "bronze": [f"{f}/" for f in (*SOURCE_FLOWS, "shop_orders")],
+    "silver": [f"{f}/" for f in (*SOURCE_FLOWS, "shop_orders")],
     "gold": ["daily_revenue/"],
     "quarantine": ["retail_reviews/"],  # the reviews' bad ratings
 }
