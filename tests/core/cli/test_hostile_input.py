@@ -395,7 +395,8 @@ def test_a_metadata_folder_below_a_folder_named_connections(
     monkeypatch.chdir(home)
     code, _, err = _run(capsys, "validate")
     assert code == 0, err
-    assert "5 flows, 7 connections, 4 profiles valid" in err
+    counts = [len(list((home / "metadata" / kind).glob("*.yaml"))) for kind in ("flows", "connections", "profiles")]
+    assert "{} flows, {} connections, {} profiles valid".format(*counts) in err  # every file of the copy
 
 
 def test_a_metadata_folder_on_the_command_line_is_the_whole_catalog(
