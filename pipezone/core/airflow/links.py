@@ -80,4 +80,3 @@ def task_links(runtime: Runtime, flow: FlowSpec, step: str, spark_ui: str | None
         LAKE: browse_url(step_table(runtime, flow, step), runtime.profile.lake_console_url),
         DATA_DOCS: data_docs.site_link(data_docs.site_uri(runtime.lake, flow, step), runtime.profile.lake_console_url),
     }
-

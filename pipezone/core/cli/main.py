@@ -107,6 +107,12 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     return state.cmd_state(args, settings)
 
 
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from pipezone.core.cli import quarantine
+
+    return quarantine.cmd_quarantine(args, settings)
+
+
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from pipezone.core.cli import verify
 
@@ -232,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="row counts per layer for every flow, next to the source count")
     p.add_argument("--check", action="store_true", help="exit 1 unless every silver table matches its source")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("quarantine", help="the rows a flow's row checks quarantined; --replay writes fixed ones")
+    p.add_argument("flow")
+    p.add_argument("--replay", action="store_true", help="judge them again; those that pass go to silver")
+    p.set_defaults(func=cmd_quarantine)
 
     p = sub.add_parser(
         "verify",

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipezone.core.lake.delta_tables import live_condition, sql_table
+from pipezone.core.lake.delta_tables import last_commit, live_condition, sql_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -45,11 +45,12 @@ class KeyedChanges:
 
 
 def current_version(spark: SparkSession, path: str) -> int:
-    """The table's newest version (what an export pins its read to)."""
-    from delta.tables import DeltaTable
-
-    row = DeltaTable.forPath(spark, path).history(1).select("version").collect()[0]
-    return int(row[0])
+    """The table's newest version (what an export pins its read to). From the log, not delta-spark's
+    DeltaTable: that needs a Delta plugin on a Spark Connect server."""
+    commit = last_commit(spark, path)
+    if commit is None:
+        raise ValueError(f"no Delta table at {path}")
+    return int(commit["version"])
 
 
 def has_change_feed(spark: SparkSession, path: str) -> bool:

@@ -54,7 +54,7 @@ def forward_only_condition(cursor: str | None) -> str:
     )
 
 
-def _merge_commit(
+def merge_commit(
     df: DataFrame,
     path: str,
     on: str,
@@ -194,7 +194,7 @@ def merge(
             "THEN UPDATE SET *",
             f"WHEN NOT MATCHED AND NOT s.`{DELETED}` THEN INSERT *",
         ]
-    return _merge_commit(df, path, on, clauses, **common)
+    return merge_commit(df, path, on, clauses, **common)
 
 
 def with_row_hash(df: DataFrame) -> DataFrame:
@@ -266,7 +266,7 @@ def scd2(
         f"WHEN MATCHED THEN UPDATE SET {_assign(close)}",
         f"WHEN NOT MATCHED AND s.`{_ACTION}` = 'insert' THEN INSERT ({insert[0]}) VALUES ({insert[1]})",
     ]
-    return _merge_commit(staged, path, on, clauses, **common)
+    return merge_commit(staged, path, on, clauses, **common)
 
 
 def _scd2_events(

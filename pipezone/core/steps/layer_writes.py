@@ -114,14 +114,24 @@ def _new_versions(ctx: StepContext, df: DataFrame, path: str, keys: list[str], c
 
 
 def write_layer(
-    ctx: StepContext, df: DataFrame, layer: str, keys: list[str], cursor: str | None, batch: int, rows_in: int
+    ctx: StepContext,
+    df: DataFrame,
+    layer: str,
+    keys: list[str],
+    cursor: str | None,
+    batch: int,
+    rows_in: int,
+    *,
+    replay: bool = False,
 ) -> dt.CommitInfo:
+    """`replay`: rows from the quarantine, `batch` the quarantine table's version (a writer of its own)."""
     settings = getattr(ctx.flow.layers, layer)
     path = ctx.runtime.lake.table(layer, ctx.flow.name)
     common = {
-        "app_id": ctx.app_id(layer),
+        "app_id": ctx.app_id(f"{layer}_replay" if replay else layer),
         "version": batch,
-        "metadata": ctx.metadata(layer, batch=batch),
+        # a replay's commit names no batch: the layer's position (committed_batch) is bronze's batches only
+        "metadata": ctx.metadata(layer, quarantine_version=batch) if replay else ctx.metadata(layer, batch=batch),
         "partition_by": settings.partition_by,
     }
     mode = settings.write_mode

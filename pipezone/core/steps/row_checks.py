@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 FAILED_CHECKS = "_pz_failed_checks"
 QUARANTINED_AT = "_pz_quarantined_at"
-RUN_ID = "_pz_run_id"
+RUN_ID = "_pz_quarantine_run_id"  # silver rows carry their own _pz_run_id (the extracting run)
 STATUS = {"warn": "warned", "drop": "dropped", "quarantine": "quarantined", "fail": "failed"}
 
 

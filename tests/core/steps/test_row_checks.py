@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pipezone.core.cli.main import main
 from pipezone.core.cli.tables import layer_rows
 from pipezone.core.demo.shop import COUNTRIES
 from pipezone.core.lake import delta_tables as dt
@@ -175,3 +176,35 @@ def test_the_demo_reviews_flow_holds_back_what_its_checks_say_and_tables_adds_it
 
 def results_by_name(project: Any, run_id: str) -> dict[str, Any]:
     return {r.check_name: r for r in project.state.quality_results(run_id)}
+
+
+def test_fixed_quarantined_rows_replay_into_silver_once_and_the_rest_stay(
+    project: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert project.run(["retail_reviews"], "replay-1").ok
+    quarantine = project.runtime.lake.quarantine("retail_reviews")
+    held = sorted(r.review_id for r in project.spark.read.format("delta").load(quarantine).collect())
+    fixed, broken = held[: len(held) // 2], held[len(held) // 2 :]
+    assert fixed and broken
+    ids = ", ".join(map(str, fixed))
+    project.spark.sql(f"UPDATE delta.`{quarantine}` SET rating = 3 WHERE review_id IN ({ids})")  # fixed in place
+    monkeypatch.chdir(project.root)
+    assert main(["quarantine", "retail_reviews", "--replay"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"quarantine of retail_reviews: {len(held)} rows waited; {len(fixed)} written to silver, "
+        f"{len(broken)} keys still fail their checks and stay"
+    )
+    silver = project.spark.read.format("delta").load(project.runtime.lake.silver("retail_reviews"))
+    replayed = {r.review_id: r.rating for r in silver.filter(f"review_id IN ({ids})").collect()}
+    assert replayed == dict.fromkeys(fixed, 3)
+    left = project.spark.read.format("delta").load(quarantine).collect()
+    assert sorted(r.review_id for r in left) == broken
+
+    assert main(["quarantine", "retail_reviews", "--replay"]) == 0  # again: nothing passes, nothing moves
+    assert f"{len(broken)} rows waited; 0 written to silver" in capsys.readouterr().out
+    assert main(["quarantine", "retail_reviews"]) == 0
+    listing = capsys.readouterr().out
+    assert f"accepted_values(rating)  {len(broken)}" in listing and f"{len(broken)} rows, quarantined" in listing
+    assert project.run(["retail_reviews"], "replay-2").ok  # the next run: silver keeps the replayed rows
+    silver = project.spark.read.format("delta").load(project.runtime.lake.silver("retail_reviews"))
+    assert {r.review_id for r in silver.filter(f"review_id IN ({ids})").collect()} == set(fixed)
