@@ -2,9 +2,9 @@
 recorded in the state store, rendered as Data Docs in the lake's `quality/<flow>/`.
 
 Checks with an `action` are not here: they judge each row of silver's write (steps/row_checks.py). Each
-checked table is one GX suite validated on the table's live rows (cached when several expectations read
-it). A failed `error` check fails the step (and the DAG run) with one line per check naming the unexpected
-count; a failed `warn` check is recorded only. When the checked tables and the checks are what the last
+checked table is one GX suite validated on the table's live rows. A failed `error` check fails the step
+(and the DAG run) with one line per check naming the unexpected count; a failed `warn` check is recorded
+only. When the checked tables and the checks are what the last
 successful run judged, its outcomes are reused (freshness aside: it depends on the clock).
 """
 
@@ -156,12 +156,9 @@ def _validate(
 ) -> list[Outcome]:
     live: DataFrame = dt.read_live(ctx.spark, path)
     judged = expectations(group, live, lambda sql: resolve_references(sql, ctx.runtime.lake, ctx.spark))
-    # cached only when several expectations read it: caching a 10M-row table for one pass costs a second pass
-    df = live.cache() if len(judged) > 1 else live
-    try:
-        return validator.validate(df, name, judged, [k for k in keys if k in live.columns], ctx.run_id)
-    finally:
-        df.unpersist()
+    # not cached: GX's few jobs re-read the Delta files faster than a 10M-row cache is built (1.3x of one
+    # aggregate pass uncached, 2.5x cached: docs/benchmarks.md)
+    return validator.validate(live, name, judged, [k for k in keys if k in live.columns], ctx.run_id)
 
 
 def _recorded(ctx: StepContext, rows: list[Recorded], seen: dict[str, Any], reused: bool) -> StepResult:
