@@ -208,10 +208,7 @@ def test_state_and_run_history_are_in_mariadb(ran: Project) -> None:
             runs = {(f, s, st): n for f, s, st, n in cur.fetchall()}
     finally:
         conn.close()
-    assert marks == {
-        f: "updated_at"
-        for f in ("retail_customers", "retail_order_items", "retail_orders", "retail_products", "shop_orders")
-    }
+    assert marks == {f: "updated_at" for f in (*SOURCE_FLOWS, "shop_orders")}
     assert runs[("retail_orders", "silver", "success")] == 2  # two runs of the demo flows
     assert runs[("shop_orders", "extract", "success")] == 1
     assert not [k for k in runs if k[2] == "failed"]
