@@ -59,6 +59,11 @@ class Expectation:
         return self.unexpected is not None
 
     @property
+    def failing(self) -> str:
+        """The SQL condition true exactly for the rows GX counts unexpected (never NULL)."""
+        return f"coalesce(({self.unexpected}), false)"
+
+    @property
     def key(self) -> str:
         """Unique in a suite: two checks may judge the same column the same way."""
         return f"{self.index}:{self.name}"

@@ -20,7 +20,7 @@ from pipezone.core.quality.expectations import expectations
 from pipezone.core.steps.context import StepContext
 from pipezone.core.steps.layer_writes import layer_keys, write_layer
 from pipezone.core.steps.row_checks import FAILED_CHECKS, QUARANTINED_AT, RUN_ID, row_checks
-from pipezone.core.steps.transforms import renamed
+from pipezone.core.steps.transforms import latest_per_key, renamed
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -52,7 +52,7 @@ def replay(ctx: StepContext) -> Replayed:
     held = ctx.spark.read.format("delta").option("versionAsOf", version).load(path).cache()
     try:
         waiting = held.count()
-        newest = _newest_per_key(held, keys)
+        newest = latest_per_key(held, keys, [QUARANTINED_AT])
         passing = _passing(ctx, newest.drop(*QUARANTINE_COLUMNS))
         replayed = passing.select(*keys).cache()
         written = replayed.count()
@@ -65,18 +65,10 @@ def replay(ctx: StepContext) -> Replayed:
         held.unpersist()
 
 
-def _newest_per_key(held: DataFrame, keys: list[str]) -> DataFrame:
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F  # noqa: N812 - PySpark's convention
-
-    order = Window.partitionBy(*[F.col(f"`{k}`") for k in keys]).orderBy(F.col(QUARANTINED_AT).desc())
-    return held.withColumn("_pz_rank", F.row_number().over(order)).filter("_pz_rank = 1").drop("_pz_rank")
-
-
 def _passing(ctx: StepContext, rows: DataFrame) -> DataFrame:
     """The rows no check with an action fails now (a warn check does not hold a row back)."""
     judged = [e for e in expectations(row_checks(ctx.flow.quality), rows) if e.check.action != "warn"]  # type: ignore[union-attr]
-    conditions = [f"coalesce(({e.unexpected}), false)" for e in judged]
+    conditions = [e.failing for e in judged]
     return rows.filter(f"NOT ({' OR '.join(conditions)})") if conditions else rows
 
 

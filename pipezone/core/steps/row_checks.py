@@ -17,7 +17,7 @@ silver's own write), and comes before silver's: a run killed between the two qua
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_tables as dt
@@ -86,14 +86,14 @@ def _line(outcome: Outcome) -> str:
 
 
 def _key(key: dict[str, Any]) -> str:
-    return next(iter(key.values())).__repr__() if len(key) == 1 else repr(tuple(key.values()))
+    return repr(next(iter(key.values()))) if len(key) == 1 else repr(tuple(key.values()))
 
 
 def _record(ctx: StepContext, outcome: Outcome) -> dict[str, Any]:
     action = _action(outcome)
     status = "passed" if outcome.success else STATUS[action]
     severity = "error" if action == "fail" else "warn"
-    detail = outcome.unexpected.__class__(**{**outcome.unexpected.__dict__, "action": action})
+    detail = replace(outcome.unexpected, action=action)
     ctx.state.record_quality_check(
         ctx.run_id, ctx.flow.name, "silver", outcome.name, status, outcome.observed, outcome.expected, severity, detail
     )
@@ -102,7 +102,7 @@ def _record(ctx: StepContext, outcome: Outcome) -> dict[str, Any]:
 
 def _any(judged: list[Expectation], action: str, deleted: bool) -> str:
     """The condition of a live row failing any check with `action` ('false' when none has it)."""
-    conditions = [f"coalesce(({e.unexpected}), false)" for e in judged if e.check.action == action]  # type: ignore[union-attr]
+    conditions = [e.failing for e in judged if e.check.action == action]  # type: ignore[union-attr]
     if not conditions:
         return "false"
     live = f"NOT `{dt.DELETED}` AND " if deleted else ""
@@ -121,7 +121,7 @@ def _split(ctx: StepContext, df: DataFrame, judged: list[Expectation], results: 
     if not counts["q"]:
         return RowVerdict(keep, None, dropped=counts["d"], checks=results)
     names = [
-        F.when(F.expr(f"coalesce(({e.unexpected}), false)"), F.lit(e.name))
+        F.when(F.expr(e.failing), F.lit(e.name))
         for e in judged
         if e.check.action in ("quarantine", "drop")  # type: ignore[union-attr]
     ]
