@@ -87,16 +87,18 @@ airflow: jars
 	@echo "Airflow UI: http://localhost:8080  (user admin; password in $(AIRFLOW_HOME_DIR)/simple_auth_manager_passwords.json.generated)"
 	$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin $(VENV)/bin/airflow standalone
 
-# The real stack on this machine, no Docker (setup/local/): MariaDB 127.0.0.1:3307, PostgreSQL :5433, MinIO :9000
-# (console :9001), OpenBao (Vault API) :8200, Spark standalone spark://127.0.0.1:7077 (UI :8090). Servers are
-# built or installed once per machine; data and logs live under .pipezone/services/. Use them with
-# PIPEZONE_PROFILE=services.
+# The real stack on this machine, no Docker (setup/local/): MariaDB 127.0.0.1:3307, PostgreSQL :5433, FerretDB
+# (MongoDB wire protocol) :27017, MinIO :9000 (console :9001), OpenBao (Vault API) :8200, Spark standalone
+# spark://127.0.0.1:7077 (UI :8090). Servers are built or installed once per machine; data and logs live under
+# .pipezone/services/. Use them with PIPEZONE_PROFILE=services.
 services-up: $(STAMP)
 	bash setup/local/chromium.sh install
 	bash setup/local/mariadb.sh install
 	bash setup/local/mariadb.sh start
 	bash setup/local/postgres.sh install
 	bash setup/local/postgres.sh start
+	bash setup/local/ferretdb.sh install
+	bash setup/local/ferretdb.sh start
 	bash setup/local/minio.sh install
 	bash setup/local/minio.sh start
 	bash setup/local/vault.sh install
@@ -108,11 +110,12 @@ services-down:
 	-bash setup/local/spark.sh stop
 	-bash setup/local/vault.sh stop
 	-bash setup/local/minio.sh stop
+	-bash setup/local/ferretdb.sh stop
 	-bash setup/local/postgres.sh stop
 	-bash setup/local/mariadb.sh stop
 
 services-status:
-	-@for s in mariadb postgres minio vault spark; do bash setup/local/$$s.sh status; done
+	-@for s in mariadb postgres ferretdb minio vault spark; do bash setup/local/$$s.sh status; done
 
 # The full stack in Docker (setup/docker): Airflow 3.3, Spark standalone, MinIO, MySQL, Vault; ports on 127.0.0.1.
 DOCKER_DIR := setup/docker

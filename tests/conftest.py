@@ -42,7 +42,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 
 
 if TYPE_CHECKING:
-    from services import MariaDB, Postgres
+    from services import MariaDB, Mongo, Postgres
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +51,15 @@ def mariadb() -> Iterator[MariaDB]:
     from services import require_mariadb
 
     yield require_mariadb()
+
+
+@pytest.fixture(scope="session")
+def mongo() -> Iterator[Mongo]:
+    """The project's MongoDB-wire server (FerretDB, setup/local/ferretdb.sh): `host`, `port`, `url`
+    (mongodb://host:port/) and `client()`; in CI it must be up."""
+    from services import require_mongo
+
+    yield require_mongo()
 
 
 @pytest.fixture(scope="session")

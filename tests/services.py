@@ -1,7 +1,7 @@
 """Services the tests talk to, started by the project itself (setup/local/): where they are, whether they answer.
 
-MariaDB and PostgreSQL are checked with a real login; MinIO, Vault (OpenBao) and the Spark standalone
-cluster with their script's `status` (which asks the server itself: MinIO's ready endpoint, Vault's
+MariaDB and PostgreSQL are checked with a real login, MongoDB (FerretDB) with a `ping` through pymongo;
+MinIO, Vault (OpenBao) and the Spark standalone cluster with their script's `status` (which asks the server itself: MinIO's ready endpoint, Vault's
 health, the master's JSON with an alive worker).
 
 In CI (PIPEZONE_CI=1) a test that needs a service FAILS when the service does not answer, with the tail of
@@ -371,6 +371,7 @@ SERVICES_DIR = REPO_ROOT / ".pipezone" / "services"
 MINIO = ScriptService("minio", SERVICES_DIR / "minio" / "minio.log", needs_install=True)
 VAULT = ScriptService("vault", SERVICES_DIR / "vault" / "vault.log", needs_install=True)
 SPARK = ScriptService("spark", SERVICES_DIR / "spark" / "master.log", needs_install=False)
+FERRETDB = ScriptService("ferretdb", SERVICES_DIR / "ferretdb" / "ferretdb.log", needs_install=True)
 
 
 def require_service(service: ScriptService) -> None:
@@ -383,6 +384,84 @@ def require_service(service: ScriptService) -> None:
     if problem is None:
         return
     unavailable(f"{service.name} is not running: {problem}", service.script, service.log)
+
+
+# --------------------------------------------------------------------------- MongoDB (FerretDB)
+
+
+@dataclass(frozen=True)
+class Mongo:
+    """Where the project's MongoDB-wire server is (FerretDB on SQLite, setup/local/ferretdb.sh): no login,
+    databases and collections appear on first write."""
+
+    host: str = "127.0.0.1"
+    port: int = 27017
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Mongo:
+        """Parameters from PIPEZONE_FERRETDB_PORT, with the script's default."""
+        env = os.environ if environ is None else environ
+        return cls(port=int(env.get("PIPEZONE_FERRETDB_PORT") or cls.port))
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def client(self, **kwargs: Any) -> Any:
+        """A pymongo MongoClient (5 s to find the server; close it when done)."""
+        import pymongo
+
+        kwargs.setdefault("serverSelectionTimeoutMS", 5000)
+        kwargs.setdefault("connectTimeoutMS", 5000)
+        return pymongo.MongoClient(self.url, **kwargs)
+
+    def problem(self) -> str | None:
+        """None when the server answers `ping`, else why not (one line)."""
+        try:
+            from pymongo.errors import PyMongoError
+        except ImportError:
+            return "pymongo is not installed in this environment"
+        client = self.client(serverSelectionTimeoutMS=3000)
+        try:
+            client.admin.command("ping")
+        except PyMongoError as exc:
+            # Server selection errors go on with timeouts and a topology description: keep the reason.
+            return " ".join(str(exc).split(" (configured timeouts:")[0].split(", Timeout:")[0].split())
+        finally:
+            client.close()
+        return None
+
+
+def mongo_params(environ: dict[str, str] | None = None) -> Mongo:
+    """Parameters from PIPEZONE_FERRETDB_PORT, with the script's default (27017)."""
+    return Mongo.from_env(environ)
+
+
+def mongo_problem(params: Mongo | None = None) -> str | None:
+    """None when the MongoDB-wire server answers `ping`, else why not (one line)."""
+    return (params or mongo_params()).problem()
+
+
+def mongo_available(params: Mongo | None = None) -> bool:
+    """True when a pymongo `ping` works."""
+    return mongo_problem(params) is None
+
+
+def require_mongo() -> Mongo:
+    """The parameters when FerretDB answers (built and started on demand); otherwise FAIL in CI, skip elsewhere."""
+    params = mongo_params()
+    problem = mongo_problem(params)
+    if problem is None:
+        return params
+    started = FERRETDB.start()
+    problem = mongo_problem(params) if started is None else started
+    if problem is None:
+        return params
+    unavailable(f"MongoDB (FerretDB) at {params.address} is not reachable: {problem}", FERRETDB.script, FERRETDB.log)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from pipezone.core.state.table_lease import LeaseHeld, flow_tables, hold_tables,
 from pipezone.core.steps.cdc_extract import POSITION_COLUMN, RESNAPSHOT
 
 if TYPE_CHECKING:
-    from pipezone.core.spec.flow import BronzeLayer, FlowSpec, IncrementalSpec, SilverLayer
+    from pipezone.core.spec.flow import BronzeLayer, FlowSpec, SilverLayer
+    from pipezone.core.spec.source import IncrementalSpec
     from pipezone.core.state.encoding import WatermarkValue
     from pipezone.core.state.store import StateStore
     from pipezone.core.state.watermarks import Watermark

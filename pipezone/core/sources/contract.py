@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pipezone.core.spec.connection import ConnectionSpec
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -167,6 +167,12 @@ class Source(ABC):
     @abstractmethod
     def read(self, spark: SparkSession, plan: ReadPlan) -> DataFrame:
         """The rows of `plan` as a Spark DataFrame (lazy where the kind allows)."""
+
+    def type_like(self, schema: StructType | None) -> None:
+        """The schema raw already holds for this source (None: no table yet), given before a read. A source
+        whose values carry their own types (documents) types what it reads like it where the values allow;
+        a source with a declared schema (a table) has no use for it."""
+        return None
 
     def read_arrow(self, spark: SparkSession, plan: ReadPlan, schema: StructType) -> ArrowRead | None:
         """The rows of `plan` as Arrow batches, for a `read(plan)` whose Spark schema is `schema`; None (the

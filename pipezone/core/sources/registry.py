@@ -14,9 +14,10 @@ from pipezone.core.sources.jdbc.oracle import OracleAdapter
 from pipezone.core.sources.jdbc.postgres import PostgresAdapter
 from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
 from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter
+from pipezone.core.sources.mongodb import MongoAdapter
 from pipezone.core.spec.connection import ConnectionSpec
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 _ADAPTERS: tuple[SourceAdapter, ...] = (
     MySqlAdapter(),
@@ -24,6 +25,7 @@ _ADAPTERS: tuple[SourceAdapter, ...] = (
     SqliteAdapter(),
     SqlServerAdapter(),
     OracleAdapter(),
+    MongoAdapter(),
 )
 
 SOURCE_ADAPTERS: dict[str, SourceAdapter] = {kind: adapter for adapter in _ADAPTERS for kind in adapter.types}

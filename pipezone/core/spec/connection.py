@@ -8,13 +8,21 @@ YAML is a validation error, so secrets never land in git. The `type` key picks t
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from pipezone.core.spec.secret_scan import USE_REFERENCE, secret_name
-from pipezone.core.spec.value_types import Name, SecretRef, SpecModel, is_secret_reference, patterned
+from pipezone.core.spec.value_types import (
+    Name,
+    SecretRef,
+    SpecModel,
+    bounded_duration,
+    is_secret_reference,
+    patterned,
+)
 
 ROLE_SOURCE = "source"
 ROLE_LAKE = "lake"
@@ -55,6 +63,22 @@ def _user(value: str | None) -> str | None:
     raise PydanticCustomError(
         "invalid_user", "a user is a plain name (no ':', '@', '/' or spaces) or a secret reference"
     )
+
+
+def _options(options: dict[str, OptionValue]) -> dict[str, OptionValue]:
+    """Driver options: plain names, and a secret-looking option only as a reference."""
+    for key, value in options.items():
+        if not _OPTION_KEY.fullmatch(key):
+            raise PydanticCustomError(
+                "option_key", "an option name uses letters, digits, _, '.' and '-'", {"at": (key,)}
+            )
+        if secret_name(key) and not isinstance(value, bool) and not is_secret_reference(value):
+            raise PydanticCustomError(
+                "literal_secret",
+                "option '{key}' looks like a secret: {use}",
+                {"key": key, "use": USE_REFERENCE, "at": (key,)},
+            )
+    return options
 
 
 class ConnectionSpec(SpecModel):
@@ -117,18 +141,7 @@ class JdbcConnection(ConnectionSpec):
     @field_validator("options")
     @classmethod
     def _no_literal_secret_options(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
-        for key, value in options.items():
-            if not _OPTION_KEY.fullmatch(key):
-                raise PydanticCustomError(
-                    "option_key", "an option name uses letters, digits, _, '.' and '-'", {"at": (key,)}
-                )
-            if secret_name(key) and not isinstance(value, bool) and not is_secret_reference(value):
-                raise PydanticCustomError(
-                    "literal_secret",
-                    "option '{key}' looks like a secret: {use}",
-                    {"key": key, "use": USE_REFERENCE, "at": (key,)},
-                )
-        return options
+        return _options(options)
 
     @property
     def effective_port(self) -> int:
@@ -155,6 +168,104 @@ class SqliteConnection(ConnectionSpec):
 
     type: Literal["sqlite"]
     path: str = Field(min_length=1, description="Database file; relative paths start at the project root.")
+
+
+class MongoConnection(ConnectionSpec):
+    """A MongoDB server (or one speaking its wire protocol, such as FerretDB): collections as sources."""
+
+    roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE})
+
+    type: Literal["mongodb"]
+    host: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": HOST_PATTERN})
+    port: int = Field(default=27017, ge=1, le=65535)
+    database: str = Field(min_length=1, max_length=63, json_schema_extra={"pattern": DATABASE_PATTERN})
+    user: str | None = Field(default=None, description="User name, literal or a secret reference.")
+    password: SecretRef | None = None
+    auth_source: str | None = Field(default=None, max_length=63, description="Database of the user (default admin).")
+    options: dict[str, OptionValue] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="MongoClient options, e.g. {tls: true, replicaSet: rs0, readPreference: secondaryPreferred}.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        return _host(value)
+
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, value: str) -> str:
+        return _database(value)
+
+    @field_validator("user")
+    @classmethod
+    def _check_user(cls, value: str | None) -> str | None:
+        return _user(value)
+
+    @field_validator("options")
+    @classmethod
+    def _check_options(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
+        return _options(options)
+
+    def secret_refs(self) -> dict[str, str]:
+        refs = {"password": self.password} if self.password else {}
+        if self.user and is_secret_reference(self.user):
+            refs["user"] = self.user
+        refs.update({f"options.{k}": v for k, v in self.options.items() if is_secret_reference(v)})
+        return refs
+
+
+class RestAuth(SpecModel):
+    """How requests prove who they are; every credential is a secret reference."""
+
+    type: Literal["none", "bearer", "basic", "api_key"] = "none"
+    token: SecretRef | None = Field(default=None, description="bearer: the token.")
+    user: str | None = Field(default=None, description="basic: the user name, literal or a secret reference.")
+    password: SecretRef | None = Field(default=None, description="basic: the password.")
+    header: patterned(r"^[A-Za-z0-9\-]{1,64}$", "an HTTP header name") = Field(  # type: ignore[valid-type]
+        default="X-API-Key", description="api_key: the header that carries the key."
+    )
+    key: SecretRef | None = Field(default=None, description="api_key: the key.")
+
+    @field_validator("user")
+    @classmethod
+    def _check_user(cls, value: str | None) -> str | None:
+        return _user(value)
+
+    @model_validator(mode="after")
+    def _needs(self) -> RestAuth:
+        needed = {"none": (), "bearer": ("token",), "basic": ("user", "password"), "api_key": ("key",)}[self.type]
+        for name in needed:
+            if getattr(self, name) is None:
+                raise PydanticCustomError(
+                    "auth_missing", "auth type {kind} needs '{name}'", {"kind": self.type, "name": name, "at": name}
+                )
+        return self
+
+
+class RestConnection(ConnectionSpec):
+    """An HTTP JSON API: endpoints (named by flows) under one base URL, with one way to authenticate."""
+
+    roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE})
+
+    type: Literal["rest"]
+    base_url: HttpUrl = Field(description="e.g. https://api.example.com/v2 (no credentials in it).")  # type: ignore[valid-type]
+    auth: RestAuth = Field(default_factory=RestAuth)
+    headers: dict[
+        patterned(r"^[A-Za-z0-9\-]{1,64}$", "an HTTP header name"),  # type: ignore[valid-type]
+        str,
+    ] = Field(default_factory=dict, max_length=50, description="Sent with every request (no credentials here).")
+    timeout: bounded_duration(timedelta(minutes=10), timedelta(seconds=1)) = Field(  # type: ignore[valid-type]
+        default=timedelta(seconds=30), description="Per request: connect, read and write each."
+    )
+    verify_tls: bool = True
+
+    def secret_refs(self) -> dict[str, str]:
+        fields = ("token", "user", "password", "key")
+        refs = {f"auth.{n}": getattr(self.auth, n) for n in fields if is_secret_reference(getattr(self.auth, n))}
+        refs.update({f"headers.{k}": v for k, v in self.headers.items() if is_secret_reference(v)})
+        return refs
 
 
 class LocalLakeConnection(ConnectionSpec):
@@ -200,9 +311,13 @@ CONNECTION_TYPES: dict[str, type[ConnectionSpec]] = {
     "local": LocalLakeConnection,
     "s3": S3LakeConnection,
     "minio": S3LakeConnection,
+    "mongodb": MongoConnection,
+    "rest": RestConnection,
 }
 
-AnyConnection = JdbcConnection | SqliteConnection | LocalLakeConnection | S3LakeConnection
+AnyConnection = (
+    JdbcConnection | SqliteConnection | MongoConnection | RestConnection | LocalLakeConnection | S3LakeConnection
+)
 
 
 def connection_roles(spec: ConnectionSpec) -> frozenset[str]:

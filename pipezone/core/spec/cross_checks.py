@@ -15,9 +15,9 @@ from pipezone.core.spec.connection import (
     ROLE_STATE,
     connection_roles,
 )
-from pipezone.core.spec.flow import CDC_CONNECTION_TYPES
 from pipezone.core.spec.problems import KeyPath, Problem
 from pipezone.core.spec.secrets import SecretError, SecretRef, confined_file
+from pipezone.core.spec.source import CDC_CONNECTION_TYPES, fields_problem
 from pipezone.core.spec.sql_check import select_problem
 
 if TYPE_CHECKING:
@@ -63,7 +63,8 @@ def _source_connection(catalog: Catalog, entry: Entry[FlowSpec]) -> list[Problem
                 f"'{source.connection}' has type '{conn.spec.type}'",
             )
         ]
-    return []
+    misfit = fields_problem(source, conn.spec.type)
+    return [entry.doc.problem(misfit[0], misfit[1])] if misfit else []
 
 
 def _export_connections(catalog: Catalog, entry: Entry[FlowSpec]) -> list[Problem]:

@@ -241,6 +241,8 @@ def run_extract(ctx: StepContext) -> StepResult:
     if done is not None:
         return done
     source = ctx.runtime.source(ctx.flow)
+    exists = dt.table_exists(ctx.spark, raw_path)
+    source.type_like(ctx.spark.read.format("delta").load(raw_path).schema if exists else None)
     if ctx.backfill is not None:
         return _backfill(ctx, source, raw_path)
     return _extract_window(ctx, source, raw_path)

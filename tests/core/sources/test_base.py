@@ -19,8 +19,8 @@ from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
 from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter
 from pipezone.core.sources.registry import SOURCE_ADAPTERS, SourceError, source_adapter
 from pipezone.core.spec.connection import JdbcConnection, LocalLakeConnection, SqliteConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 PG = PostgresAdapter()
 SECRET = "s3cr3t-pw-value"

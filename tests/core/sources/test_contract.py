@@ -16,8 +16,8 @@ from pipezone.core.sources.contract import ReadPlan, SourceError
 from pipezone.core.sources.jdbc.source import JdbcSource
 from pipezone.core.sources.registry import open_source
 from pipezone.core.spec.connection import JdbcConnection, LocalLakeConnection, SqliteConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -12,7 +12,7 @@ import pytest
 from pipezone.core.sources.jdbc.mysql import STREAMING_FETCH_SIZE, MySqlAdapter
 from pipezone.core.sources.registry import SourceError, source_adapter
 from pipezone.core.spec.connection import JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.source import SourceSpec
 
 MYSQL = MySqlAdapter()
 UTC_DEFAULTS = (

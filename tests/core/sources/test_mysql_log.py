@@ -21,8 +21,8 @@ import pytest
 from pipezone.core.sources.cdc.contract import Change, ChangeLimits, LogPosition, LogUnavailable
 from pipezone.core.sources.cdc.mysql_log import MySqlChangeStream
 from pipezone.core.spec.connection import JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 if TYPE_CHECKING:
     from services import MariaDB

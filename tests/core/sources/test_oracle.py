@@ -11,8 +11,8 @@ import pytest
 from pipezone.core.sources.jdbc.oracle import OracleAdapter
 from pipezone.core.sources.registry import SourceError
 from pipezone.core.spec.connection import JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 ORA = OracleAdapter()
 

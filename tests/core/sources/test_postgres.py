@@ -11,7 +11,7 @@ import pytest
 from pipezone.core.sources.jdbc.postgres import PostgresAdapter
 from pipezone.core.sources.registry import SourceError
 from pipezone.core.spec.connection import JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.source import SourceSpec
 
 PG = PostgresAdapter()
 

@@ -22,8 +22,8 @@ from pipezone.core.sources.cdc.postgres_log import PostgresChangeStream, abandon
 from pipezone.core.sources.cdc.wal_notation import parse_lsn
 from pipezone.core.sources.contract import SourceError
 from pipezone.core.spec.connection import JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 if TYPE_CHECKING:
     from services import Postgres

@@ -16,8 +16,8 @@ from pipezone.core.sources.jdbc.mysql import MySqlAdapter
 from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
 from pipezone.core.sources.registry import SourceError
 from pipezone.core.spec.connection import SqliteConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 LITE = SqliteAdapter()
 

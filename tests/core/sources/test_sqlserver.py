@@ -10,7 +10,7 @@ import pytest
 
 from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter, property_value
 from pipezone.core.spec.connection import JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.source import SourceSpec
 
 MSSQL = SqlServerAdapter()
 

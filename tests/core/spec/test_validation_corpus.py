@@ -39,7 +39,7 @@ EXPECTED = [
     "tests/fixtures/bad/flows/quality_sql_write.yaml:8:12: quality[0].query: SQL must be a read-only SELECT, but it contains DELETE",
     "tests/fixtures/bad/flows/quality_unknown_action.yaml:9:13: quality[0].action: Input should be 'warn', 'drop', 'quarantine' or 'fail'",
     "tests/fixtures/bad/flows/tab_indent.yaml:3:1: yaml: tab character: YAML indentation must use spaces",
-    "tests/fixtures/bad/flows/table_and_query.yaml:3:3: source: set exactly one of 'table' or 'query'",
+    "tests/fixtures/bad/flows/table_and_query.yaml:3:3: source: set exactly one of 'table', 'query' or 'endpoint'",
     "tests/fixtures/bad/flows/unknown_check.yaml:6:12: quality[0].check: unknown check 'not_empty': expected one of 'not_null', 'unique', 'accepted_values', 'row_count', 'expression', 'freshness', 'sql'",
     "tests/fixtures/bad/flows/unknown_connection.yaml:3:15: source.connection: unknown connection 'shopp' (did you mean 'shop'?)",
     "tests/fixtures/bad/flows/unknown_key.yaml:4:3: source.tabel: unknown key 'tabel' (did you mean 'table'?)",
@@ -53,7 +53,7 @@ EXPECTED = [
     "tests/fixtures/bad/connections/minio_literal.yaml:5:13: secret_key: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
     "tests/fixtures/bad/connections/missing_host.yaml:1:1: host: missing required key 'host'",
     "tests/fixtures/bad/connections/secret_option.yaml:6:16: options.sslpassword: option 'sslpassword' looks like a secret: use ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never a literal value",
-    "tests/fixtures/bad/connections/unknown_type.yaml:2:7: type: unknown connection type 'mongodb': expected one of local, mariadb, minio, mysql, oracle, postgres, s3, sqlite, sqlserver",
+    "tests/fixtures/bad/connections/unknown_type.yaml:2:7: type: unknown connection type 'cassandra': expected one of local, mariadb, minio, mongodb, mysql, oracle, postgres, rest, s3, sqlite, sqlserver",
 ]
 
 

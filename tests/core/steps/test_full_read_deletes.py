@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from pipezone.core import failpoints
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.runs.flow_runner import RunReport, run_flows
-from pipezone.core.spec.flow import IncrementalSpec
 from pipezone.core.spec.settings import load_settings
+from pipezone.core.spec.source import IncrementalSpec
 from pipezone.core.steps.context import StepContext
 from pipezone.core.steps.events import inferred_tombstones
 from pipezone.core.steps.extract import is_complete_read

@@ -50,8 +50,8 @@ from pipezone.core.sources.cdc.mysql_values import MySqlValues
 from pipezone.core.sources.contract import SourceError
 from pipezone.core.sources.jdbc.mysql import MySqlAdapter
 from pipezone.core.spec.connection import JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 SNAPSHOT_FETCH = 10_000  # rows per snapshot batch
 POSITION = re.compile(r"^(?P<file>[^:\s]+\.(?P<seq>\d+)):(?P<pos>\d+)$")

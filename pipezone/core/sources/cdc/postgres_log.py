@@ -55,8 +55,8 @@ from pipezone.core.sources.contract import SourceError
 from pipezone.core.sources.jdbc.native import CONNECT_TIMEOUT_SECONDS
 from pipezone.core.sources.jdbc.postgres import PostgresAdapter
 from pipezone.core.spec.connection import JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 PLUGIN = "wal2json"
 SLOT_PREFIX = "pipezone_"

@@ -13,8 +13,8 @@ from pipezone.core.sources.cdc.mysql_log import MySqlChangeStream
 from pipezone.core.sources.cdc.postgres_log import PostgresChangeStream
 from pipezone.core.sources.contract import SourceError
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 _STREAMS: dict[str, type] = {
     "mysql": MySqlChangeStream,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pipezone.core.sources.contract import ArrowUnavailable
 from pipezone.core.sources.jdbc.dialect import JdbcDialect
 from pipezone.core.spark.errors import summarize_error
-from pipezone.core.spec.flow import SourceSpec
+from pipezone.core.spec.source import SourceSpec
 
 if TYPE_CHECKING:
     import pyarrow as pa

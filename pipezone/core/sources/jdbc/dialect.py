@@ -26,8 +26,8 @@ from sqlalchemy.engine import URL
 from pipezone.core.sources.contract import CursorValue, PhysicalReference, SourceError, for_connection
 from pipezone.core.sources.jdbc.column_types import SourceColumn
 from pipezone.core.spec.connection import OPTION_KEY_PATTERN, ConnectionSpec, JdbcConnection, OptionValue
-from pipezone.core.spec.flow import ReadOptions, SourceSpec
 from pipezone.core.spec.secrets import SecretError, SecretResolver, is_reference
+from pipezone.core.spec.source import ReadOptions, SourceSpec
 
 PartitionBounds = tuple[CursorValue | None, CursorValue | None]
 

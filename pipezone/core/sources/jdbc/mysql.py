@@ -20,8 +20,8 @@ from pipezone.core.sources.jdbc.column_types import AMBIGUOUS_WIDE_DECIMAL, Sour
 from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
-from pipezone.core.spec.flow import ReadOptions
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import ReadOptions
 
 # Connector/J buffers the whole result set in memory unless the statement's fetch size is exactly
 # Integer.MIN_VALUE (row-by-row streaming; Spark >= 3.0 accepts a negative fetchsize, SPARK-21287).

@@ -31,8 +31,8 @@ from pipezone.core.sources.jdbc.dialect import (
     schema_ddl,
 )
 from pipezone.core.spec.connection import ConnectionSpec
-from pipezone.core.spec.flow import SourceSpec
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, DataFrameReader, SparkSession

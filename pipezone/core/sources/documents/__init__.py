@@ -1,0 +1,1 @@
+"""What document sources (MongoDB, REST) share: records typed into Arrow columns, nothing dropped."""
