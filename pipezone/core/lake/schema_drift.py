@@ -89,6 +89,32 @@ def is_widening(old: DataType, new: DataType) -> bool:
     return False
 
 
+def added_fields(old: DataType, new: DataType, path: str) -> list[tuple[str, str]] | None:
+    """The nested fields `new` adds to `old` (`customer.vip`, `items.element.note`) when adding fields is
+    all it does, else None. Delta's schema evolution adds nested fields on append and MERGE (documents
+    grow fields: a MongoDB sub-document, a REST object)."""
+    was, now = old.typeName(), new.typeName()
+    if was == now == "struct":
+        fields = {f.name.lower(): f for f in new.fields}  # type: ignore[attr-defined]
+        kept = [f.name.lower() for f in old.fields]  # type: ignore[attr-defined]
+        if any(name not in fields for name in kept) or [n.lower() for n in list(fields)[: len(kept)]] != kept:
+            return None
+        added = [(f"{path}.{f.name}", f.dataType.simpleString()) for key, f in fields.items() if key not in kept]
+        for f in old.fields:  # type: ignore[attr-defined]
+            inner = _same_or_added(f.dataType, fields[f.name.lower()].dataType, f"{path}.{f.name}")
+            if inner is None:
+                return None
+            added += inner
+        return added
+    if was == now == "array":
+        return _same_or_added(old.elementType, new.elementType, f"{path}.element")  # type: ignore[attr-defined]
+    return None
+
+
+def _same_or_added(old: DataType, new: DataType, path: str) -> list[tuple[str, str]] | None:
+    return [] if old.simpleString() == new.simpleString() else added_fields(old, new, path)
+
+
 def _business_fields(schema: StructType) -> dict[str, StructField]:
     """Fields by lower-cased name (Spark resolves names case-insensitively), metadata columns left out."""
     return {f.name.lower(): f for f in schema.fields if not f.name.lower().startswith(METADATA_PREFIX)}
@@ -102,22 +128,28 @@ def _casts_up(incoming: DataType, existing: DataType) -> bool:
 def compare(incoming: StructType, existing: StructType | None) -> Drift:
     """The drift from `existing` (the table, None if there is none yet) to `incoming` (the batch).
 
-    Nested types compare by their simpleString: any change inside a struct, array or map is unsafe.
+    Nested types compare by their simpleString: a struct (or an array's struct) that only gains fields adds
+    them (`customer.vip`); any other change inside a struct, array or map is unsafe.
     """
     if existing is None:
         return Drift()
     new, old = _business_fields(incoming), _business_fields(existing)
     widened: list[tuple[str, str, str]] = []
     changed: list[tuple[str, str, str]] = []
+    nested: list[tuple[str, str]] = []
     for key, f in new.items():
         if key not in old:
             continue
         was, now = old[key].dataType, f.dataType
         if was.simpleString() == now.simpleString() or _casts_up(now, was):
             continue
+        grown = added_fields(was, now, f.name)
+        if grown:
+            nested += grown
+            continue
         (widened if is_widening(was, now) else changed).append((f.name, was.simpleString(), now.simpleString()))
     return Drift(
-        added=[(f.name, f.dataType.simpleString()) for key, f in new.items() if key not in old],
+        added=[(f.name, f.dataType.simpleString()) for key, f in new.items() if key not in old] + nested,
         dropped=[f.name for key, f in old.items() if key not in new],
         widened=widened,
         changed=changed,

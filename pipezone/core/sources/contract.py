@@ -161,8 +161,11 @@ class Source(ABC):
         """The columns and Spark types `read(plan)` returns (the whole source's when `plan` is None)."""
 
     @abstractmethod
-    def cursor_bounds(self, spark: SparkSession) -> CursorBounds:
-        """The incremental cursor's newest value and the source's clock; a SourceError without a cursor."""
+    def cursor_bounds(self, spark: SparkSession, after: CursorValue | None = None) -> CursorBounds:
+        """The incremental cursor's newest value and the source's clock; a SourceError without a cursor.
+
+        `after` is the window's lower bound when the caller knows it: a source that finds its newest cursor
+        only by reading (a REST endpoint) reads from there; one that can ask (a database) ignores it."""
 
     @abstractmethod
     def read(self, spark: SparkSession, plan: ReadPlan) -> DataFrame:

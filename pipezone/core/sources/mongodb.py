@@ -28,7 +28,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from pipezone.core.sources import contract
-from pipezone.core.sources.contract import ArrowRead, CursorBounds, ReadPlan, SourceAdapter, SourceError
+from pipezone.core.sources.contract import ArrowRead, CursorBounds, CursorValue, ReadPlan, SourceAdapter, SourceError
 from pipezone.core.sources.documents import frames
 from pipezone.core.sources.documents.lake_fit import typed_records
 from pipezone.core.sources.documents.records import unify
@@ -93,7 +93,7 @@ class MongoSource(contract.Source):
             return frames.spark_schema(self._table(plan)) if self._table(plan).num_columns else self._sampled()
         return self._sampled()
 
-    def cursor_bounds(self, spark: SparkSession) -> CursorBounds:
+    def cursor_bounds(self, spark: SparkSession, after: CursorValue | None = None) -> CursorBounds:
         cursor = self._cursor()
         with self._collection() as coll:
             query = self._and({cursor: {"$ne": None}})

@@ -15,6 +15,7 @@ from pipezone.core.sources.jdbc.postgres import PostgresAdapter
 from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
 from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter
 from pipezone.core.sources.mongodb import MongoAdapter
+from pipezone.core.sources.rest.source import RestAdapter
 from pipezone.core.spec.connection import ConnectionSpec
 from pipezone.core.spec.secrets import SecretResolver
 from pipezone.core.spec.source import SourceSpec
@@ -26,6 +27,7 @@ _ADAPTERS: tuple[SourceAdapter, ...] = (
     SqlServerAdapter(),
     OracleAdapter(),
     MongoAdapter(),
+    RestAdapter(),
 )
 
 SOURCE_ADAPTERS: dict[str, SourceAdapter] = {kind: adapter for adapter in _ADAPTERS for kind in adapter.types}

@@ -41,7 +41,7 @@ def _window(ctx: StepContext, source: Source) -> tuple[CursorValue | None, Curso
     stored = None if ctx.full_refresh else ctx.state.get_watermark(ctx.flow.name)
     watermark = normalize(stored.value if stored else incremental.initial_value)
     lo = minus_lookback(watermark, incremental.lookback) if watermark is not None else None
-    bounds = source.cursor_bounds(ctx.spark)
+    bounds = source.cursor_bounds(ctx.spark, after=lo)
     hi = capped(normalize(bounds.hi), normalize(bounds.now), incremental.safety_buffer)
     return watermark, lo, hi
 

@@ -25,6 +25,9 @@ from pipezone.core.sources.documents.records import (
     INT64,
     Nested,
     _fit,
+    case_renames,
+    finalize,
+    infer,
     names_fit,
     prepared,
     records_to_arrow,
@@ -42,6 +45,9 @@ def typed_records(records: list[dict[str, Any]], nested: Nested, lake: pa.Schema
     table = records_to_arrow(records)
     if not names_fit(pa.struct(list(table.schema))):
         records = [renamed(r) for r in records]
+        renames = case_renames(records_to_arrow(records).column_names)
+        if renames:
+            records = [{renames.get(k, k): v for k, v in r.items()} for r in records]
         table = records_to_arrow(records)
     return fit_to_lake(table, records, lake)
 
@@ -59,9 +65,13 @@ def fit_to_lake(table: pa.Table, records: list[dict[str, Any]], lake: pa.Schema 
         if target is None or column.type == target:
             columns[name] = column
             continue
-        merged = widen(target, column.type)
         values = [record.get(name) for record in records]
+        read: pa.DataType = pa.null()  # typed from the values again: nested nulls not yet turned to text
+        for value in values:
+            read = widen(read, infer(value))
+        merged = widen(target, read)
         if merged == target or _adds_fields_only(target, merged):
+            merged = finalize(merged)
             columns[name] = pa.array([_fit(v, merged) for v in values], type=merged)
             continue
         main, variant = _split(values, target)

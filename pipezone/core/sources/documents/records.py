@@ -45,6 +45,8 @@ def text_of(value: Any) -> str:
         return json_text(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
     return str(value)
 
 
@@ -66,10 +68,12 @@ def records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:
     try:
         array = pa.array(records)
         kind = array.type
+        if _merged_silently(records, kind):
+            raise pa.ArrowInvalid("mixed types Arrow merged")
         final = finalize(kind, top=True)
         if final != kind:
             array = pa.array([_fit(r, final) for r in records], type=final)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         final = finalize(infer_records(records), top=True)
         array = pa.array([_fit(r, final) for r in records], type=final)
     return pa.Table.from_struct_array(array)
@@ -80,6 +84,23 @@ def prepared(records: list[dict[str, Any]], nested: Nested) -> list[dict[str, An
     if nested == "struct":
         return records
     return [{k: json_text(v) if isinstance(v, dict | list) else v for k, v in r.items()} for r in records]
+
+
+# Arrow's own inference merges a few pairs without a word: bool into a double column (true -> 1.0), text
+# into binary, a datetime into a date column (the time cut off). Such a top-level column takes the slow path.
+_SILENT = (
+    (pa.types.is_floating, bool),
+    (pa.types.is_binary, str),
+    (pa.types.is_date, datetime),
+)
+
+
+def _merged_silently(records: list[dict[str, Any]], kind: pa.DataType) -> bool:
+    for field in kind:
+        for is_kind, intruder in _SILENT:
+            if is_kind(field.type) and any(isinstance(r.get(field.name), intruder) for r in records):
+                return True
+    return False
 
 
 def infer_records(records: Iterable[Mapping[str, Any]]) -> pa.DataType:
@@ -139,6 +160,8 @@ def widen(a: pa.DataType, b: pa.DataType) -> pa.DataType:
         return b
     if pa.types.is_null(b):
         return a
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return pa.int64()
     numbers = (pa.types.is_integer, pa.types.is_floating)
     if any(f(a) for f in numbers) and any(f(b) for f in numbers):
         return pa.float64()
@@ -175,6 +198,8 @@ def finalize(kind: pa.DataType, top: bool = False) -> pa.DataType:
         return pa.struct(fields) if fields or top else pa.string()
     if pa.types.is_list(kind):
         return pa.list_(finalize(kind.value_type))
+    if pa.types.is_decimal(kind) and kind.precision > MAX_DECIMAL_DIGITS:
+        return pa.string()  # Delta's decimals end at 38 digits: the exact text instead
     return pa.string() if pa.types.is_null(kind) else kind
 
 
@@ -247,6 +272,21 @@ def names_fit(kind: pa.DataType) -> bool:
     if pa.types.is_list(kind):
         return names_fit(kind.value_type)
     return True
+
+
+def case_renames(names: list[str]) -> dict[str, str]:
+    """Names equal but for case (`Name` in one record, `name` in another): the later ones -> `name__2`..."""
+    seen: set[str] = set()
+    renames: dict[str, str] = {}
+    for name in names:
+        new, n = name, 1
+        while new.lower() in seen:
+            n += 1
+            new = f"{name}__{n}"
+        seen.add(new.lower())
+        if new != name:
+            renames[name] = new
+    return renames
 
 
 def renamed(value: Any) -> Any:

@@ -15,6 +15,7 @@ from pipezone.core.sources import contract
 from pipezone.core.sources.contract import (
     ArrowRead,
     CursorBounds,
+    CursorValue,
     PhysicalReference,
     ReadPlan,
     SourceAdapter,
@@ -65,7 +66,7 @@ class JdbcSource(contract.Source):
         dbtable = self.dbtable(plan or ReadPlan.full())
         return self._load(spark, self.dialect.read_options(self.spec, dbtable, None)).schema
 
-    def cursor_bounds(self, spark: SparkSession) -> CursorBounds:
+    def cursor_bounds(self, spark: SparkSession, after: CursorValue | None = None) -> CursorBounds:
         row = self._query_one(spark, self.dialect.bounds_read_options(self.spec))
         return CursorBounds(hi=row.get(HI_COLUMN), now=row.get(NOW_COLUMN))
 
