@@ -216,7 +216,7 @@ def flow_dag(
             step=step,
             dag=dag,
             outlets=[assets(ref) for ref in step_outputs(flow, step)],
-            doc_md=f"`{step}` of flow `{flow.name}`: {step_text(flow, step)}.",
+            doc_md=f"`{step}` of flow `{flow.name}`: {step_text(flow, step, connection.type if connection else None)}.",
             **task_args,
         )
         if previous is not None:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from pipezone.core.airflow.assets import TableRef, schedule_inputs, step_outputs
-from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
+from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection, MongoConnection, RestConnection
 from pipezone.core.spec.flow import FlowSpec
 from pipezone.core.spec.quality import row_level
 
@@ -24,6 +24,11 @@ STEP_TEXT = {
     "gold": "the flow's Spark SQL over silver/gold tables",
     "quality": "table-level checks on Great Expectations, results in the state store, Data Docs in the lake",
     "verify": "reconciles silver with the source by key ranges and hashes (`pipezone verify`); fails on a difference",
+}
+# A document source's extract: a MongoDB collection or a REST endpoint, typed from its records.
+DOCUMENT_EXTRACT_TEXT = {
+    "mongodb": "reads the collection's documents in the cursor window with pymongo into an immutable raw batch",
+    "rest": "reads the endpoint's pages from the window's lower bound into an immutable raw batch",
 }
 # A CDC flow's extract (source.cdc) reads the replication log, not a window.
 CDC_EXTRACT_TEXT = (
@@ -64,6 +69,10 @@ def connection_text(conn: ConnectionSpec | None, name: str) -> str:
         return f"`{name}`"
     if isinstance(conn, JdbcConnection):
         where = f"{conn.host}:{conn.effective_port}/{conn.database}"
+    elif isinstance(conn, MongoConnection):
+        where = f"{conn.host}:{conn.port}/{conn.database}"
+    elif isinstance(conn, RestConnection):
+        where = f"{conn.base_url}, auth {conn.auth.type}"
     else:
         where = getattr(conn, "path", None) or ""
     return f"`{name}` ({conn.type}" + (f", `{where}`)" if where else ")")
@@ -87,7 +96,13 @@ def _source_lines(flow: FlowSpec, conn: ConnectionSpec | None) -> list[str]:
         return ["## Source", "", "None: a gold-only flow over other flows' tables.", ""]
     rows: list[tuple[str, str]] = [("connection", connection_text(conn, src.connection))]
     if src.table:
-        rows.append(("table", f"`{src.schema_}.{src.table}`" if src.schema_ else f"`{src.table}`"))
+        label = "collection" if isinstance(conn, MongoConnection) else "table"
+        rows.append((label, f"`{src.schema_}.{src.table}`" if src.schema_ else f"`{src.table}`"))
+    if src.endpoint:
+        rows += _endpoint_rows(src.endpoint)
+    if src.documents:
+        docs = src.documents
+        rows.append(("documents", f"nested values as {docs.nested}" + (", filtered" if docs.filter else "")))
     if src.primary_key:
         rows.append(("primary key", ", ".join(src.primary_key)))
     if src.cdc:
@@ -107,10 +122,27 @@ def _source_lines(flow: FlowSpec, conn: ConnectionSpec | None) -> list[str]:
     return lines
 
 
-def step_text(flow: FlowSpec, step: str) -> str:
-    """What `step` of `flow` does, in a few words (the task's doc and the DAG's step table)."""
+def _endpoint_rows(endpoint: Any) -> list[tuple[str, str]]:
+    """The endpoint without its parameter values (a query parameter may be a tenant or a filter)."""
+    params = ", ".join(f"`{name}`" for name in endpoint.params) or "none"
+    bound = f"at most {endpoint.max_pages} pages / {duration_text(endpoint.max_seconds)} a run"
+    rows = [
+        ("endpoint", f"GET `{endpoint.path}`, records at `{endpoint.records}`"),
+        ("pages", f"{endpoint.pagination.style}, {bound}, {endpoint.retries} retries on 429/5xx"),
+        ("query parameters", params),
+    ]
+    if endpoint.incremental_param:
+        rows.append(("window start sent as", f"`{endpoint.incremental_param}` ({endpoint.incremental_format})"))
+    return rows
+
+
+def step_text(flow: FlowSpec, step: str, source_type: str | None = None) -> str:
+    """What `step` of `flow` (reading a `source_type` connection) does, in a few words (the task's doc and
+    the DAG's step table)."""
     if step == "extract" and flow.source and flow.source.cdc:
         return CDC_EXTRACT_TEXT
+    if step == "extract" and source_type in DOCUMENT_EXTRACT_TEXT:
+        return DOCUMENT_EXTRACT_TEXT[source_type]
     export = flow.export_of(step)
     if export is not None:
         layer, name = export.source_table(flow)
@@ -133,12 +165,13 @@ def _cdc_rows(flow: FlowSpec) -> list[tuple[str, str]]:
     return [("change data capture", reads), ("position, lag", where)]
 
 
-def _steps_lines(flow: FlowSpec) -> list[str]:
+def _steps_lines(flow: FlowSpec, connection: ConnectionSpec | None) -> list[str]:
     rows = []
+    source_type = connection.type if connection else None
     for index, step in enumerate(flow.steps(), 1):
         outputs = step_outputs(flow, step)
         writes = ", ".join(f"`{ref.asset_name}`" for ref in outputs) or "-"
-        rows.append((index, f"`{step}`", step_text(flow, step), writes))
+        rows.append((index, f"`{step}`", step_text(flow, step, source_type), writes))
     return ["## Steps", "", *_table(["#", "task", "what", "writes (asset)"], rows), ""]
 
 
@@ -222,7 +255,7 @@ def flow_doc(
         ("tags", ", ".join(flow.tags) or "-"),
     ]
     overview = [*_table(["", ""], rows), ""]
-    body = _source_lines(flow, connection) + _steps_lines(flow) + _layers_lines(flow) + _quality_lines(flow)
+    body = _source_lines(flow, connection) + _steps_lines(flow, connection) + _layers_lines(flow) + _quality_lines(flow)
     footer = [
         'Full refresh (re-read the whole source): trigger with config `{"full_refresh": true}`.',
         "",

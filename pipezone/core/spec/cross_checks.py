@@ -17,7 +17,7 @@ from pipezone.core.spec.connection import (
 )
 from pipezone.core.spec.problems import KeyPath, Problem
 from pipezone.core.spec.secrets import SecretError, SecretRef, confined_file
-from pipezone.core.spec.source import CDC_CONNECTION_TYPES, fields_problem
+from pipezone.core.spec.source import CDC_CONNECTION_TYPES, DOCUMENT_CONNECTION_TYPES, fields_problem
 from pipezone.core.spec.sql_check import select_problem
 
 if TYPE_CHECKING:
@@ -208,6 +208,8 @@ def _source_query(catalog: Catalog, entry: Entry[FlowSpec]) -> list[Problem]:
     if source is None or source.query is None:
         return []
     conn = catalog.connections.get(source.connection)
+    if conn is not None and conn.spec.type in DOCUMENT_CONNECTION_TYPES:
+        return []  # a query on a document source is reported as a misfit field (`fields_problem`)
     dialect = conn.spec.type if conn is not None else ""
     problem = select_problem(source.query, dialect)
     return [entry.doc.problem(("source", "query"), problem)] if problem else []

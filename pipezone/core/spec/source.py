@@ -208,14 +208,16 @@ DOCUMENT_CONNECTION_TYPES = ("mongodb", "rest")  # whose records carry no declar
 def fields_problem(source: SourceSpec, connection_type: str) -> tuple[tuple[str, ...], str] | None:
     """(key path, message) when the source's fields don't fit its connection's type, else None: a
     collection for MongoDB, an endpoint for REST, a table or query for SQL databases."""
+    misplaced = ("source", "table" if source.table is not None else "query")
     if connection_type == "rest":
         if source.endpoint is None:
-            return ("source",), "a rest connection is read through an endpoint: set source.endpoint, not table/query"
+            return misplaced, "a rest connection is read through an endpoint: set source.endpoint, not table/query"
         if source.documents and (source.documents.filter or source.documents.projection):
             return ("source", "documents"), "filter and projection are MongoDB's; an endpoint takes params"
     elif connection_type == "mongodb":
         if source.table is None:
-            return ("source",), "a mongodb source names its collection in 'table' (no query or endpoint)"
+            where = misplaced if source.query is not None else ("source", "endpoint")
+            return where, "a mongodb source names its collection in 'table' (no query or endpoint)"
         if not source.primary_key:
             return ("source", "primary_key"), "a mongodb source needs primary_key (usually [_id])"
         for name in [*source.primary_key, *([source.incremental.cursor] if source.incremental else [])]:

@@ -203,7 +203,30 @@ def test_no_secret_reaches_the_dags(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "name: shop_changes\nsource:\n  connection: shop_db\n  table: changes\n  primary_key: [id]\n"
         "  cdc:\n    max_changes: 500\nschedule: '* * * * *'\n"
     )
-    bag = dagbag(monkeypatch, home, PZ_TEST_DB_USER="user-4c1d9e", PZ_TEST_DB_PASSWORD="pw-7f3a2b91")
+    (home / "metadata" / "connections" / "events.yaml").write_text(
+        "name: events\ntype: mongodb\nhost: mongo.internal\ndatabase: app\n"
+        "user: ${env:PZ_TEST_DB_USER}\npassword: ${env:PZ_TEST_DB_PASSWORD}\n"
+    )
+    (home / "metadata" / "connections" / "partner.yaml").write_text(
+        "name: partner\ntype: rest\nbase_url: https://partner.example.com/v1\n"
+        "auth:\n  type: bearer\n  token: ${env:PZ_TEST_API_TOKEN}\n"
+    )
+    (home / "metadata" / "flows" / "app_events.yaml").write_text(
+        "name: app_events\nsource:\n  connection: events\n  table: events\n  primary_key: [_id]\n"
+        "  incremental: {cursor: ts}\n  documents: {nested: json, filter: {tenant: acme-7f3a}}\n"
+    )
+    (home / "metadata" / "flows" / "partner_orders.yaml").write_text(
+        "name: partner_orders\nsource:\n  connection: partner\n  primary_key: [id]\n"
+        "  incremental: {cursor: updated_at}\n  endpoint:\n    path: /orders\n    params: {tenant: acme-7f3a}\n"
+        "    records: data\n    pagination: {style: link_header}\n    incremental_param: since\n"
+    )
+    bag = dagbag(
+        monkeypatch,
+        home,
+        PZ_TEST_DB_USER="user-4c1d9e",
+        PZ_TEST_DB_PASSWORD="pw-7f3a2b91",
+        PZ_TEST_API_TOKEN="tok-93be0c55",
+    )
     assert bag.import_errors == {}
     doc = bag.dags["pipezone_shop_orders"].doc_md
     assert "`shop_db` (mariadb, `db.internal:3306/shop`)" in doc
@@ -216,11 +239,18 @@ def test_no_secret_reaches_the_dags(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "| change data capture | the replication log after the stored position, at most 500 changes" in changes
     assert "`pipezone state shop_changes` (position, log head, bytes and seconds behind)" in changes
     assert "appends the changes committed after the stored log position" in changes
+    events = bag.dags["pipezone_app_events"].doc_md  # document sources: where, never who
+    assert "`events` (mongodb, `mongo.internal:27017/app`)" in events and "| collection | `events` |" in events
+    assert "reads the collection's documents in the cursor window with pymongo" in events
+    partner = bag.dags["pipezone_partner_orders"].doc_md  # the endpoint without parameter values
+    assert "`partner` (rest, `https://partner.example.com/v1, auth bearer`)" in partner
+    assert "GET `/orders`, records at `data`" in partner and "| query parameters | `tenant` |" in partner
+    assert "acme-7f3a" not in partner and "reads the endpoint's pages" in partner
     from airflow.serialization.serialized_objects import DagSerialization
 
     for dag in bag.dags.values():
         text = json.dumps(DagSerialization.to_dict(dag))
-        for secret in ("user-4c1d9e", "pw-7f3a2b91", "${env:PZ_TEST_DB_PASSWORD}"):
+        for secret in ("user-4c1d9e", "pw-7f3a2b91", "${env:PZ_TEST_DB_PASSWORD}", "tok-93be0c55"):
             assert secret not in text, f"{secret} in {dag.dag_id}"
 
 

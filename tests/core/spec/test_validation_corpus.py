@@ -13,6 +13,15 @@ REPO_METADATA = REPO / "metadata"
 METADATA = "tests/fixtures/metadata"
 
 EXPECTED = [
+    "tests/fixtures/bad/connections/bad_port.yaml:4:7: port: Input should be less than or equal to 65535",
+    "tests/fixtures/bad/connections/literal_password.yaml:6:11: password: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
+    "tests/fixtures/bad/connections/minio_literal.yaml:5:13: secret_key: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
+    "tests/fixtures/bad/connections/missing_host.yaml:1:1: host: missing required key 'host'",
+    "tests/fixtures/bad/connections/rest_api_key_without_key.yaml:4:1: auth.key: auth type api_key needs 'key'",
+    "tests/fixtures/bad/connections/rest_literal_header.yaml:6:14: headers.X-Api-Key: 'X-Api-Key' looks like a secret: use ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never a literal value",
+    "tests/fixtures/bad/connections/rest_literal_token.yaml:6:10: auth.token: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
+    "tests/fixtures/bad/connections/secret_option.yaml:6:16: options.sslpassword: option 'sslpassword' looks like a secret: use ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never a literal value",
+    "tests/fixtures/bad/connections/unknown_type.yaml:2:7: type: unknown connection type 'cassandra': expected one of local, mariadb, minio, mongodb, mysql, oracle, postgres, rest, s3, sqlite, sqlserver",
     "tests/fixtures/bad/flows/bad_duration.yaml:6:10: timeout: invalid duration '2 hours': use e.g. 30s, 5m, 2h, 1d or seconds",
     "tests/fixtures/bad/flows/cdc_on_sqlite.yaml:7:5: source.cdc: cdc reads the replication log of mysql, mariadb, postgres databases; connection 'shop' has type 'sqlite'",
     "tests/fixtures/bad/flows/cdc_with_incremental.yaml:7:5: source.incremental: cdc and incremental can't be combined: the log already has every change and every delete",
@@ -30,6 +39,9 @@ EXPECTED = [
     "tests/fixtures/bad/flows/malformed_yaml.yaml:4:9: yaml: malformed YAML: mapping values are not allowed in this context",
     "tests/fixtures/bad/flows/merge_without_key.yaml:2:1: source.primary_key: write_mode merge/scd2 needs source.primary_key (or use append/overwrite)",
     "tests/fixtures/bad/flows/missing_required.yaml:2:1: source.connection: missing required key 'connection'",
+    "tests/fixtures/bad/flows/mongo_filter_runs_code.yaml:8:7: source.documents.filter: filter operator '$where' runs JavaScript on the server: use query operators",
+    "tests/fixtures/bad/flows/mongo_projection_drops_key.yaml:7:17: source.documents.projection: the projection must keep '_id' (key or cursor)",
+    "tests/fixtures/bad/flows/mongo_with_query.yaml:4:10: source.query: a mongodb source names its collection in 'table' (no query or endpoint)",
     "tests/fixtures/bad/flows/not_a_mapping.yaml:1:1: (document): expected a YAML mapping at the top level",
     "tests/fixtures/bad/flows/quality_action_on_bronze.yaml:9:12: quality[0].layer: a check with an action judges the rows silver writes: its layer is silver",
     "tests/fixtures/bad/flows/quality_action_on_table_check.yaml:9:13: quality[0].action: unique judges the whole table, not single rows: it takes severity (error or warn), not action (action is for not_null, accepted_values and expression)",
@@ -38,6 +50,9 @@ EXPECTED = [
     "tests/fixtures/bad/flows/quality_sql_without_table.yaml:8:12: quality[0].query: the query names the checked table as {table}",
     "tests/fixtures/bad/flows/quality_sql_write.yaml:8:12: quality[0].query: SQL must be a read-only SELECT, but it contains DELETE",
     "tests/fixtures/bad/flows/quality_unknown_action.yaml:9:13: quality[0].action: Input should be 'warn', 'drop', 'quarantine' or 'fail'",
+    "tests/fixtures/bad/flows/rest_missing_records.yaml:5:3: source.endpoint.records: missing required key 'records'",
+    "tests/fixtures/bad/flows/rest_unknown_pagination.yaml:9:14: source.endpoint.pagination.style: unknown style 'pages': expected one of 'none', 'page_number', 'offset', 'cursor', 'next_url', 'link_header'",
+    "tests/fixtures/bad/flows/rest_with_table.yaml:4:10: source.table: a rest connection is read through an endpoint: set source.endpoint, not table/query",
     "tests/fixtures/bad/flows/tab_indent.yaml:3:1: yaml: tab character: YAML indentation must use spaces",
     "tests/fixtures/bad/flows/table_and_query.yaml:3:3: source: set exactly one of 'table', 'query' or 'endpoint'",
     "tests/fixtures/bad/flows/unknown_check.yaml:6:12: quality[0].check: unknown check 'not_empty': expected one of 'not_null', 'unique', 'accepted_values', 'row_count', 'expression', 'freshness', 'sql'",
@@ -48,12 +63,6 @@ EXPECTED = [
     "tests/fixtures/bad/flows/unsafe_identifier.yaml:4:10: source.table: unsafe SQL identifier 'orders; DROP TABLE users': use letters, digits and _, not starting with a digit (max 128)",
     "tests/fixtures/bad/flows/wrong_list_type.yaml:5:16: source.primary_key: Input should be a valid list",
     "tests/fixtures/bad/flows/wrong_type.yaml:5:10: retries: Input should be a valid integer, unable to parse string as an integer",
-    "tests/fixtures/bad/connections/bad_port.yaml:4:7: port: Input should be less than or equal to 65535",
-    "tests/fixtures/bad/connections/literal_password.yaml:6:11: password: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
-    "tests/fixtures/bad/connections/minio_literal.yaml:5:13: secret_key: secrets must be references: ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never literal values",
-    "tests/fixtures/bad/connections/missing_host.yaml:1:1: host: missing required key 'host'",
-    "tests/fixtures/bad/connections/secret_option.yaml:6:16: options.sslpassword: option 'sslpassword' looks like a secret: use ${env:NAME}, ${file:PATH} or ${vault:PATH#KEY}, never a literal value",
-    "tests/fixtures/bad/connections/unknown_type.yaml:2:7: type: unknown connection type 'cassandra': expected one of local, mariadb, minio, mongodb, mysql, oracle, postgres, rest, s3, sqlite, sqlserver",
 ]
 
 
