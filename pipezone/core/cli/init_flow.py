@@ -1,6 +1,7 @@
 """`pipezone init-flow`: starter flow YAML for one table, or one per table of a whole schema (`--all`).
 
-The tables, keys and cursors come from `sources/jdbc/discovery.py` (SQLite, MySQL/MariaDB, PostgreSQL),
+The tables, keys and cursors come from `sources/jdbc/discovery.py` (SQLite, MySQL/MariaDB, PostgreSQL)
+and, for MongoDB, from a sample of each collection's documents (`sources/mongodb_catalog.py`),
 so both forms follow the same rules and every choice carries its reason: in the summary printed at the
 end and as comments in the file, because a starter flow is meant to be reviewed, not trusted.
 
@@ -34,9 +35,10 @@ from pipezone.core.sources.jdbc.discovery import (
     discover_table,
     discoverable,
 )
+from pipezone.core.sources.mongodb_catalog import discover_collection, discover_collections
 from pipezone.core.sources.registry import source_adapter
 from pipezone.core.spec.catalog import Catalog, display_path, load_catalog
-from pipezone.core.spec.connection import ROLE_SOURCE, ConnectionSpec, connection_roles
+from pipezone.core.spec.connection import ROLE_SOURCE, ConnectionSpec, MongoConnection, connection_roles
 from pipezone.core.spec.secrets import REDACTOR, resolver_for
 from pipezone.core.spec.settings import Settings
 from pipezone.core.spec.value_types import IDENTIFIER_PATTERN, NAME_PATTERN
@@ -260,9 +262,9 @@ def _init_one(args: argparse.Namespace, settings: Settings, spec: ConnectionSpec
     if target.exists() and not args.force:
         raise CliError(f"{target} exists: pass --force to overwrite")
     found, note = None, ""
-    if discoverable(spec):
+    if isinstance(spec, MongoConnection) or discoverable(spec):
         try:
-            found = discover_table(spec, resolver_for(settings), settings.project_root, table, args.schema)
+            found = _discover_one(spec, settings, table, args.schema)
         except TableNotFound as err:
             note = f"could not introspect {table}: {err.cause}"
     else:
@@ -276,13 +278,23 @@ def _init_one(args: argparse.Namespace, settings: Settings, spec: ConnectionSpec
     return validate([target], settings)
 
 
+def _discover_one(spec: ConnectionSpec, settings: Settings, table: str, schema: str | None) -> DiscoveredTable:
+    """One table from the database's catalog, or one collection from a sample of its documents."""
+    if isinstance(spec, MongoConnection):
+        return discover_collection(spec, resolver_for(settings), table, schema)
+    return discover_table(spec, resolver_for(settings), settings.project_root, table, schema)
+
+
 def _row(table: DiscoveredTable, file: str, why: str) -> list[str]:
     key = ", ".join(table.primary_key) or "-"
     return [one_line(table.name), file, one_line(key), one_line(table.cursor or "- (full read)"), one_line(why)]
 
 
 def _init_all(args: argparse.Namespace, settings: Settings, catalog: Catalog, spec: ConnectionSpec) -> int:
-    found = discover(spec, resolver_for(settings), settings.project_root, args.schema, include_views=args.views)
+    if isinstance(spec, MongoConnection):
+        found = discover_collections(spec, resolver_for(settings), args.schema)
+    else:
+        found = discover(spec, resolver_for(settings), settings.project_root, args.schema, include_views=args.views)
     names = assign_names([t.name for t in found.tables], args.prefix or "")
     chosen, unmatched = select(found.tables, args.include or (), args.exclude or ())
     for glob in unmatched:

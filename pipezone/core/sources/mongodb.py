@@ -214,34 +214,41 @@ class MongoSource(contract.Source):
     @contextmanager
     def _collection(self) -> Iterator[Any]:
         """The collection over a fresh client; a driver error becomes one line naming the connection."""
-        conn = self.mongo
-        auth: dict[str, str] = {}
-        if conn.user:
-            auth["username"] = self.resolver.resolve(conn.user, mask=False).reveal()
-            auth["authSource"] = conn.auth_source or "admin"
-        if conn.password:
-            auth["password"] = self.resolver.resolve(conn.password).reveal()
-        client: MongoClient[Any] | None = None
-        try:
-            client = MongoClient(
-                host=conn.host,
-                port=conn.port,
-                serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS,
-                appname="pipezone",
-                tz_aware=True,
-                tzinfo=UTC,
-                type_registry=TYPE_REGISTRY,
-                datetime_conversion=DatetimeConversion.DATETIME_AUTO,
-                uuidRepresentation="standard",
-                **auth,
-                **conn.options,
-            )
-            yield client[self.spec.schema_ or conn.database][self.spec.table]
-        except PyMongoError as err:
-            raise SourceError(_one_line(err, conn), self.name) from None
-        finally:
-            if client is not None:
-                client.close()
+        with mongo_client(self.mongo, self.resolver) as client:
+            yield client[self.spec.schema_ or self.mongo.database][self.spec.table]
+
+
+@contextmanager
+def mongo_client(conn: MongoConnection, resolver: SecretResolver) -> Iterator[MongoClient[Any]]:
+    """A client for `conn` (credentials resolved here, never logged), closed after use; any driver error
+    inside becomes one SourceError line naming the connection and the server."""
+    auth: dict[str, str] = {}
+    if conn.user:
+        auth["username"] = resolver.resolve(conn.user, mask=False).reveal()
+        auth["authSource"] = conn.auth_source or "admin"
+    if conn.password:
+        auth["password"] = resolver.resolve(conn.password).reveal()
+    client: MongoClient[Any] | None = None
+    try:
+        client = MongoClient(
+            host=conn.host,
+            port=conn.port,
+            serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS,
+            appname="pipezone",
+            tz_aware=True,
+            tzinfo=UTC,
+            type_registry=TYPE_REGISTRY,
+            datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+            uuidRepresentation="standard",
+            **auth,
+            **conn.options,
+        )
+        yield client
+    except PyMongoError as err:
+        raise SourceError(_one_line(err, conn), conn.name) from None
+    finally:
+        if client is not None:
+            client.close()
 
 
 def _one_line(err: PyMongoError, conn: MongoConnection) -> str:

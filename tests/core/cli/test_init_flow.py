@@ -8,6 +8,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from pipezone.core.cli.main import main
 from pipezone.core.spec.catalog import load_catalog
 
 if TYPE_CHECKING:
-    from services import MariaDB, Postgres
+    from services import MariaDB, Mongo, Postgres
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "discovery"
 SCRATCH = f"pz_init_flow_{os.getpid()}"
@@ -316,3 +317,51 @@ def test_flow_names_are_valid_deterministic_and_collisions_reported() -> None:
     assert names["Order-Items"][0] == "src_order_items_3"
     assert names["Y" * 70][0] == "src_" + "y" * 59 and names["y" * 70][0] == "src_" + "y" * 57 + "_2"
     assert assign_names(list(reversed(tables)), "src_") == names
+
+
+# ---------------------------------------------------------------------------------------------- MongoDB
+
+
+def test_mongodb_collections_with_a_sampled_schema(mongo: Mongo, project: Path, capsys) -> None:
+    """`--all` writes a flow per collection (key _id, a cursor named like an update time, the sampled fields
+    listed), one COLLECTION works too, an unknown one says which exist, a dead server is one line."""
+    database = f"pz_init_{os.getpid()}"
+    client = mongo.client()
+    client.drop_database(database)
+    try:
+        db = client[database]
+        db.orders.insert_many(
+            [
+                {"customer": {"name": "a"}, "amount": 1.5, "updatedAt": datetime(2024, 1, 1, tzinfo=UTC)}
+                for _ in range(3)
+            ]
+        )
+        db.events.insert_one({"kind": "click", "at": datetime(2024, 1, 1, tzinfo=UTC)})
+        conn = f"name: docs\ntype: mongodb\nhost: {mongo.host}\nport: {mongo.port}\ndatabase: {database}\n"
+        (project / "metadata" / "connections" / "docs.yaml").write_text(conn)
+        code, out, err = run(capsys, "init-flow", "docs", "--all")
+        assert code == 0, err
+        rows = summary(out)
+        assert rows["orders"][2:4] == ["_id", "updatedAt"] and rows["events"][3] == "- (full read)"
+        assert flows_in(project / "metadata" / "flows") == {
+            "orders": ("orders", ["_id"], "updatedAt", "merge"),
+            "events": ("events", ["_id"], None, "merge"),
+        }
+        text = (project / "metadata" / "flows" / "orders.yaml").read_text()
+        assert "# Columns: _id string, customer struct<name: string>, amount double, updatedAt timestamp" in text
+        code, out, err = run(capsys, "init-flow", "docs", "order", "--name", "one")
+        assert code == 0, out + err
+        written = (project / "metadata" / "flows" / "one.yaml").read_text()
+        assert "primary_key: [_id]" in written and "no collection order in database" in written
+        assert "(collections: events, orders)" in written
+    finally:
+        client.drop_database(database)
+        client.close()
+    (project / "metadata" / "connections" / "down.yaml").write_text(
+        "name: down\ntype: mongodb\nhost: 127.0.0.1\nport: 1\ndatabase: x\n"
+    )
+    code, out, err = run(capsys, "init-flow", "down", "--all")
+    assert (code, out) == (1, "")
+    assert re.fullmatch(
+        r"pipezone: error: connection 'down': MongoDB at 127\.0\.0\.1:1: ServerSelectionTimeoutError: .*\n", err
+    )
