@@ -127,7 +127,8 @@ class MongoSource(contract.Source):
         query = self._and(self._window(plan))
         projection = self._projection(keys_only=plan.kind == "key_snapshot")
         parts = self.spec.read.num_partitions
-        if parts > 1 and plan.is_whole:
+        first_load = plan.kind in ("full", "window") and plan.lower is None  # the window's filter still applies
+        if parts > 1 and first_load:
             ranges = self._id_ranges(parts)
             with ThreadPoolExecutor(len(ranges)) as pool:
                 tables = list(pool.map(lambda r: self._read_range(query, projection, r), ranges))

@@ -135,15 +135,32 @@ def test_compare_narrower_or_all_null_incoming_is_no_drift(spark: Any) -> None:
 
 
 @pytest.mark.spark
-def test_compare_nested_changes_are_unsafe(spark: Any) -> None:
-    existing = schema("id INT, address STRUCT<city: STRING>, tags ARRAY<INT>, attrs MAP<STRING, INT>")
-    incoming = schema("id INT, address STRUCT<city: STRING, zip: STRING>, tags ARRAY<BIGINT>, attrs MAP<STRING, INT>")
-    assert compare(incoming, existing) == Drift(
-        changed=[
-            ("address", "struct<city:string>", "struct<city:string,zip:string>"),
-            ("tags", "array<int>", "array<bigint>"),
-        ]
+def test_compare_nested_changes_are_unsafe_but_added_nested_fields_are_added(spark: Any) -> None:
+    existing = schema(
+        "id INT, address STRUCT<city: STRING>, tags ARRAY<INT>, attrs MAP<STRING, INT>, "
+        "items ARRAY<STRUCT<sku: STRING>>, who STRUCT<name: STRING, tier: INT>"
     )
+    incoming = schema(
+        "id INT, address STRUCT<city: STRING, zip: STRING>, tags ARRAY<BIGINT>, attrs MAP<STRING, INT>, "
+        "items ARRAY<STRUCT<sku: STRING, qty: BIGINT>>, who STRUCT<tier: INT, name: STRING>"
+    )
+    assert compare(incoming, existing) == Drift(
+        added=[("address.zip", "string"), ("items.element.qty", "bigint")],
+        changed=[
+            ("tags", "array<int>", "array<bigint>"),
+            ("who", "struct<name:string,tier:int>", "struct<tier:int,name:string>"),  # reordered: not an addition
+        ],
+    )
+
+
+@pytest.mark.spark
+def test_freeze_refuses_an_added_nested_field(spark: Any) -> None:
+    existing = schema("id INT, address STRUCT<city: STRING>")
+    batch = spark.createDataFrame([], schema("id INT, address STRUCT<city: STRING, zip: STRING>"))
+    with pytest.raises(SchemaDriftError, match=r"address\.zip"):
+        conform(batch, existing, "freeze", TABLE)
+    conformed, drift = conform(batch, existing, "evolve", TABLE)
+    assert drift.added == [("address.zip", "string")] and conformed.schema == batch.schema
 
 
 @pytest.mark.spark
