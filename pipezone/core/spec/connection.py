@@ -98,25 +98,13 @@ class ConnectionSpec(SpecModel):
 OptionValue = str | int | float | bool
 
 
-class JdbcConnection(ConnectionSpec):
-    """A database server read over JDBC (mysql/mariadb: also the state store; postgres, mysql, mariadb: also
-    an export destination)."""
+class ServerConnection(ConnectionSpec):
+    """What every database server's connection has: where it is, who logs in (by reference), driver options."""
 
     roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE})
-    default_ports: ClassVar[dict[str, int]] = {
-        "mysql": 3306,
-        "mariadb": 3306,
-        "postgres": 5432,
-        "sqlserver": 1433,
-        "oracle": 1521,
-    }
 
-    type: Literal["mysql", "mariadb", "postgres", "sqlserver", "oracle"]
     host: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": HOST_PATTERN})
-    port: int | None = Field(default=None, ge=1, le=65535, description="Defaults to the type's usual port.")
-    database: str = Field(
-        min_length=1, description="Database (Oracle: service name).", json_schema_extra={"pattern": DATABASE_PATTERN}
-    )
+    database: str = Field(min_length=1, json_schema_extra={"pattern": DATABASE_PATTERN})
     user: str | None = Field(default=None, description="User name, literal or a secret reference.")
     password: SecretRef | None = None
     options: dict[str, OptionValue] = Field(
@@ -143,6 +131,33 @@ class JdbcConnection(ConnectionSpec):
     def _no_literal_secret_options(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
         return _options(options)
 
+    def secret_refs(self) -> dict[str, str]:
+        refs = {"password": self.password} if self.password else {}
+        if self.user and is_secret_reference(self.user):
+            refs["user"] = self.user
+        refs.update({f"options.{k}": v for k, v in self.options.items() if is_secret_reference(v)})
+        return refs
+
+
+class JdbcConnection(ServerConnection):
+    """A database server read over JDBC (mysql/mariadb: also the state store; postgres, mysql, mariadb: also
+    an export destination)."""
+
+    roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE})
+    default_ports: ClassVar[dict[str, int]] = {
+        "mysql": 3306,
+        "mariadb": 3306,
+        "postgres": 5432,
+        "sqlserver": 1433,
+        "oracle": 1521,
+    }
+
+    type: Literal["mysql", "mariadb", "postgres", "sqlserver", "oracle"]
+    port: int | None = Field(default=None, ge=1, le=65535, description="Defaults to the type's usual port.")
+    database: str = Field(
+        min_length=1, description="Database (Oracle: service name).", json_schema_extra={"pattern": DATABASE_PATTERN}
+    )
+
     @property
     def effective_port(self) -> int:
         return self.port or self.default_ports[self.type]
@@ -152,13 +167,6 @@ class JdbcConnection(ConnectionSpec):
         state = {ROLE_STATE} if self.type in ("mysql", "mariadb") else set()
         destination = {ROLE_DESTINATION} if self.type in DESTINATION_TYPES else set()
         return self.roles | state | destination
-
-    def secret_refs(self) -> dict[str, str]:
-        refs = {"password": self.password} if self.password else {}
-        if self.user and is_secret_reference(self.user):
-            refs["user"] = self.user
-        refs.update({f"options.{k}": v for k, v in self.options.items() if is_secret_reference(v)})
-        return refs
 
 
 class SqliteConnection(ConnectionSpec):
@@ -170,50 +178,18 @@ class SqliteConnection(ConnectionSpec):
     path: str = Field(min_length=1, description="Database file; relative paths start at the project root.")
 
 
-class MongoConnection(ConnectionSpec):
+class MongoConnection(ServerConnection):
     """A MongoDB server (or one speaking its wire protocol, such as FerretDB): collections as sources."""
 
-    roles: ClassVar[frozenset[str]] = frozenset({ROLE_SOURCE})
-
     type: Literal["mongodb"]
-    host: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": HOST_PATTERN})
     port: int = Field(default=27017, ge=1, le=65535)
     database: str = Field(min_length=1, max_length=63, json_schema_extra={"pattern": DATABASE_PATTERN})
-    user: str | None = Field(default=None, description="User name, literal or a secret reference.")
-    password: SecretRef | None = None
     auth_source: str | None = Field(default=None, max_length=63, description="Database of the user (default admin).")
     options: dict[str, OptionValue] = Field(
         default_factory=dict,
         max_length=100,
         description="MongoClient options, e.g. {tls: true, replicaSet: rs0, readPreference: secondaryPreferred}.",
     )
-
-    @field_validator("host")
-    @classmethod
-    def _check_host(cls, value: str) -> str:
-        return _host(value)
-
-    @field_validator("database")
-    @classmethod
-    def _check_database(cls, value: str) -> str:
-        return _database(value)
-
-    @field_validator("user")
-    @classmethod
-    def _check_user(cls, value: str | None) -> str | None:
-        return _user(value)
-
-    @field_validator("options")
-    @classmethod
-    def _check_options(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
-        return _options(options)
-
-    def secret_refs(self) -> dict[str, str]:
-        refs = {"password": self.password} if self.password else {}
-        if self.user and is_secret_reference(self.user):
-            refs["user"] = self.user
-        refs.update({f"options.{k}": v for k, v in self.options.items() if is_secret_reference(v)})
-        return refs
 
 
 class RestAuth(SpecModel):
