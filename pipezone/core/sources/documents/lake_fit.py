@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from pipezone.core.sources.documents.records import (
     INT64,
+    MAX_DEPTH,
     Nested,
     _fit,
     case_renames,
@@ -32,7 +33,9 @@ from pipezone.core.sources.documents.records import (
     prepared,
     records_to_arrow,
     renamed,
+    shallow,
     text_of,
+    type_depth,
     widen,
 )
 
@@ -42,7 +45,13 @@ VARIANT_SUFFIX = "__text"
 def typed_records(records: list[dict[str, Any]], nested: Nested, lake: pa.Schema | None) -> pa.Table:
     """The records as an Arrow table, each column raw already has typed as raw has it where values allow."""
     records = prepared(records, nested)
-    table = records_to_arrow(records)
+    try:
+        table = records_to_arrow(records)
+    except RecursionError:  # thousands of levels, mixed types: typed value by value, too deep for Python
+        table = pa.table({})
+    if not table.num_columns and records or type_depth(pa.struct(list(table.schema))) > MAX_DEPTH:
+        records = shallow(records)
+        table = records_to_arrow(records)
     if not names_fit(pa.struct(list(table.schema))):
         records = [renamed(r) for r in records]
         renames = case_renames(records_to_arrow(records).column_names)

@@ -86,6 +86,64 @@ def prepared(records: list[dict[str, Any]], nested: Nested) -> list[dict[str, An
     return [{k: json_text(v) if isinstance(v, dict | list) else v for k, v in r.items()} for r in records]
 
 
+MAX_DEPTH = 32
+
+
+def type_depth(kind: pa.DataType) -> int:
+    """How deep a type nests (a scalar 0)."""
+    if pa.types.is_struct(kind):
+        return 1 + max((type_depth(f.type) for f in kind), default=0)
+    if pa.types.is_list(kind):
+        return 1 + type_depth(kind.value_type)
+    return 0
+
+
+def shallow(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with anything nested deeper than MAX_DEPTH levels as its JSON text (MongoDB allows 100
+    levels, JSON any number; Spark and Parquet plans for 100-level structs are not worth having)."""
+    return [_cut(r, MAX_DEPTH) for r in records]
+
+
+class _Piece(str):
+    """Ready JSON text on `flat_json`'s stack."""
+
+
+def flat_json(value: Any) -> str:
+    """`json_text`, without recursion: a value nested thousands of levels deep (JSON allows it) still becomes
+    its text instead of a RecursionError."""
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Piece):
+            out.append(item)
+        elif isinstance(item, dict):
+            parts: list[Any] = [_Piece("{")]
+            for index, (key, inner) in enumerate(item.items()):
+                parts += [_Piece(("," if index else "") + json_text(str(key)) + ":"), inner]
+            stack.extend(reversed([*parts, _Piece("}")]))
+        elif isinstance(item, list):
+            parts = [_Piece("[")]
+            for index, inner in enumerate(item):
+                parts += [_Piece(",")] if index else []
+                parts.append(inner)
+            stack.extend(reversed([*parts, _Piece("]")]))
+        else:
+            out.append(json_text(item))
+    return "".join(out)
+
+
+def _cut(value: Any, levels: int) -> Any:
+    """`value` with what lies deeper than `levels` as JSON text (text of the text where json can't)."""
+    if not isinstance(value, dict | list):
+        return value
+    if levels <= 0:
+        return flat_json(value)
+    if isinstance(value, dict):
+        return {k: _cut(v, levels - 1) for k, v in value.items()}
+    return [_cut(v, levels - 1) for v in value]
+
+
 # Arrow's own inference merges a few pairs without a word: bool into a double column (true -> 1.0), text
 # into binary, a datetime into a date column (the time cut off). Such a top-level column takes the slow path.
 _SILENT = (

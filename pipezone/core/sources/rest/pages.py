@@ -363,6 +363,8 @@ def _json(response: httpx.Response, where: str) -> Any:
     except ValueError:
         kind = response.headers.get("content-type", "no content type")[:100]
         raise SourceError(f"{where}: the body is not JSON ({kind})") from None
+    except RecursionError:  # json's parser stops at about 1,000 levels of nesting
+        raise SourceError(f"{where}: the JSON body is nested too deep to read") from None
 
 
 def _records(body: Any, selector: str, where: str) -> list[dict[str, Any]]:

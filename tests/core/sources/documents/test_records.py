@@ -15,13 +15,16 @@ import pytest
 
 from pipezone.core.sources.documents.lake_fit import typed_records
 from pipezone.core.sources.documents.records import (
+    MAX_DEPTH,
     finalize,
+    flat_json,
     infer,
     json_text,
     names_fit,
     records_to_arrow,
     renamed,
     text_of,
+    type_depth,
     unify,
     widen,
 )
@@ -507,3 +510,22 @@ def test_decimal_beyond_38_digits_is_text():
 def test_names_equal_but_for_case_in_different_records_fit_the_lake():
     table = typed_records([{"Name": "x"}, {"name": "y"}], "struct", None)
     assert names_fit(pa.struct(list(table.schema)))
+
+
+def test_documents_nested_thousands_of_levels_deep_keep_their_tail_as_json_text() -> None:
+    """MongoDB allows 100 levels and JSON any number: past MAX_DEPTH levels a value is its JSON text, built
+    without recursion, and a record that also conflicts in type is typed the same way."""
+    deep: dict[str, Any] = {"v": 1}
+    for _ in range(5000):
+        deep = {"n": deep}
+    table = typed_records([{"_id": "a", "deep": deep}], "struct", None)
+    assert type_depth(pa.struct(list(table.schema))) == MAX_DEPTH  # the record itself is the first level
+    tail, levels = table.column("deep")[0].as_py(), 1
+    while isinstance(tail, dict):
+        tail, levels = tail["n"], levels + 1
+    assert tail.startswith('{"n":{"n":') and tail.endswith('{"v":1}' + "}" * (5000 - levels))
+    mixed = typed_records([{"_id": "a", "deep": deep}, {"_id": "b", "deep": "text"}], "struct", None)
+    assert mixed.column("deep").to_pylist()[1] == "text" and mixed.column("deep")[0].as_py().startswith('{"n":')
+    assert (
+        flat_json({"a": [1, {"b": 'x"y'}, None, True, 2.5], "c": {}}) == '{"a":[1,{"b":"x\\"y"},null,true,2.5],"c":{}}'
+    )
