@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import documents
 import export
 import quality
 
@@ -434,6 +435,7 @@ def render(run: dict[str, Any], json_path: Path) -> str:
     parts += postgres_section(run)
     parts += cdc_section(run)
     parts += export.section(run)
+    parts += documents.section(run)
     parts += quality.section(run)
     parts += [*memory_section(run), ""]
     parts += [

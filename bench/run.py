@@ -6,9 +6,10 @@ Full run: ingest of 1M and 10M rows (numPartitions 1, 2, 4 on the local lake; th
 sizes from PostgreSQL (against psql's COPY),
 incremental latency on the 10M-row table, DAG parse at 10, 100 and 1,000 flows, and the peak memory of a
 30M-row first load, CDC: 1M changes end to end against the databases' own log readers, exports of a
-1M-row silver table to PostgreSQL and MariaDB against their own bulk loads, and the quality step on
-Great Expectations against one aggregate pass over a 10M-row table. Quick run (under 10
-minutes): 200k rows, 2 partitions, local lake, parse at 10 and 100 flows. The JSON lands in
+1M-row silver table to PostgreSQL and MariaDB against their own bulk loads, the quality step on
+Great Expectations against one aggregate pass over a 10M-row table, and document sources: a MongoDB
+collection's first load (FerretDB) against pymongo alone, a paginated REST endpoint against httpx alone.
+Quick run (under 10 minutes): 200k rows, 2 partitions, local lake, parse at 10 and 100 flows. The JSON lands in
 .pipezone/bench/results/; the report in --docs (the full run: docs/benchmarks.md) or, for a quick run,
 .pipezone/bench/quick.md.
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cdc  # noqa: E402
 import dag_parse  # noqa: E402
+import documents  # noqa: E402
 import export  # noqa: E402
 import incremental  # noqa: E402
 import ingest  # noqa: E402
@@ -52,6 +54,8 @@ FULL = {
     "export_rows": 1_000_000,
     "export_changed": 10_000,
     "quality_rows": 10_000_000,
+    "mongo_docs": 200_000,  # FerretDB (SQLite) scans ~5,000 documents/s, and 2 partitions cost 4 scans
+    "rest_records": 100_000,
 }
 QUICK = {
     "sizes": [200_000],
@@ -67,6 +71,8 @@ QUICK = {
     "export_rows": 200_000,
     "export_changed": 1_000,
     "quality_rows": 200_000,
+    "mongo_docs": 20_000,
+    "rest_records": 20_000,
 }
 
 
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dag-factory-python", help="python of a venv with dag-factory 1.1.0 (make bench makes one)")
     parser.add_argument("--docs", help="where the Markdown report goes")
     parser.add_argument(
-        "--only", help="comma-separated subset: ingest,postgres,incremental,parse,memory,cdc,export,quality"
+        "--only", help="comma-separated subset: ingest,postgres,incremental,parse,memory,cdc,export,quality,documents"
     )
     parser.add_argument("--add-to", help="a run's JSON: add this invocation's results to it (a section that failed)")
     parser.add_argument(
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     only = (
         set(args.only.split(","))
         if args.only
-        else {"ingest", "postgres", "incremental", "parse", "memory", "cdc", "export", "quality"}
+        else {"ingest", "postgres", "incremental", "parse", "memory", "cdc", "export", "quality", "documents"}
     )
     start_services(minio="minio" in plan["lakes"] and "ingest" in only)
     source = MariaDB()
@@ -175,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             run["results"] += export.run(source, Postgres(), project, plan["export_rows"], plan["export_changed"])
         if "quality" in only:
             run["results"] += quality.run(project, plan["quality_rows"])
+        if "documents" in only:
+            run["results"] += documents.run(project, plan["mongo_docs"], plan["rest_records"])
         if "memory" in only and plan.get("memory_rows"):
             run["results"] += ingest.memory(source, project, plan["memory_rows"])
     finally:
