@@ -4,9 +4,10 @@ then PostgreSQL (the `shop` fixture's params; the suite runs once per source, it
 
 For each failpoint (pipezone/core/failpoints.py) the source changes (inserts, updates, deletes), the flow
 runs with that point armed, so the step's driver process is SIGKILLed there: before its Delta commit,
-after the commit but before the state update, or inside the state store's transaction. Then the flow
-runs again, unarmed, with a new run id (in one Spark application, to keep the suite short). After every
-rerun, each layer must equal the source:
+after the commit but before the state update, or inside the state store's transaction. Points come in
+short chains (the run after one kill is killed at the next point); then the flow runs again, unarmed,
+with a new run id (in one Spark application, to keep the suite short). After every chain, each layer
+must equal the source:
 
 - raw: no row version twice (the flow has no lookback, so raw re-reads nothing by design), and its
   latest event per key is the source;
@@ -46,27 +47,23 @@ FLOW = "fault_orders"
 PREFIXES = {"raw": ["fault_shop/"], "bronze": [f"{FLOW}/"], "silver": [f"{FLOW}/"]}
 # Extract's points are hit in a real spark-submit (the driver is killed, as under Airflow); the later steps'
 # in an in-process run (`pipezone run --in-process`: the killed process is the whole job), which costs one
-# JVM start instead of three per cycle.
-POINTS = (
-    ("extract.before_commit", "spark-submit"),
-    ("extract.after_commit", "spark-submit"),
-    ("extract.state_update", "spark-submit"),
-    ("bronze.after_commit", "in-process"),
-    ("bronze.state_update", "in-process"),
-    ("silver.before_commit", "in-process"),
-    ("silver.after_commit", "in-process"),
-    ("silver.state_update", "in-process"),
+# JVM start instead of three per cycle. Points come in chains: the run after a kill is itself killed at the
+# chain's next point (it must first repair what the kill left, then dies further on), and a clean run ends
+# the chain. Every point is killed once and every kill is repaired by a real restart; a chain costs one
+# clean run and one comparison instead of one per point, which keeps the suite inside CI's budget.
+CHAINS = (
+    (("extract.before_commit", "extract.after_commit", "extract.state_update"), "spark-submit"),
+    (("bronze.after_commit", "silver.before_commit"), "in-process"),
+    (("bronze.state_update", "silver.after_commit"), "in-process"),
+    (("silver.state_update",), "in-process"),
 )
 
 # The source's part in a crash is the extract (its read, its window, the key snapshot for deletes), so
 # PostgreSQL runs the extract's point between its two writes (raw committed, watermark not); the other
 # points read the lake, whatever the source, and are killed on MariaDB only (each costs a few Spark
 # launches, and CI's budget counts them).
-CASES = [
-    (kind, point, launcher)
-    for kind in ("mariadb", "postgres")
-    for point, launcher in POINTS
-    if kind == "mariadb" or point == "extract.after_commit"
+CASES = [("mariadb", points, launcher) for points, launcher in CHAINS] + [
+    ("postgres", ("extract.after_commit",), "spark-submit")
 ]
 # PostgreSQL's `orders` in its own types (MariaDB's is services.orders_table_sql, shared with the stack test).
 POSTGRES_ORDERS = (
@@ -243,22 +240,27 @@ def loaded(shop: Shop) -> Shop:
 # `shop` is module-scoped per source; each case names its source too, so pytest's reordering (which groups
 # items sharing a module-scoped parameter) keeps a source's cases together instead of pairing equal points.
 @pytest.mark.parametrize(
-    ("shop", "case"), [(c[0], c) for c in CASES], indirect=["shop"], scope="module", ids=["-".join(c) for c in CASES]
+    ("shop", "case"),
+    [(c[0], c) for c in CASES],
+    indirect=["shop"],
+    scope="module",
+    ids=["-".join([c[0], "+".join(c[1]), c[2]]) for c in CASES],
 )
 def test_a_step_killed_at_any_point_then_rerun_leaves_every_layer_equal_to_the_source(
-    loaded: Shop, lake: SparkSession, case: tuple[str, str, str]
+    loaded: Shop, lake: SparkSession, case: tuple[str, tuple[str, ...], str]
 ) -> None:
-    _, point, launcher = case
-    loaded.change(inserts=7, updates=5, deletes=2)
-    step = point.split(".")[0]
-    args = ("run", FLOW) if launcher == "spark-submit" else ("run", FLOW, "--in-process")
-    killed = loaded.run(*args, env={"PIPEZONE_FAILPOINTS": point})
-    out = killed.stdout + killed.stderr
-    if launcher == "spark-submit":
-        assert killed.returncode != 0 and f"{FLOW}: {step} FAILED" in out, out[-2000:]  # died in that step
-    else:
-        assert killed.returncode == -signal.SIGKILL, out[-2000:]
-        assert f"{FLOW}: {step} ..." in out and f"{FLOW}: {step} ok" not in out, out[-2000:]
+    _, points, launcher = case
+    for point in points:  # the source changes before each kill, so every run has rows to lose or duplicate
+        loaded.change(inserts=7, updates=5, deletes=2)
+        step = point.split(".")[0]
+        args = ("run", FLOW) if launcher == "spark-submit" else ("run", FLOW, "--in-process")
+        killed = loaded.run(*args, env={"PIPEZONE_FAILPOINTS": point})
+        out = killed.stdout + killed.stderr
+        if launcher == "spark-submit":
+            assert killed.returncode != 0 and f"{FLOW}: {step} FAILED" in out, out[-2000:]  # died in that step
+        else:
+            assert killed.returncode == -signal.SIGKILL, out[-2000:]
+            assert f"{FLOW}: {step} ..." in out and f"{FLOW}: {step} ok" not in out, out[-2000:]
 
     # The rerun: a new run id, all steps in one Spark application (one JVM start instead of three).
     rerun = loaded.run("run", FLOW, "--in-process")
