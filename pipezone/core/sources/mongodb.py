@@ -105,7 +105,9 @@ class MongoSource(contract.Source):
     def read(self, spark: SparkSession, plan: ReadPlan) -> DataFrame:
         self.check_plan(plan)
         table = self._table(plan)
-        return frames.to_frame(spark, table, self._sampled(keys_only=plan.kind == "key_snapshot"))
+        if plan.kind == "key_snapshot":
+            return frames.to_frame(spark, table, lambda: frames.keys_schema(self.spec.primary_key, self.lake))
+        return frames.to_frame(spark, table, self._sampled)
 
     def read_arrow(self, spark: SparkSession, plan: ReadPlan, schema: StructType) -> ArrowRead | None:
         return frames.as_arrow_read(self._table(plan))
@@ -165,10 +167,10 @@ class MongoSource(contract.Source):
         edges = [None, *bounds, None]
         return list(zip(edges, edges[1:], strict=False))
 
-    def _sampled(self, keys_only: bool = False) -> StructType:
+    def _sampled(self) -> StructType:
         """The schema of the first `sample_size` documents (what `describe` shows before any read)."""
         with self._collection() as coll:
-            sample = list(coll.find(self.options.filter, self._projection(keys_only)).limit(self.options.sample_size))
+            sample = list(coll.find(self.options.filter, self._projection(False)).limit(self.options.sample_size))
         table = typed_records(sample, self.options.nested, None)
         if not table.num_columns:
             table = pa.table({key: pa.array([], pa.string()) for key in self.spec.primary_key or ["_id"]})

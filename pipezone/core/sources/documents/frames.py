@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -33,10 +34,18 @@ def arrow_fields(schema: StructType | None) -> pa.Schema | None:
     return to_arrow_schema(StructType(fields), timezone="UTC")
 
 
-def to_frame(spark: SparkSession, table: pa.Table, empty_schema: StructType) -> DataFrame:
-    """The table as a DataFrame; a read of no records has `empty_schema` (what a sample describes)."""
+def keys_schema(keys: list[str], lake: pa.Schema | None) -> StructType:
+    """The columns of an empty key snapshot: each key typed as raw has it (text where raw has none yet), so
+    comparing it with the loaded keys needs no cast."""
+    known = {f.name: f.type for f in lake} if lake is not None else {}
+    return spark_schema(pa.table({key: pa.array([], known.get(key, pa.string())) for key in keys}))
+
+
+def to_frame(spark: SparkSession, table: pa.Table, empty_schema: Callable[[], StructType]) -> DataFrame:
+    """The table as a DataFrame; a read of no records has `empty_schema()` (what a sample describes, asked
+    for only then: it costs the source a query)."""
     if table.num_rows == 0 or table.num_columns == 0:
-        return spark.createDataFrame([], schema=empty_schema)
+        return spark.createDataFrame([], schema=empty_schema())
     return spark.createDataFrame(table, schema=spark_schema(table))
 
 

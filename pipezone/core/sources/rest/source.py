@@ -86,8 +86,10 @@ class RestSource(contract.Source):
         self.check_plan(plan)
         keys_only = plan.kind == "key_snapshot"
         table = self._typed(self._records(plan), keys_only)
-        empty = frames.spark_schema(self._typed(self._fetch(None, first_page=True).records, keys_only))
-        return frames.to_frame(spark, table, empty)
+        if keys_only:
+            return frames.to_frame(spark, table, lambda: frames.keys_schema(self.spec.primary_key, self.lake))
+        first_page = lambda: self._fetch(None, first_page=True).records  # noqa: E731
+        return frames.to_frame(spark, table, lambda: frames.spark_schema(self._typed(first_page(), False)))
 
     def read_arrow(self, spark: SparkSession, plan: ReadPlan, schema: StructType) -> ArrowRead | None:
         return frames.as_arrow_read(self._typed(self._records(plan), keys_only=False))
