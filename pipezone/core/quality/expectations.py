@@ -18,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
-
-import great_expectations.expectations as gxe
 
 from pipezone.core.spec.quality import (
     AcceptedValuesCheck,
@@ -34,10 +33,19 @@ from pipezone.core.spec.quality import (
 )
 
 if TYPE_CHECKING:
+    import great_expectations.expectations as gxe
     from pyspark.sql import DataFrame
 
 EXPECT_PREFIX = "_pz_expect_"  # helper columns of expression checks, in the validated frame only
 TIME_TYPES = frozenset({"date", "timestamp", "timestamp_ntz"})
+
+
+def _gxe() -> ModuleType:
+    """`great_expectations.expectations`, imported when the first expectation is built: importing GX takes
+    about 3.5 s, and most step processes (extract, bronze, a silver without row checks) build none."""
+    import great_expectations.expectations
+
+    return great_expectations.expectations
 
 
 @dataclass(frozen=True)
@@ -102,20 +110,20 @@ def _of(index: int, check: QualityCheck, types: dict[str, str], resolve: Callabl
                 f"not_null({c})",
                 index,
                 check,
-                gxe.ExpectColumnValuesToNotBeNull(column=c, meta=meta, description=f"{c} is never null"),
+                _gxe().ExpectColumnValuesToNotBeNull(column=c, meta=meta, description=f"{c} is never null"),
                 unexpected=f"{q(c)} IS NULL",
             )
             for c in check.columns
         ]
     if isinstance(check, AcceptedValuesCheck):
         values = ", ".join(literal(v) for v in check.values)
-        expectation = gxe.ExpectColumnValuesToBeInSet(column=check.column, value_set=list(check.values), meta=meta)
+        expectation = _gxe().ExpectColumnValuesToBeInSet(column=check.column, value_set=list(check.values), meta=meta)
         condition = f"{q(check.column)} IS NOT NULL AND NOT ({q(check.column)} IN ({values}))"
         return [Expectation(f"accepted_values({check.column})", index, check, expectation, unexpected=condition)]
     if isinstance(check, ExpressionCheck):
         column = f"{EXPECT_PREFIX}{index}"
         holds = f"coalesce(({check.expression}), false)"
-        expectation = gxe.ExpectColumnValuesToBeInSet(
+        expectation = _gxe().ExpectColumnValuesToBeInSet(
             column=column, value_set=[True], meta=meta, description=f"every row: {check.expression}"
         )
         return [
@@ -137,18 +145,20 @@ def _table_level(
     if isinstance(check, UniqueCheck):
         name = f"unique({', '.join(check.columns)})"
         if len(check.columns) == 1:
-            return Expectation(name, index, check, gxe.ExpectColumnValuesToBeUnique(column=check.columns[0], meta=meta))
+            return Expectation(
+                name, index, check, _gxe().ExpectColumnValuesToBeUnique(column=check.columns[0], meta=meta)
+            )
         return Expectation(
-            name, index, check, gxe.ExpectCompoundColumnsToBeUnique(column_list=check.columns, meta=meta)
+            name, index, check, _gxe().ExpectCompoundColumnsToBeUnique(column_list=check.columns, meta=meta)
         )
     if isinstance(check, RowCountCheck):
-        gx = gxe.ExpectTableRowCountToBeBetween(min_value=check.min, max_value=check.max, meta=meta)
+        gx = _gxe().ExpectTableRowCountToBeBetween(min_value=check.min, max_value=check.max, meta=meta)
         return Expectation("row_count", index, check, gx)
     if isinstance(check, FreshnessCheck):
         return _freshness(index, check, meta, types)
     if isinstance(check, SqlCheck):
         query = resolve(check.query).replace("{table}", "{batch}")
-        gx = gxe.UnexpectedRowsExpectation(unexpected_rows_query=query, meta=meta, description=check.query)
+        gx = _gxe().UnexpectedRowsExpectation(unexpected_rows_query=query, meta=meta, description=check.query)
         return Expectation(f"sql({' '.join(check.query.split())[:80]})", index, check, gx)
     raise TypeError(f"unknown check {check!r}")
 
@@ -163,7 +173,7 @@ def _freshness(index: int, check: FreshnessCheck, meta: dict[str, Any], types: d
         problem = f"column {check.column} {found}: not a date or timestamp"
         return Expectation(name, index, check, None, problem=problem)
     oldest = oldest_fresh(kind, datetime.now(UTC) - check.max_age)
-    gx = gxe.ExpectColumnMaxToBeBetween(
+    gx = _gxe().ExpectColumnMaxToBeBetween(
         column=check.column,
         min_value=oldest,
         meta=meta,

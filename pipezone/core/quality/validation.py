@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import great_expectations as gx
-from great_expectations.data_context.types.base import ProgressBarsConfig
-
 from pipezone.core.quality.expectations import Expectation
 from pipezone.core.state.quality_results import UnexpectedRows
 
@@ -52,6 +49,11 @@ class Validator:
     def __init__(self, docs_dir: Path | None = None) -> None:
         for name in ("great_expectations", "great_expectations._docs_decorators"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # imported here, not at the top: a step that validates nothing never pays GX's 3.5 s import
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in task logs
         self.source = self.context.data_sources.add_spark(name="lake", persist=False)
@@ -79,15 +81,17 @@ class Validator:
             name = table if self.validated == 1 else f"{table} ({self.validated})"  # unique in the context
             asset = self.source.add_dataframe_asset(name=name)
             batch = asset.add_batch_definition_whole_dataframe("whole table")
-            suite = self.context.suites.add(gx.ExpectationSuite(name=name))
+            suite = self.context.suites.add(self.gx.ExpectationSuite(name=name))
             for expectation in judged:  # results name their expectation by its meta
                 expectation.gx.meta = {**(expectation.gx.meta or {}), NAME: expectation.key}
                 suite.add_expectation(expectation.gx)
             definition = self.context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{name} {run_name}", data=batch, suite=suite)
+                self.gx.ValidationDefinition(name=f"{name} {run_name}", data=batch, suite=suite)
             )
             result = definition.run(
-                batch_parameters={"dataframe": df}, result_format="BASIC", run_id=gx.RunIdentifier(run_name=run_name)
+                batch_parameters={"dataframe": df},
+                result_format="BASIC",
+                run_id=self.gx.RunIdentifier(run_name=run_name),
             )
             by_name = _by_key(judged, result.results)
             samples = _key_samples(batch, df, judged, by_name, keys)
