@@ -18,7 +18,13 @@ from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.sources.jdbc.sqlite import SqliteAdapter
 from pipezone.core.sources.jdbc.sqlserver import SqlServerAdapter
 from pipezone.core.sources.registry import SOURCE_ADAPTERS, SourceError, source_adapter
-from pipezone.core.spec.connection import JdbcConnection, LocalLakeConnection, SqliteConnection
+from pipezone.core.spec.connection import (
+    CONNECTION_TYPES,
+    ROLE_SOURCE,
+    JdbcConnection,
+    LocalLakeConnection,
+    SqliteConnection,
+)
 from pipezone.core.spec.secrets import SecretResolver
 from pipezone.core.spec.source import SourceSpec
 
@@ -57,7 +63,8 @@ def test_registry_maps_every_jdbc_type(kind: str, adapter_type: type[JdbcAdapter
 
 
 def test_registry_covers_sqlite_and_every_server_type() -> None:
-    assert set(SOURCE_ADAPTERS) == {*JdbcConnection.default_ports, "sqlite"}
+    sources = {kind for kind, model in CONNECTION_TYPES.items() if ROLE_SOURCE in model.roles}
+    assert set(SOURCE_ADAPTERS) == sources == {*JdbcConnection.default_ports, "sqlite", "mongodb", "rest"}
     assert isinstance(source_adapter(SqliteConnection(name="demo", type="sqlite", path="d.db")), SqliteAdapter)
 
 
@@ -66,7 +73,7 @@ def test_lake_connection_is_not_a_source() -> None:
         source_adapter(LocalLakeConnection(name="lake", type="local", path="lake"))
     assert str(err.value) == (
         "connection 'lake': type 'local' is not a source database "
-        "(source types: mariadb, mysql, oracle, postgres, sqlite, sqlserver)"
+        "(source types: mariadb, mongodb, mysql, oracle, postgres, rest, sqlite, sqlserver)"
     )
 
 
