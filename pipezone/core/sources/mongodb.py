@@ -162,8 +162,9 @@ class MongoSource(contract.Source):
             bounds: list[Any] = []
             for index in range(1, parts):
                 found = list(coll.find(self.options.filter, {"_id": 1}).sort("_id", 1).skip(index * step).limit(1))
-                if found and (not bounds or found[0]["_id"] != bounds[-1]):
-                    bounds.append(self._id_value(found[0]["_id"]))
+                edge = self._id_value(found[0]["_id"]) if found else None
+                if edge is not None and (not bounds or edge != bounds[-1]):
+                    bounds.append(edge)
         edges = [None, *bounds, None]
         return list(zip(edges, edges[1:], strict=False))
 
@@ -173,7 +174,7 @@ class MongoSource(contract.Source):
             sample = list(coll.find(self.options.filter, self._projection(False)).limit(self.options.sample_size))
         table = typed_records(sample, self.options.nested, None)
         if not table.num_columns:
-            table = pa.table({key: pa.array([], pa.string()) for key in self.spec.primary_key or ["_id"]})
+            return frames.keys_schema(self.spec.primary_key or ["_id"], None)
         return frames.spark_schema(table)
 
     # ------------------------------------------------------------------ queries
