@@ -100,6 +100,18 @@ def merge_commit(
     )
 
 
+def differs(df: DataFrame, path: str, keys: list[str]) -> str:
+    """A MERGE condition true where the incoming row's values (not keys, not our metadata) differ from the
+    target's; always true when `df` brings a column the table lacks (the update adds it)."""
+    target = {c.lower() for c in df.sparkSession.read.format("delta").load(path).columns}
+    values = [c for c in df.columns if not c.startswith("_pz_") and c not in keys]
+    if any(c.lower() not in target for c in values):
+        return "true"
+    if not values:
+        return "false"
+    return "NOT (" + " AND ".join(f"s.`{c}` <=> t.`{c}`" for c in values) + ")"
+
+
 def _on(keys: list[str]) -> str:
     return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
 
@@ -164,9 +176,12 @@ def merge(
     metadata: dict[str, Any],
     partition_by: list[str] | None = None,
     narrow: bool = False,
+    changed_only: bool = False,
 ) -> CommitInfo:
     """Upsert by `keys`, forward-only; creates the table from `df` on the first run (statistics on the keys
     and the cursor). `narrow`: `df` is small, filter the table to its keys first (`key_filter`).
+    `changed_only`: a matched row whose values equal the target's is left alone (`differs`), so a table
+    recomputed whole (gold) rewrites, and its change feed carries, only the rows that changed.
 
     With a `_pz_deleted` column, tombstones (one per key at most) flag the matched row as deleted and keep
     its data; a later live row of that key (a re-insert) clears the flag.
@@ -178,6 +193,8 @@ def merge(
         stats_on = [*keys, *([cursor] if cursor else [])]
         return append(live, path, partition_by=partition_by, stats_on=stats_on, merged=True, **common)
     newer = forward_only_condition(cursor)
+    if changed_only:
+        newer = f"({newer}) AND {differs(df, path, keys)}"
     flagged = f"coalesce(t.`{DELETED}`, false)"
     on = _on(keys)
     only = key_filter(df, keys, alias="t.") if narrow else None

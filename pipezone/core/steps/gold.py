@@ -59,7 +59,9 @@ def run_gold(ctx: StepContext) -> StepResult:
         common = {"app_id": ctx.app_id(f"gold:{table.name}"), "version": version, "metadata": meta}
         if table.write_mode == "merge":
             df = df.withColumn(dt.BATCH, F.lit(version))
-            commit = dm.merge(df, lake.gold(table.name), keys=table.primary_key, cursor=None, **common)
+            commit = dm.merge(
+                df, lake.gold(table.name), keys=table.primary_key, cursor=None, changed_only=True, **common
+            )
         else:
             commit = dt.append(df, lake.gold(table.name), overwrite=True, partition_by=table.partition_by, **common)
         ctx.state.set_progress(ctx.flow.name, f"gold:{table.name}", version, ctx.run_id)

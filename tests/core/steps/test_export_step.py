@@ -1,5 +1,5 @@
-"""Exports end to end, into live PostgreSQL and MariaDB and a SQLite file: a flow's silver table upserted,
-its gold table replaced and a column selection appended (renamed); the same SQL on the destination and on
+"""Exports end to end, into live PostgreSQL and MariaDB and a SQLite file: a flow's silver table upserted
+and a column selection of it appended (renamed), its gold table exported in each mode; the same SQL on the destination and on
 the lake gives the same answer; after source changes only the changed keys travel; a run killed after the
 destination's commit (before the state update) and run again leaves every destination table exact, the
 append included (no row twice)."""
@@ -52,6 +52,14 @@ exports:
   - from: gold.revenue
     connection: bi
     mode: replace
+  - from: gold.revenue
+    connection: bi
+    table: revenue_upsert
+    mode: upsert
+  - from: gold.revenue
+    connection: bi
+    table: revenue_log
+    mode: append
 """
 
 Query = Callable[[str], list[tuple[Any, ...]]]
@@ -136,6 +144,16 @@ def lake_gold(spark: Any, project: Project) -> list[tuple[Any, ...]]:
     ]
 
 
+def assert_gold_exports(spark: Any, project: Project, query: Query) -> None:
+    """Gold in every mode: replace and upsert equal the lake's table; append holds every version once."""
+    gold = lake_gold(spark, project)
+    for table in ("revenue", "revenue_upsert"):
+        assert query(f"SELECT customer, revenue, orders FROM {table} ORDER BY customer") == gold, table
+    appended = query("SELECT customer, revenue, orders FROM revenue_log")
+    assert len(appended) == len(set(appended)), "an appended gold row travelled twice"
+    assert set(gold) <= set(appended)
+
+
 def test_exports_travel_changes_only_and_survive_a_kill(
     spark: Any, bi: tuple[str, dict[str, str], Query], tmp_path: Path
 ) -> None:
@@ -150,6 +168,7 @@ def test_exports_travel_changes_only_and_survive_a_kill(
         revenue_sql = "SELECT customer, revenue, orders FROM revenue ORDER BY customer"
         assert query(revenue_sql) == lake_gold(spark, project)
         assert sorted(query("SELECT id, state FROM orders_log")) == [(i, s) for i, _, _, s in rows]
+        assert_gold_exports(spark, project, query)
 
         # Two updates, a delete and an insert: four keys travel to the upsert, three rows to the append.
         project.db.execute("UPDATE orders SET status = 'paid' WHERE id IN (1, 2)")
@@ -174,6 +193,7 @@ def test_exports_travel_changes_only_and_survive_a_kill(
         assert query(orders_sql) == project.source(orders_sql)
         assert query(revenue_sql) == lake_gold(spark, project)
         assert ("ann", 176, 2) in query(revenue_sql)
+        assert_gold_exports(spark, project, query)
         shown = {r[0]: r for r in export_rows(project.runtime, spark)[1:]}  # what `pipezone tables` prints
         assert shown["export_bi_orders"][4:] == ["4", "4", shown["export_bi_orders"][6], "yes"]
         assert shown["export_bi_orders_log"][5] == "8" and shown["export_bi_orders_log"][7] == "-"
