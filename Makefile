@@ -91,7 +91,7 @@ airflow: jars
 # (MongoDB wire protocol) :27017, MinIO :9000 (console :9001), OpenBao (Vault API) :8200, Spark standalone
 # spark://127.0.0.1:7077 (UI :8090). Servers are built or installed once per machine; data and logs live under
 # .pipezone/services/. Use them with PIPEZONE_PROFILE=services.
-services-up: $(STAMP)
+services-up: $(STAMP) jars
 	bash setup/local/chromium.sh install
 	bash setup/local/mariadb.sh install
 	bash setup/local/mariadb.sh start
@@ -104,9 +104,11 @@ services-up: $(STAMP)
 	bash setup/local/vault.sh install
 	bash setup/local/vault.sh start
 	bash setup/local/spark.sh start
+	bash setup/local/spark-connect.sh start
 	@echo "services are up: export PIPEZONE_PROFILE=services; eval \"\$$(bash setup/local/vault.sh env)\""
 
 services-down:
+	-bash setup/local/spark-connect.sh stop
 	-bash setup/local/spark.sh stop
 	-bash setup/local/vault.sh stop
 	-bash setup/local/minio.sh stop
@@ -115,7 +117,7 @@ services-down:
 	-bash setup/local/mariadb.sh stop
 
 services-status:
-	-@for s in mariadb postgres ferretdb minio vault spark; do bash setup/local/$$s.sh status; done
+	-@for s in mariadb postgres ferretdb minio vault spark spark-connect; do bash setup/local/$$s.sh status; done
 
 # The full stack in Docker (setup/docker): Airflow 3.3, Spark standalone, MinIO, MySQL, Vault; ports on 127.0.0.1.
 DOCKER_DIR := setup/docker

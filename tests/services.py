@@ -371,6 +371,7 @@ SERVICES_DIR = REPO_ROOT / ".pipezone" / "services"
 MINIO = ScriptService("minio", SERVICES_DIR / "minio" / "minio.log", needs_install=True)
 VAULT = ScriptService("vault", SERVICES_DIR / "vault" / "vault.log", needs_install=True)
 SPARK = ScriptService("spark", SERVICES_DIR / "spark" / "master.log", needs_install=False)
+SPARK_CONNECT = ScriptService("spark-connect", SERVICES_DIR / "spark-connect" / "15003.log", needs_install=False)
 FERRETDB = ScriptService("ferretdb", SERVICES_DIR / "ferretdb" / "ferretdb.log", needs_install=True)
 
 
@@ -567,9 +568,9 @@ def stack_params(environ: dict[str, str] | None = None) -> Stack:
 
 
 def require_stack() -> Stack:
-    """MariaDB, MinIO, Vault and the Spark cluster, all answering (see require_service)."""
+    """MariaDB, MinIO, Vault, the Spark cluster and its Connect server, all answering (see require_service)."""
     params = stack_params()
     require_mariadb()
-    for service in (MINIO, VAULT, SPARK):
+    for service in (MINIO, VAULT, SPARK, SPARK_CONNECT):
         require_service(service)
     return params

@@ -1,5 +1,5 @@
-"""Exactly-once across crashes, on the real stack (`services` profile: Spark standalone cluster, MinIO lake,
-MariaDB state, Vault credentials), every step a real spark-submit as Airflow runs it. The source is MariaDB,
+"""Exactly-once across crashes, on the real stack (`services` profile: every step a client of the warm Spark
+Connect server on the standalone cluster, MinIO lake, MariaDB state, Vault credentials), as Airflow runs it. The source is MariaDB,
 then PostgreSQL (the `shop` fixture's params; the suite runs once per source, its login in Vault too).
 
 For each failpoint (pipezone/core/failpoints.py) the source changes (inserts, updates, deletes), the flow
@@ -45,14 +45,14 @@ STATE_DB = "pz_fault_state"
 SHOP_DB = "pz_fault_shop"
 FLOW = "fault_orders"
 PREFIXES = {"raw": ["fault_shop/"], "bronze": [f"{FLOW}/"], "silver": [f"{FLOW}/"]}
-# Extract's points are hit in a real spark-submit (the driver is killed, as under Airflow); the later steps'
-# in an in-process run (`pipezone run --in-process`: the killed process is the whole job), which costs one
-# JVM start instead of three per cycle. Points come in chains: the run after a kill is itself killed at the
+# Extract's points are hit with each step its own client process (the step's process is killed, as under
+# Airflow; the server goes on); the later steps' in an in-process run (`pipezone run --in-process`: one
+# client process for the whole job, which is killed). Points come in chains: the run after a kill is itself killed at the
 # chain's next point (it must first repair what the kill left, then dies further on), and a clean run ends
 # the chain. Every point is killed once and every kill is repaired by a real restart; a chain costs one
 # clean run and one comparison instead of one per point, which keeps the suite inside CI's budget.
 CHAINS = (
-    (("extract.before_commit", "extract.after_commit", "extract.state_update"), "spark-submit"),
+    (("extract.before_commit", "extract.after_commit", "extract.state_update"), "per-step"),
     (("bronze.after_commit", "silver.before_commit"), "in-process"),
     (("bronze.state_update", "silver.after_commit"), "in-process"),
     (("silver.state_update",), "in-process"),
@@ -63,7 +63,7 @@ CHAINS = (
 # points read the lake, whatever the source, and are killed on MariaDB only (each costs a few Spark
 # launches, and CI's budget counts them).
 CASES = [("mariadb", points, launcher) for points, launcher in CHAINS] + [
-    ("postgres", ("extract.after_commit",), "spark-submit")
+    ("postgres", ("extract.after_commit",), "per-step")
 ]
 # PostgreSQL's `orders` in its own types (MariaDB's is services.orders_table_sql, shared with the stack test).
 POSTGRES_ORDERS = (
@@ -253,16 +253,16 @@ def test_a_step_killed_at_any_point_then_rerun_leaves_every_layer_equal_to_the_s
     for point in points:  # the source changes before each kill, so every run has rows to lose or duplicate
         loaded.change(inserts=7, updates=5, deletes=2)
         step = point.split(".")[0]
-        args = ("run", FLOW) if launcher == "spark-submit" else ("run", FLOW, "--in-process")
+        args = ("run", FLOW) if launcher == "per-step" else ("run", FLOW, "--in-process")
         killed = loaded.run(*args, env={"PIPEZONE_FAILPOINTS": point})
         out = killed.stdout + killed.stderr
-        if launcher == "spark-submit":
+        if launcher == "per-step":
             assert killed.returncode != 0 and f"{FLOW}: {step} FAILED" in out, out[-2000:]  # died in that step
         else:
             assert killed.returncode == -signal.SIGKILL, out[-2000:]
             assert f"{FLOW}: {step} ..." in out and f"{FLOW}: {step} ok" not in out, out[-2000:]
 
-    # The rerun: a new run id, all steps in one Spark application (one JVM start instead of three).
+    # The rerun: a new run id, all steps in one client process.
     rerun = loaded.run("run", FLOW, "--in-process")
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert_every_layer_equals_the_source(lake, loaded)

@@ -1,5 +1,6 @@
 """The real stack end to end (`make services-up`): the `services` profile runs the demo flows and a MariaDB
-source flow on the Spark standalone cluster, the lake in MinIO's buckets (through s3a), state and run logs in
+source flow through the warm Spark Connect server on the standalone cluster (the shop flow's first run by
+spark-submit per step, the `services_submit` profile), the lake in MinIO's buckets (through s3a), state and run logs in
 MariaDB, every credential read from Vault (OpenBao). Nothing is mocked; every process is a `pipezone` CLI
 run, as a user would start it.
 
@@ -89,10 +90,14 @@ class Project:
     stack: Stack
     env: dict[str, str] = field(repr=False)
     outputs: dict[str, str] = field(default_factory=dict)
+    apps_before: set[str] = field(default_factory=set)  # the master's application ids before `ran`
 
-    def run(self, *args: str, timeout: int = 1500, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: int = 1500, check: bool = True, profile: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = self.env if profile is None else {**self.env, "PIPEZONE_PROFILE": profile}
         proc = subprocess.run(
-            [PIPEZONE, *args], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+            [PIPEZONE, *args], cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout
         )
         if check:
             assert proc.returncode == 0, f"pipezone {' '.join(args)} exited {proc.returncode}:\n{_tail(proc)}"
@@ -145,11 +150,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 
 @pytest.fixture(scope="module")
 def ran(project: Project) -> Project:
-    """Demo flows twice (change batch between) in one Spark application; the MariaDB flow by spark-submit."""
+    """Demo flows twice (change batch between) in one client of the Connect server; the MariaDB flow by
+    spark-submit per step (services_submit)."""
+    project.apps_before = {app["id"] for app in project.stack.spark_apps()}
     project.outputs["run1"] = project.run("run", *DEMO_FLOWS, "--in-process").stdout
     apply_change_batch(project.root / ".pipezone" / "demo" / "retail.db", batch=1)
     project.outputs["run2"] = project.run("run", *DEMO_FLOWS, "--in-process").stdout
-    project.outputs["shop"] = project.run("run", "shop_orders").stdout
+    project.outputs["shop"] = project.run("run", "shop_orders", profile="services_submit").stdout
     project.outputs["tables"] = project.run("tables", "--check").stdout
     return project
 
@@ -214,11 +221,13 @@ def test_state_and_run_history_are_in_mariadb(ran: Project) -> None:
     assert not [k for k in runs if k[2] == "failed"]
 
 
-def test_jobs_ran_as_applications_on_the_standalone_master(ran: Project) -> None:
-    names = {app["name"] for app in ran.stack.spark_apps()}
-    assert "pipezone" in names  # the --in-process runs: one application for all demo steps
-    assert {"pipezone-shop_orders-extract", "pipezone-shop_orders-bronze", "pipezone-shop_orders-silver"} <= names
-    assert "pipezone-tables" in names
+def test_steps_ran_through_the_connect_server_and_spark_submit_on_the_standalone_master(ran: Project) -> None:
+    """The demo runs and `pipezone tables` started no application (they ran in the Connect server's, alive on
+    the master); the services_submit run started one per step."""
+    apps = ran.stack.spark_apps()
+    new = sorted(app["name"] for app in apps if app["id"] not in ran.apps_before)
+    assert new == ["pipezone-shop_orders-bronze", "pipezone-shop_orders-extract", "pipezone-shop_orders-silver"]
+    assert "pipezone-spark-connect" in {app["name"] for app in apps if app.get("state") == "RUNNING"}
 
 
 def test_credentials_come_from_vault(ran: Project) -> None:
@@ -271,7 +280,7 @@ def test_minio_stopped_mid_step_fails_naming_the_endpoint_and_rerun_has_no_dupli
         text=True,
     )
     try:
-        reader = _stop_minio_when(proc, "shop_orders: extract ...", 8.0, lines)
+        reader = _stop_minio_when(proc, "shop_orders: extract ...", 0.5, lines)  # the step takes ~5 s
         code = proc.wait(timeout=900)
         reader.join(timeout=60)
     finally:

@@ -49,13 +49,14 @@ EXPECTED_SERVICES = {
         "airflow-scheduler",
         "airflow-dag-processor",
         "airflow-triggerer",
+        "spark-connect",
     },
 }
 # (service, host port with the defaults, container port): what README.md documents.
 EXPECTED_PORTS = {
     "infra": {("mysql", 3306, 3306), ("minio", 9000, 9000), ("minio", 9001, 9001), ("vault", 8200, 8200)},
     "spark": {("spark-master", 8090, 8090), ("spark-worker", 8091, 8091)},
-    "airflow": {("airflow-api-server", 8080, 8080)},
+    "airflow": {("airflow-api-server", 8080, 8080), ("spark-connect", 4040, 4040)},
 }
 STATEFUL = {"mysql": "/var/lib/mysql", "minio": "/data", "airflow-db": "/var/lib/postgresql/data"}
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "FERNET")

@@ -207,6 +207,8 @@ def flow_dag(
         "retry_exponential_backoff": BACKOFF,
         "max_retry_delay": max(flow.retry_delay, MAX_RETRY_DELAY),
         "execution_timeout": flow.timeout,
+        # A step skipped as idle (nothing new: steps/idle.py) lets the next one run and decide for itself.
+        "trigger_rule": "none_failed",
     }
     previous: BaseOperator | None = None
     for step in flow.steps():

@@ -26,7 +26,8 @@ DATA_DOCS = "data_docs"
 
 
 class SparkUiLink(BaseOperatorLink):
-    """The Spark UI: the profile's `spark.ui_url` (master or history server) or the driver UI seen in the log."""
+    """The Spark UI: the Connect server's (`spark.connect_ui_url`), the profile's `spark.ui_url` (master or
+    history server), or the driver UI seen in the log."""
 
     name = "Spark UI"
 
@@ -73,10 +74,16 @@ def step_table(runtime: Runtime, flow: FlowSpec, step: str) -> str:
     return lake.silver(flow.name)
 
 
+def spark_ui_url(runtime: Runtime) -> str | None:
+    """The UI where a step's Spark work shows: the Connect server's when steps run through one."""
+    spark = runtime.profile.spark
+    return (spark.connect_ui_url if spark.connect_url else None) or spark.ui_url
+
+
 def task_links(runtime: Runtime, flow: FlowSpec, step: str, spark_ui: str | None = None) -> dict[str, str]:
     """The links of one task, from the runtime's profile."""
     return {
-        SPARK_UI: runtime.profile.spark.ui_url or spark_ui or "",
+        SPARK_UI: spark_ui_url(runtime) or spark_ui or "",
         LAKE: browse_url(step_table(runtime, flow, step), runtime.profile.lake_console_url),
         DATA_DOCS: data_docs.site_link(data_docs.site_uri(runtime.lake, flow, step), runtime.profile.lake_console_url),
     }

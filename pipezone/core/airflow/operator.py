@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from pipezone.core.airflow.links import SPARK_UI, DataDocsLink, LakeLocationLink, SparkUiLink
 
@@ -64,6 +64,7 @@ class SparkStepOperator(BaseOperator):
         full_refresh = wants_full_refresh(context)
         backfill = backfill_window(context)
         self.links = task_links(runtime, flow, self.step)
+        self._skip_when_idle(runtime, run_id, full_refresh, backfill)
         try:
             launcher = runtime.settings.require_launcher()
         except ValueError as err:  # a bad PIPEZONE_SPARK_LAUNCHER fails the tasks it affects, with one line
@@ -78,6 +79,19 @@ class SparkStepOperator(BaseOperator):
         self.log.info("flow %s, step %s, run id %s", self.flow, self.step, run_id)
         self.log.info("$ %s", printable_args(command))
         return self._run(command, runtime)
+
+    def _skip_when_idle(
+        self, runtime: Runtime, run_id: str, full_refresh: bool, backfill: tuple[str, str] | None
+    ) -> None:
+        """Skip the task (no process, no Asset event downstream DAGs would wake on) when the step can prove
+        it has nothing to do (steps/idle.py); the run history records it as skipped."""
+        from pipezone.core.steps.idle import idle_reason, record_idle
+
+        reason = idle_reason(runtime, runtime.flow(self.flow), self.step, full_refresh=full_refresh, backfill=backfill)
+        if reason is not None:
+            record_idle(runtime, self.flow, self.step, run_id, reason)
+            self.log.info("flow %s, step %s: skipped, %s", self.flow, self.step, reason)
+            raise AirflowSkipException(f"flow {self.flow}, step {self.step}: {reason}")
 
     def _runtime(self) -> Runtime:
         from pipezone.core.spec.settings import load_settings

@@ -141,7 +141,8 @@ def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_spark_server(args: argparse.Namespace, settings: Settings) -> int:
-    """The profile's Spark Connect server (spark.connect_url): start, stop or status."""
+    """The profile's Spark Connect server (spark.connect_url): start (detached, then warmed up), stop, status,
+    or run (in the foreground, for a container)."""
     from pipezone.core.runs import connect_server as server
 
     runtime = command_runtime(settings)
@@ -149,6 +150,8 @@ def cmd_spark_server(args: argparse.Namespace, settings: Settings) -> int:
         ok, line = server.status(runtime)
         print(f"spark-server: {line}")
         return EXIT_OK if ok else EXIT_PROBLEMS
+    if args.action == "run":
+        server.run_foreground(runtime)
     print(f"spark-server: {server.start(runtime) if args.action == 'start' else server.stop(runtime)}")
     return EXIT_OK
 
@@ -256,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "spark-server", help="the profile's Spark Connect server (spark.connect_url): warm Spark for every step"
     )
-    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("action", choices=("start", "stop", "status", "run"))
     p.set_defaults(func=cmd_spark_server)
 
     p = sub.add_parser("schema", help="write the JSON Schemas under metadata/schemas (or --check them)")

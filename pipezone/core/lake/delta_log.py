@@ -85,11 +85,16 @@ def exists(spark: SparkSession, path: str) -> bool:
 def history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str, Any]]:
     """Commits newest first ([] for no table), as Spark's history names them (`version`, `timestamp` aware UTC,
     `operationMetrics`, `userMetadata`)."""
+    return history_with(path, limit, _session_options(spark, path))
+
+
+def history_with(path: str, limit: int | None, options: dict[str, str]) -> list[dict[str, Any]]:
+    """`history` with the store's options given (`storage_options`): no Spark session needed."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = DeltaTable(table_uri(path), storage_options=_session_options(spark, path))
+        table = DeltaTable(table_uri(path), storage_options=options)
         commits = table.history(limit)
     except TableNotFoundError:
         return []  # no table: no commits (one load of the log answers both questions)
@@ -100,3 +105,14 @@ def history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str,
         for commit in commits
         if "version" in commit and "timestamp" in commit
     ]
+
+
+def file_count(spark: SparkSession, path: str, version: int) -> int:
+    """How many data files the table had at `version` (its snapshot's add actions)."""
+    from deltalake import DeltaTable
+
+    try:
+        table = DeltaTable(table_uri(path), version=version, storage_options=_session_options(spark, path))
+        return len(table.file_uris())
+    except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
+        raise LogUnavailable(str(err)) from err

@@ -20,6 +20,7 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from pipezone.core.lake import delta_log
 from pipezone.core.lake.delta_tables import (
     BATCH,
     DELETED,
@@ -96,8 +97,49 @@ def merge_commit(
     metrics = after.get("operationMetrics") or {}
     rows = int(metrics.get("numTargetRowsInserted", 0) or 0) + int(metrics.get("numTargetRowsUpdated", 0) or 0)
     return CommitInfo(
-        version=after["version"], rows_written=rows, bytes_written=int(metrics.get("numTargetBytesAdded", 0) or 0)
+        version=after["version"],
+        rows_written=rows,
+        bytes_written=int(metrics.get("numTargetBytesAdded", 0) or 0),
+        files=merge_files(metrics, _files_before(spark, path, before)),
     )
+
+
+def _files_before(spark: SparkSession, path: str, before: dict[str, Any] | None) -> int | None:
+    if before is None:
+        return None
+    try:
+        return delta_log.file_count(spark, path, int(before["version"]))
+    except delta_log.LogUnavailable:
+        return None
+
+
+def merge_files(metrics: dict[str, Any], in_table: int | None) -> dict[str, int]:
+    """What a MERGE did to the table's files, from its commit metrics: how many the table had before
+    (`in_table`, when the log says), rewrote (`rewritten`), marked with a deletion vector (`marked`) and
+    added. Few keys in a table clustered by its key touch few files."""
+
+    def metric(name: str) -> int:
+        return int(metrics.get(name, 0) or 0)
+
+    files = {
+        "rewritten": metric("numTargetFilesRemoved"),
+        "marked": metric("numTargetDeletionVectorsAdded") + metric("numTargetDeletionVectorsUpdated"),
+        "added": metric("numTargetFilesAdded"),
+    }
+    return {**({"in_table": in_table} if in_table is not None else {}), **files}
+
+
+ROWS_PER_FILE = 250_000  # a merged table's first load: files of contiguous key ranges, this many rows at most
+
+
+def clustered(df: DataFrame, keys: list[str]) -> DataFrame:
+    """`df` range-partitioned and sorted by `keys`: each file then holds a narrow key range, so a MERGE
+    filtered to a few keys (`key_filter`) reads and marks the few files whose key statistics match, not
+    every file of the table."""
+    if not keys:
+        return df
+    columns = [f"`{k}`" for k in keys]
+    return df.repartitionByRange(*columns).sortWithinPartitions(*columns)
 
 
 def differs(df: DataFrame, path: str, keys: list[str]) -> str:
@@ -189,9 +231,11 @@ def merge(
     common = {"app_id": app_id, "version": version, "metadata": metadata}
     tombstones = DELETED in df.columns
     if not table_exists(df.sparkSession, path):
-        live = df.filter(f"NOT `{DELETED}`") if tombstones else df
+        live = clustered(df.filter(f"NOT `{DELETED}`") if tombstones else df, keys)
         stats_on = [*keys, *([cursor] if cursor else [])]
-        return append(live, path, partition_by=partition_by, stats_on=stats_on, merged=True, **common)
+        return append(
+            live, path, partition_by=partition_by, stats_on=stats_on, merged=True, rows_per_file=ROWS_PER_FILE, **common
+        )
     newer = forward_only_condition(cursor)
     if changed_only:
         newer = f"({newer}) AND {differs(df, path, keys)}"

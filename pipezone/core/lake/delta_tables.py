@@ -84,6 +84,7 @@ class CommitInfo:
     rows_written: int
     bytes_written: int
     skipped: bool = False
+    files: dict[str, int] | None = None  # a MERGE's file counts (delta_merge.merge_files)
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
@@ -123,8 +124,13 @@ def last_commit(spark: SparkSession, path: str) -> dict[str, Any] | None:
 def commits_with_metadata(spark: SparkSession, path: str, limit: int | None = 50) -> list[dict[str, Any]]:
     """Recent commits (all with limit None) whose userMetadata is ours (parsed), newest first, with the
     commit's `version`, `timestamp` (aware UTC), `operation` and `operationMetrics`."""
+    return our_commits(_history(spark, path, limit))
+
+
+def our_commits(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The commits of `history` whose userMetadata is ours, parsed (see commits_with_metadata)."""
     found = []
-    for commit in _history(spark, path, limit):
+    for commit in history:
         try:
             meta = json.loads(commit.get("userMetadata") or "")
         except ValueError:
@@ -179,9 +185,11 @@ def append(
     overwrite: bool = False,
     stats_on: list[str] | None = None,
     merged: bool = False,
+    rows_per_file: int | None = None,
 ) -> CommitInfo:
     """Append (or overwrite) idempotently: a second call with the same app_id/version writes nothing.
-    `stats_on`: the columns worth file statistics, for a table this call creates."""
+    `stats_on`: the columns worth file statistics, for a table this call creates; `rows_per_file`: at
+    most this many rows per data file."""
     spark = df.sparkSession
     before = last_commit(spark, path)
     writer = (
@@ -194,6 +202,8 @@ def append(
     )
     if overwrite:
         writer = writer.option("overwriteSchema", "true")
+    if rows_per_file:
+        writer = writer.option("maxRecordsPerFile", str(rows_per_file))
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     if before is None:
@@ -216,13 +226,17 @@ def sql_table(path: str) -> str:
 def committed_batch(spark: SparkSession, path: str) -> int:
     """The newest batch our commits to this table say they consumed (0 for none): the position a layer
     reached even if the state update after its commit was lost."""
-    batches = [int(c["batch"]) for c in commits_with_metadata(spark, path) if "batch" in c]
-    return max(batches, default=0)
+    return max(batches_of(commits_with_metadata(spark, path)), default=0)
+
+
+def batches_of(commits: list[dict[str, Any]]) -> list[int]:
+    """The batch numbers our commits name."""
+    return [int(c["batch"]) for c in commits if "batch" in c]
 
 
 def newest_batch(spark: SparkSession, path: str) -> int:
     """The newest batch number in a table: from our commit metadata, else a scan (0 for no table)."""
-    batches = [int(c["batch"]) for c in commits_with_metadata(spark, path) if "batch" in c]
+    batches = batches_of(commits_with_metadata(spark, path))
     if batches:
         return max(batches)
     if not table_exists(spark, path):

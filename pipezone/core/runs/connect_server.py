@@ -1,4 +1,4 @@
-"""`pipezone spark-server start|stop|status`: the Spark Connect server a profile's `spark.connect_url` names,
+"""`pipezone spark-server start|stop|status|run`: the Spark Connect server a profile's `spark.connect_url` names,
 run from that profile's own Spark settings (master, driver memory, jars, lake credentials, extra conf).
 
 Why a server: a step run as its own spark-submit pays a JVM start, a Spark session and Delta's cold
@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from pipezone.core.runs.flow_runner import child_env
@@ -207,6 +208,15 @@ def start(runtime: Runtime) -> str:
     took = time.monotonic() - started
     warm = warm_up(runtime, server)
     return f"running at {server.url} (pid {running_pid(server)}, log {server.log_file}): up in {took:.0f} s, {warm}"
+
+
+def run_foreground(runtime: Runtime) -> NoReturn:
+    """Become the server (exec, no warm-up): for a container or a service manager that supervises the
+    process itself (the compose stack's `spark-connect` service)."""
+    server = server_for(runtime)
+    command = server_command(runtime, server)
+    os.chdir(runtime.settings.project_root)
+    os.execve(command[0], command, child_env(runtime))  # noqa: S606 - our own spark-submit command line
 
 
 def stop(runtime: Runtime) -> str:

@@ -19,6 +19,7 @@ from pipezone.core import failpoints
 from pipezone.core.spark.session import find_spark_submit, jvm_env, submit_args
 from pipezone.core.spec.cross_checks import find_cycles
 from pipezone.core.steps.context import StepContext
+from pipezone.core.steps.idle import idle_reason, record_idle
 from pipezone.core.steps.runner import STEPS, StepFailed, open_session, run_step, summary_line
 from pipezone.core.steps.runtime import RunError, Runtime
 
@@ -223,7 +224,12 @@ def run_flows(
         for step in select_steps(runtime, flow, steps):
             progress(f"{flow}: {step} ...")
             started = time.perf_counter()
-            ok, line = execute(runtime, flow, step, report.run_id, full_refresh, backfill)
+            idle = idle_reason(runtime, runtime.flow(flow), step, full_refresh=full_refresh, backfill=backfill)
+            if idle is not None:  # provably nothing to do: no process, no session, no lease
+                record_idle(runtime, flow, step, report.run_id, idle)
+                ok, line = True, f"skipped ({idle})"
+            else:
+                ok, line = execute(runtime, flow, step, report.run_id, full_refresh, backfill)
             seconds = time.perf_counter() - started
             report.outcomes.append(StepOutcome(flow, step, ok, seconds, line))
             progress(f"{flow}: {step} {'ok' if ok else 'FAILED'} ({seconds:.1f} s) {line}")

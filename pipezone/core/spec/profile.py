@@ -59,6 +59,11 @@ class SparkProfile(SpecModel):
         "clients of one long-running, warm Spark driver instead of one JVM each. `pipezone spark-server "
         "start` runs it from this profile's other settings.",
     )
+    connect_ui_url: HttpUrl | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="The Connect server's own Spark UI (its jobs and SQL plans), linked from Airflow tasks "
+        "instead of ui_url when steps run through spark.connect_url.",
+    )
 
     @field_validator("conf")
     @classmethod

@@ -41,7 +41,8 @@ def _window(ctx: StepContext, source: Source) -> tuple[CursorValue | None, Curso
     stored = None if ctx.full_refresh else ctx.state.get_watermark(ctx.flow.name)
     watermark = normalize(stored.value if stored else incremental.initial_value)
     lo = minus_lookback(watermark, incremental.lookback) if watermark is not None else None
-    bounds = source.cursor_bounds(ctx.spark, after=lo)
+    with ctx.timed("bounds"):
+        bounds = source.cursor_bounds(ctx.spark, after=lo)
     hi = capped(normalize(bounds.hi), normalize(bounds.now), incremental.safety_buffer)
     return watermark, lo, hi
 
@@ -237,12 +238,14 @@ def run_extract(ctx: StepContext) -> StepResult:
     if source is None:
         return StepResult(skipped=True, note="gold-only flow: nothing to extract")
     raw_path = ctx.runtime.lake.raw(ctx.flow)
-    done = _reconcile(ctx, raw_path)
+    with ctx.timed("delta_log"):
+        done = _reconcile(ctx, raw_path)
     if done is not None:
         return done
     source = ctx.runtime.source(ctx.flow)
-    exists = dt.table_exists(ctx.spark, raw_path)
-    source.type_like(ctx.spark.read.format("delta").load(raw_path).schema if exists else None)
+    with ctx.timed("delta_log"):
+        exists = dt.table_exists(ctx.spark, raw_path)
+        source.type_like(ctx.spark.read.format("delta").load(raw_path).schema if exists else None)
     if ctx.backfill is not None:
         return _backfill(ctx, source, raw_path)
     return _extract_window(ctx, source, raw_path)
@@ -256,7 +259,8 @@ def _extract_window(ctx: StepContext, source: Source, raw_path: str) -> StepResu
     nothing_new = incremental is not None and (
         hi is None or (watermark is not None and not later(hi, watermark) and not incremental.lookback)
     )
-    snapshot = _snapshot_due(ctx, raw_path)
+    with ctx.timed("delta_log"):
+        snapshot = _snapshot_due(ctx, raw_path)
     if nothing_new and not snapshot:
         return StepResult(note="source table is empty" if hi is None else "no new rows", details=window)
     frames = []

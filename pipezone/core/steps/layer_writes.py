@@ -36,11 +36,14 @@ if TYPE_CHECKING:
 def pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None, int, int]:
     """Rows of batches not yet consumed by `layer`, with the (previous, newest) batch numbers."""
     target = ctx.runtime.lake.table(layer, ctx.flow.name)
-    stored = ctx.state.get_progress(ctx.flow.name, layer)
-    previous = max(stored, dt.committed_batch(ctx.spark, target))
+    with ctx.timed("state"):
+        stored = ctx.state.get_progress(ctx.flow.name, layer)
+    with ctx.timed("delta_log"):
+        previous = max(stored, dt.committed_batch(ctx.spark, target))
     if previous > stored:  # the state update after this layer's last commit was lost: repair it first
         ctx.state.set_progress(ctx.flow.name, layer, previous, ctx.run_id)
-    newest = dt.newest_batch(ctx.spark, below)
+    with ctx.timed("delta_log"):
+        newest = dt.newest_batch(ctx.spark, below)
     if newest <= previous:
         return None, previous, newest
     df = ctx.spark.read.format("delta").load(below)
@@ -182,5 +185,10 @@ def commit_layer(
         rows_read=rows_in,
         rows_written=commit.rows_written,
         bytes_written=commit.bytes_written,
-        details={"batches": [previous + 1, newest], "delta_version": commit.version, "write_path": how},
+        details={
+            "batches": [previous + 1, newest],
+            "delta_version": commit.version,
+            "write_path": how,
+            **({"files": commit.files} if commit.files else {}),
+        },
     )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipezone.core import failpoints
@@ -129,19 +131,24 @@ def run_step(ctx: StepContext, step: str) -> StepResult:
     """Run `step` for the context's flow and run id as the only writer of its tables, recording it in
     pipeline_execution_logs."""
     state = ctx.state
-    register_specs(ctx)
+    started = time.perf_counter()
+    with ctx.timed("register"):
+        register_specs(ctx)
     done = StepResult(skipped=True, note="already succeeded for this run id")
-    if state.step_succeeded(ctx.run_id, ctx.flow.name, step):
-        return done
-    with ExitStack() as leases:
-        _hold_tables(ctx, step, leases)
-        if state.step_succeeded(ctx.run_id, ctx.flow.name, step):  # the writer we waited for ran this very step
+    with ctx.timed("state"):
+        if state.step_succeeded(ctx.run_id, ctx.flow.name, step):
             return done
-        log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
-        started = time.perf_counter()
+    with ExitStack() as leases:
+        with ctx.timed("lease"):
+            _hold_tables(ctx, step, leases)
+        with ctx.timed("state"):
+            if state.step_succeeded(ctx.run_id, ctx.flow.name, step):  # the writer we waited for ran this step
+                return done
+            log_id = state.start_step(ctx.run_id, ctx.flow.name, step)
         try:
             result = step_function(ctx.flow, step)(ctx)
-            leases.close()  # release before reporting success; raises LeaseLost if another writer took over
+            with ctx.timed("lease"):
+                leases.close()  # release before reporting success; raises LeaseLost if another writer took over
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised as one line
             line = _failure_line(ctx, step, err)
             state.finish_step(log_id, "failed", error=line)
@@ -165,9 +172,15 @@ def run_step(ctx: StepContext, step: str) -> StepResult:
 
 
 def _phases(ctx: StepContext, duration: float) -> dict[str, float]:
-    """Seconds per phase; `prepare` is the rest of the step (history, bounds queries, schema checks)."""
-    timed = {phase: seconds for phase, seconds in ctx.phases.items() if phase != "session"}
-    phases = {**ctx.phases, "prepare": max(0.0, duration - sum(timed.values()))}
+    """Seconds per phase; `prepare` is the rest of the step (schema checks, planning, small reads).
+
+    `process` (interpreter start and imports), `runtime` (settings and specs) and `session` (the Spark or
+    Connect session's start) come before the step and are not part of `duration`.
+    """
+    outside = ("session", "runtime", "process")
+    timed = {phase: seconds for phase, seconds in ctx.phases.items() if phase not in outside}
+    rest = max(0.0, duration - sum(timed.values()))
+    phases = {**ctx.phases, "prepare": ctx.phases.get("prepare", 0.0) + rest}
     return {phase: round(seconds, 3) for phase, seconds in phases.items()}
 
 
@@ -181,6 +194,16 @@ def summary_line(flow: str, step: str, run_id: str, result: StepResult, seconds:
             parts.append(f"({result.note})")
     parts.append(f"in {seconds:.1f} s")
     return " ".join(parts)
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: /proc), None where that is not known."""
+    try:
+        started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def open_session(runtime: Runtime, app_name: str) -> SparkSession:
@@ -201,6 +224,7 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
     backfill = (args.backfill_start, args.backfill_end) if args.backfill_start or args.backfill_end else None
     step = args.step if step == "export" and args.step else step
     started = time.perf_counter()
+    process = process_age_s()  # the interpreter's start and the imports, before this line
     try:
         settings = load_settings()
         failpoints.arm(settings.failpoints)
@@ -210,6 +234,9 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
         spark = open_session(runtime, f"pipezone-{flow.name}-{step}")
         ctx = StepContext(runtime, spark, flow, args.run_id, args.full_refresh, backfill)
         ctx.phases["session"] = time.perf_counter() - session_started
+        ctx.phases["runtime"] = session_started - started  # settings, profile, connections, the flow's spec
+        if process is not None:
+            ctx.phases["process"] = process
         with failpoints.in_step(failpoint_step(step)):
             result = run_step(ctx, step)
     except Exception as err:  # noqa: BLE001 - one line, never a traceback

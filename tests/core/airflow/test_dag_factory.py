@@ -24,7 +24,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 import pytest  # noqa: E402
 from airflow.dag_processing.dagbag import DagBag  # noqa: E402
-from airflow.sdk.exceptions import AirflowException, AirflowFailException  # noqa: E402
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException  # noqa: E402
 
 from pipezone.core.airflow.dag_factory import START_DATE, build_dags  # noqa: E402
 from pipezone.core.airflow.links import LakeLocationLink, SparkUiLink, browse_url  # noqa: E402
@@ -118,6 +118,8 @@ def test_tasks_run_the_flow_steps_in_order(demo_bag: DagBag) -> None:
         for upstream, downstream in zip(steps, steps[1:], strict=False):
             assert dag.get_task(downstream).upstream_task_ids == {upstream}
         assert {type(t).__name__ for t in dag.tasks} == {"SparkStepOperator"}
+        # a step skipped as idle (steps/idle.py) lets the next run and check for itself
+        assert {t.trigger_rule for t in dag.tasks} == {"none_failed"}
         assert {(t.flow, t.step) for t in dag.tasks} == {(dag_id.removeprefix("pipezone_"), s) for s in steps}
 
 
@@ -407,6 +409,47 @@ def test_operator_reads_the_profile_at_execution_time(orders_task, tmp_path, mon
     orders_task.execute({"run_id": "manual__2", "params": {}})
     assert masters == ["spark://spark-master:7077"]
     assert SparkUiLink().get_link(orders_task, ti_key=None) == "http://spark-master:8080"
+
+
+def test_operator_skips_a_step_that_proves_it_has_nothing_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process starts; the run history gets the reason; the task is skipped (no Asset event)."""
+    import pipezone.core.runs.flow_runner as flow_runner
+    import pipezone.core.steps.idle as idle
+
+    monkeypatch.setenv("PIPEZONE_HOME", str(REPO))
+    monkeypatch.delenv("PIPEZONE_PROFILE", raising=False)
+    task = build_dags(load_settings(environ={"PIPEZONE_HOME": str(REPO)}), use_context=False)
+    bronze = task["pipezone_retail_orders"].get_task("bronze")
+    asked, recorded = [], []
+    monkeypatch.setattr(
+        idle,
+        "idle_reason",
+        lambda runtime, flow, step, **o: (
+            asked.append((flow.name, step, o)) or "nothing new: raw batch 3 already consumed"
+        ),
+    )
+    monkeypatch.setattr(idle, "record_idle", lambda runtime, *args: recorded.append(args))
+    monkeypatch.setattr(flow_runner, "submit_command", lambda *a: pytest.fail("an idle step must not start"))
+    with pytest.raises(AirflowSkipException, match="retail_orders, step bronze: nothing new: raw batch 3"):
+        bronze.execute({"run_id": "manual__9", "params": {}})
+    assert asked == [("retail_orders", "bronze", {"full_refresh": False, "backfill": None})]
+    assert recorded == [("retail_orders", "bronze", "manual__9", "nothing new: raw batch 3 already consumed")]
+
+
+def test_a_connect_profile_links_the_servers_spark_ui(orders_task, tmp_path, monkeypatch) -> None:
+    home = scratch_project(tmp_path)
+    (home / "metadata" / "profiles" / "warm_cluster.yaml").write_text(
+        "name: warm_cluster\nlake: local_lake\nstate_store: local_state\n"
+        "spark: {master: 'spark://spark-master:7077', ui_url: 'http://spark-master:8080', "
+        "connect_url: 'sc://spark-connect:15002', connect_ui_url: 'http://spark-connect:4040'}\n"
+    )
+    import pipezone.core.runs.flow_runner as flow_runner
+
+    monkeypatch.setattr(flow_runner, "submit_command", lambda *a: [sys.executable, "-c", "print('pipezone ok')"])
+    monkeypatch.setenv("PIPEZONE_HOME", str(home))
+    monkeypatch.setenv("PIPEZONE_PROFILE", "warm_cluster")
+    orders_task.execute({"run_id": "manual__3", "params": {}})
+    assert SparkUiLink().get_link(orders_task, ti_key=None) == "http://spark-connect:4040"
 
 
 def test_lake_links_open_the_console_for_s3_lakes() -> None:

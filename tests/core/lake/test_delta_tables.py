@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyspark.sql import functions as F
 
 from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
@@ -247,6 +248,39 @@ def test_a_narrowed_merge_writes_what_a_whole_table_merge_writes(spark: Any, tmp
         tables.append({tuple(r) for r in spark.read.format("delta").load(path).select("id", "v", dt.BATCH).collect()})
     assert tables[0] == tables[1]
     assert (None, "null key newer", 2) in tables[1] and (1, "a", 1) in tables[1] and (5, "new", 2) in tables[1]
+
+
+def test_a_merged_table_is_laid_out_by_key_so_a_few_keys_touch_a_few_files(
+    spark: Any, path: str, monkeypatch: Any
+) -> None:
+    """The first load is range-partitioned and sorted by the key, files of at most ROWS_PER_FILE rows; a
+    narrowed MERGE of 5 neighbouring keys then rewrites or marks one or two of its files, and says so."""
+    monkeypatch.setattr(dm, "ROWS_PER_FILE", 500)
+    shuffled = [((i * 7919) % 10_000, f"v{i}", T1, 1) for i in range(10_000)]  # keys in no order
+    first = dm.merge(
+        frame(spark, shuffled), path, keys=["id"], cursor="updated_at", app_id=APP, version=1, metadata=meta(1)
+    )
+    files = spark.read.format("delta").load(path).inputFiles()
+    assert len(files) >= 20
+    by_file = spark.read.format("delta").load(path).selectExpr("input_file_name() AS f", "id").groupBy("f")
+    spans = sorted((r[0], r[1]) for r in by_file.agg(F.min("id"), F.max("id")).drop("f").collect())
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False)), "files overlap in key range"
+    assert first.files is None  # an append, not a MERGE
+
+    changed = [(k, "changed", T2, 2) for k in range(4_000, 4_005)]
+    commit = dm.merge(
+        frame(spark, changed),
+        path,
+        keys=["id"],
+        cursor="updated_at",
+        app_id=APP,
+        version=2,
+        metadata=meta(2),
+        narrow=True,
+    )
+    assert commit.files is not None and commit.files["in_table"] == len(files)
+    assert commit.files["rewritten"] + commit.files["marked"] <= 2, commit.files
+    assert table(spark, path)[4_002] == ("changed", 2)
 
 
 # ---------------------------------------------------------------------------------------------- scd2

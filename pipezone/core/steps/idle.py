@@ -1,0 +1,54 @@
+"""Steps that can prove they have nothing to do, checked without Spark.
+
+A run with nothing new still paid, per step, a process, a Spark (or Spark Connect) session, state-store
+round trips, a lease and Delta log reads, only for the step to find no pending batch: most of an idle
+flow's run time (docs/benchmarks.md, "Incremental latency"). Bronze and silver consume the batches of
+the layer below; when the state store says a layer has consumed the newest batch the layer below holds
+(its Delta log's commit metadata, read with delta-rs in milliseconds) and the layer's own log names no
+newer batch (a state update lost after a commit, which the step itself repairs), the step has nothing to
+do, and `pipezone run` and the Airflow operator record it as skipped without starting it.
+
+Anything not provable this way (a full refresh, a backfill, a log delta-rs cannot read, no batch metadata
+in the recent log) is not idle: the step runs and decides for itself, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipezone.core.lake import delta_log
+from pipezone.core.lake import delta_tables as dt
+from pipezone.core.spec.flow import FlowSpec
+from pipezone.core.steps.runtime import Runtime
+
+IDLE_LAYERS = {"bronze": "raw", "silver": "bronze"}  # a layer, and the layer whose batches it consumes
+RECENT = 50  # commits read from each log: the newest batch is among them unless the log is unusual
+
+
+def idle_reason(
+    runtime: Runtime, flow: FlowSpec, step: str, *, full_refresh: bool = False, backfill: Any = None
+) -> str | None:
+    """Why `step` has nothing to do in this run (one line), or None when it may have (then it runs)."""
+    below = IDLE_LAYERS.get(step)
+    if below is None or full_refresh or backfill is not None or flow.source is None:
+        return None
+    lake = runtime.lake
+    options = delta_log.storage_options(runtime.lake_s3())
+    source = lake.raw(flow) if below == "raw" else lake.table(below, flow.name)
+    try:
+        newest = dt.batches_of(dt.our_commits(delta_log.history_with(source, RECENT, options)))
+        committed = dt.batches_of(dt.our_commits(delta_log.history_with(lake.table(step, flow.name), RECENT, options)))
+        consumed = runtime.state.get_progress(flow.name, step) if newest else 0
+    except Exception:  # noqa: BLE001 - an optimisation only: whatever failed here, the step meets it and says so
+        return None
+    if not newest:
+        return None
+    if max(newest) > consumed or max(committed, default=0) > consumed:
+        return None
+    return f"nothing new: {below} batch {max(newest)} already consumed"
+
+
+def record_idle(runtime: Runtime, flow: str, step: str, run_id: str, reason: str) -> None:
+    """The skipped step in the run history, as a step that found nothing to do records itself."""
+    log_id = runtime.state.start_step(run_id, flow, step)
+    runtime.state.finish_step(log_id, "skipped", rows_read=0, rows_written=0, details={"note": reason, "idle": True})

@@ -1,0 +1,66 @@
+"""Idle steps: bronze and silver skipped without Spark when the state store and the Delta logs prove there
+is nothing new, and run whenever that is not proven (new batches, a state update lost after a commit, a
+full refresh, a backfill, an unreadable log)."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from pipezone.core.demo import shop as demo_source
+from pipezone.core.steps.idle import idle_reason
+
+FLOW = "retail_products"
+
+
+def idle(project: Any, step: str, **options: Any) -> str | None:
+    return idle_reason(project.runtime, project.runtime.flow(FLOW), step, **options)
+
+
+def test_a_run_with_nothing_new_skips_bronze_and_silver_and_records_why(project: Any) -> None:
+    assert idle(project, "bronze") is None and idle(project, "silver") is None  # nothing loaded yet
+    first = project.run([FLOW], "first")
+    assert first.ok
+    assert idle(project, "bronze") == "nothing new: raw batch 1 already consumed"
+    assert idle(project, "silver") == "nothing new: bronze batch 1 already consumed"
+    assert idle(project, "extract") is None and idle(project, "quality") is None  # never provable here
+    assert idle(project, "bronze", full_refresh=True) is None
+    assert idle(project, "silver", backfill=("2024-01-01", "2024-02-01")) is None
+
+    versions = project.layers(FLOW)
+    again = project.run([FLOW], "again")
+    assert again.ok, [o.line for o in again.outcomes]
+    lines = {o.step: o.line for o in again.outcomes}
+    assert lines["bronze"] == "skipped (nothing new: raw batch 1 already consumed)", lines
+    assert lines["silver"] == "skipped (nothing new: bronze batch 1 already consumed)", lines
+    logs = project.logs("again", FLOW)
+    assert logs["bronze"].status == "skipped" and logs["bronze"].details["idle"] is True
+    assert logs["silver"].details["note"] == "nothing new: bronze batch 1 already consumed"
+    assert project.layers(FLOW) == versions  # nothing written anywhere
+
+
+def test_new_batches_and_a_lost_state_update_are_not_idle(project: Any) -> None:
+    assert project.run([FLOW], "first").ok
+    demo_source.apply_change_batch(project.db, batch=1)
+    assert project.run([FLOW], "extract-only", steps=["extract"]).ok
+    assert idle(project, "bronze") is None  # raw batch 2 waits
+    assert idle(project, "silver") == "nothing new: bronze batch 1 already consumed"
+    assert project.run([FLOW], "bronze-only", steps=["bronze"]).ok
+    assert idle(project, "bronze") == "nothing new: raw batch 2 already consumed"
+    assert idle(project, "silver") is None  # bronze batch 2 waits
+
+    # Silver committed batch 2, then its state update was lost: the step must run to repair it.
+    assert project.run([FLOW], "silver-only", steps=["silver"]).ok
+    project.state.set_progress(FLOW, "silver", 1, "lost")
+    assert idle(project, "silver") is None
+    repaired = project.run([FLOW], "repair", steps=["silver"])
+    assert repaired.ok and "skipped" not in repaired.outcomes[0].line
+    assert project.state.get_progress(FLOW, "silver") == 2
+    assert idle(project, "silver") == "nothing new: bronze batch 2 already consumed"
+
+
+def test_an_unreadable_log_is_not_idle(project: Any) -> None:
+    assert project.run([FLOW], "first").ok
+    bronze = project.path("bronze", FLOW)
+    shutil.rmtree(bronze.removeprefix("file://") + "/_delta_log")
+    assert idle(project, "silver") is None
