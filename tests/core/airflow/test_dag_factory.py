@@ -411,29 +411,20 @@ def test_operator_reads_the_profile_at_execution_time(orders_task, tmp_path, mon
     assert SparkUiLink().get_link(orders_task, ti_key=None) == "http://spark-master:8080"
 
 
-def test_operator_skips_a_step_that_proves_it_has_nothing_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_operator_skips_a_step_that_proves_it_has_nothing_to_do(orders_task, monkeypatch: pytest.MonkeyPatch) -> None:
     """No process starts; the run history gets the reason; the task is skipped (no Asset event)."""
     import pipezone.core.runs.flow_runner as flow_runner
     import pipezone.core.steps.idle as idle
 
-    monkeypatch.setenv("PIPEZONE_HOME", str(REPO))
-    monkeypatch.delenv("PIPEZONE_PROFILE", raising=False)
-    task = build_dags(load_settings(environ={"PIPEZONE_HOME": str(REPO)}), use_context=False)
-    bronze = task["pipezone_retail_orders"].get_task("bronze")
-    asked, recorded = [], []
-    monkeypatch.setattr(
-        idle,
-        "idle_reason",
-        lambda runtime, flow, step, **o: (
-            asked.append((flow.name, step, o)) or "nothing new: raw batch 3 already consumed"
-        ),
-    )
+    bronze = orders_task.dag.get_task("bronze")
+    asked, recorded, why = [], [], "nothing new: raw batch 3 already consumed"
+    monkeypatch.setattr(idle, "idle_reason", lambda runtime, flow, step, **o: asked.append((flow.name, step, o)) or why)
     monkeypatch.setattr(idle, "record_idle", lambda runtime, *args: recorded.append(args))
     monkeypatch.setattr(flow_runner, "submit_command", lambda *a: pytest.fail("an idle step must not start"))
     with pytest.raises(AirflowSkipException, match="retail_orders, step bronze: nothing new: raw batch 3"):
         bronze.execute({"run_id": "manual__9", "params": {}})
     assert asked == [("retail_orders", "bronze", {"full_refresh": False, "backfill": None})]
-    assert recorded == [("retail_orders", "bronze", "manual__9", "nothing new: raw batch 3 already consumed")]
+    assert recorded == [("retail_orders", "bronze", "manual__9", why)]
 
 
 def test_a_connect_profile_links_the_servers_spark_ui(orders_task, tmp_path, monkeypatch) -> None:
