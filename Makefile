@@ -85,6 +85,8 @@ demo: jars
 airflow: jars
 	@mkdir -p $(AIRFLOW_HOME_DIR)
 	@echo "Airflow UI: http://localhost:8080  (user admin; password in $(AIRFLOW_HOME_DIR)/simple_auth_manager_passwords.json.generated)"
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) $(VENV)/bin/pipezone airflow-pool
 	$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin $(VENV)/bin/airflow standalone
 
 # The real stack on this machine, no Docker (setup/local/): MariaDB 127.0.0.1:3307, PostgreSQL :5433, FerretDB

@@ -1,5 +1,5 @@
 """dags/pipezone_dags.py end to end: `dag.test()` of a demo DAG runs its steps on real Spark + Delta, with
-Airflow's run id, and the tasks' extra links land in XCom: through spark-submit (the default profile), and
+Airflow's run id (its tasks in the pool `pipezone airflow-pool` sized), and the tasks' extra links land in XCom: through spark-submit (the default profile), and
 as clients of a Spark Connect server (the `warm` profile, its server started by `pipezone spark-server`).
 
 Runs in a child process with its own AIRFLOW_HOME (a throwaway SQLite metadata database, migrated once),
@@ -30,7 +30,9 @@ from airflow.utils.session import create_session
 with create_session() as session:
     rows = session.query(XComModel).filter(XComModel.dag_id == dag.dag_id, XComModel.run_id == run.run_id)
     xcoms = {f"{x.task_id}.{x.key}": x.value for x in rows}
-print(json.dumps({"state": str(run.state), "run_id": run.run_id, "xcoms": xcoms}, default=str))
+from airflow.models.pool import Pool
+pools = {p.pool: p.slots for p in Pool.get_pools()}
+print(json.dumps({"state": str(run.state), "run_id": run.run_id, "xcoms": xcoms, "pools": pools}, default=str))
 """
 
 
@@ -69,6 +71,7 @@ def test_dag_test_runs_a_demo_flow(tmp_path: Path, profile: str) -> None:
     pipezone = str(Path(sys.executable).with_name("pipezone"))
     run(sys.executable, "-m", "pipezone.core.demo.shop", "create", ".pipezone/demo/retail.db")
     run(str(Path(sys.executable).with_name("airflow")), "db", "migrate", timeout=300)
+    assert run(pipezone, "airflow-pool").startswith("airflow pool pipezone_spark: ")  # every task's pool
     if profile == "warm":
         _warm_profile(home)
         run(pipezone, "spark-server", "start", timeout=300)
@@ -79,6 +82,7 @@ def test_dag_test_runs_a_demo_flow(tmp_path: Path, profile: str) -> None:
             run(pipezone, "spark-server", "stop")
 
     assert out["state"] == "success"
+    assert out["pools"]["pipezone_spark"] == {"default": 2, "warm": 4}[profile]  # spark.parallel_steps
     run_id, xcoms = out["run_id"], out["xcoms"]
     for step in ("extract", "bronze", "silver"):
         assert xcoms[f"{step}.return_value"].startswith(f"pipezone {step} retail_products run={run_id}: ")

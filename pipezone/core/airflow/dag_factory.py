@@ -28,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from pipezone.core.airflow.assets import TableRef, schedule_inputs, step_outputs
 from pipezone.core.airflow.docs import flow_doc, invalid_doc, step_text
 from pipezone.core.airflow.operator import SparkStepOperator
+from pipezone.core.airflow.pool import POOL
 from pipezone.core.spec.airflow_names import DAG_PREFIX, INVALID_PREFIX, flow_dag_id, key_problem, placeholder_dag_id
 from pipezone.core.spec.catalog import Catalog, load_catalog
 from pipezone.core.spec.connection import ConnectionSpec
@@ -209,6 +210,7 @@ def flow_dag(
         "execution_timeout": flow.timeout,
         # A step skipped as idle (nothing new: steps/idle.py) lets the next one run and decide for itself.
         "trigger_rule": "none_failed",
+        "pool": POOL,  # spark.parallel_steps slots across every flow (airflow/pool.py)
     }
     previous: BaseOperator | None = None
     for step in flow.steps():

@@ -140,6 +140,15 @@ def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if matched or not args.check else EXIT_PROBLEMS
 
 
+def cmd_airflow_pool(args: argparse.Namespace, settings: Settings) -> int:
+    """Create or resize the Airflow pool PipeZone tasks run in, from the profile's spark.parallel_steps."""
+    from pipezone.core.airflow.pool import ensure_pool
+
+    runtime = command_runtime(settings)
+    print(ensure_pool(runtime.profile.name, runtime.profile.spark.parallel_steps))
+    return EXIT_OK
+
+
 def cmd_spark_server(args: argparse.Namespace, settings: Settings) -> int:
     """The profile's Spark Connect server (spark.connect_url): start (detached, then warmed up), stop, status,
     or run (in the foreground, for a container)."""
@@ -261,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=("start", "stop", "status", "run"))
     p.set_defaults(func=cmd_spark_server)
+
+    p = sub.add_parser(
+        "airflow-pool", help="create or resize the Airflow pool pipezone_spark (spark.parallel_steps of the profile)"
+    )
+    p.set_defaults(func=cmd_airflow_pool)
 
     p = sub.add_parser("schema", help="write the JSON Schemas under metadata/schemas (or --check them)")
     p.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")

@@ -59,6 +59,14 @@ class SparkProfile(SpecModel):
         "clients of one long-running, warm Spark driver instead of one JVM each. `pipezone spark-server "
         "start` runs it from this profile's other settings.",
     )
+    parallel_steps: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="How many steps may run at once on this Spark: the slots of the Airflow pool "
+        "`pipezone_spark` that every PipeZone task takes one of (`pipezone airflow-pool` sizes it), so many "
+        "flows scheduled together queue in Airflow instead of oversubscribing the machine.",
+    )
     connect_ui_url: HttpUrl | None = Field(  # type: ignore[valid-type]
         default=None,
         description="The Connect server's own Spark UI (its jobs and SQL plans), linked from Airflow tasks "
