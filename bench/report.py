@@ -7,6 +7,7 @@ from typing import Any
 
 import documents
 import export
+import many_flows
 import quality
 
 TARGETS = {
@@ -437,6 +438,7 @@ def render(run: dict[str, Any], json_path: Path) -> str:
     parts += export.section(run)
     parts += documents.section(run)
     parts += quality.section(run)
+    parts += many_flows.section(run)
     parts += [*memory_section(run), ""]
     parts += [
         "## Rerun",

@@ -8,7 +8,9 @@ incremental latency on the 10M-row table, DAG parse at 10, 100 and 1,000 flows, 
 30M-row first load, CDC: 1M changes end to end against the databases' own log readers, exports of a
 1M-row silver table to PostgreSQL and MariaDB against their own bulk loads, the quality step on
 Great Expectations against one aggregate pass over a 10M-row table, and document sources: a MongoDB
-collection's first load (FerretDB) against pymongo alone, a paginated REST endpoint against httpx alone.
+collection's first load (FerretDB) against pymongo alone, a paginated REST endpoint against httpx alone, and
+an estate of 50 small flows triggered together through the real Airflow scheduler (Connect server against
+spark-submit per task).
 Quick run (under 10 minutes): 200k rows, 2 partitions, local lake, parse at 10 and 100 flows. The JSON lands in
 .pipezone/bench/results/; the report in --docs (the full run: docs/benchmarks.md) or, for a quick run,
 .pipezone/bench/quick.md.
@@ -35,6 +37,7 @@ import documents  # noqa: E402
 import export  # noqa: E402
 import incremental  # noqa: E402
 import ingest  # noqa: E402
+import many_flows  # noqa: E402
 import quality  # noqa: E402
 import report  # noqa: E402
 from harness import REPO, MariaDB, Project, start_services  # noqa: E402
@@ -56,6 +59,9 @@ FULL = {
     "quality_rows": 10_000_000,
     "mongo_docs": 200_000,  # FerretDB (SQLite) scans ~5,000 documents/s, and 2 partitions cost 4 scans
     "rest_records": 100_000,
+    "many_flows": 50,  # flows on tables of many_rows rows, each with many_changed changed rows
+    "many_rows": 200_000,
+    "many_changed": 1_000,
 }
 QUICK = {
     "sizes": [200_000],
@@ -73,6 +79,9 @@ QUICK = {
     "quality_rows": 200_000,
     "mongo_docs": 20_000,
     "rest_records": 20_000,
+    "many_flows": 5,
+    "many_rows": 200_000,
+    "many_changed": 1_000,
 }
 
 
@@ -120,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dag-factory-python", help="python of a venv with dag-factory 1.1.0 (make bench makes one)")
     parser.add_argument("--docs", help="where the Markdown report goes")
     parser.add_argument(
-        "--only", help="comma-separated subset: ingest,postgres,incremental,parse,memory,cdc,export,quality,documents"
+        "--only",
+        help="comma-separated subset: ingest,postgres,incremental,parse,memory,cdc,export,quality,documents,many",
     )
     parser.add_argument("--add-to", help="a run's JSON: add this invocation's results to it (a section that failed)")
     parser.add_argument(
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     only = (
         set(args.only.split(","))
         if args.only
-        else {"ingest", "postgres", "incremental", "parse", "memory", "cdc", "export", "quality", "documents"}
+        else {"ingest", "postgres", "incremental", "parse", "memory", "cdc", "export", "quality", "documents", "many"}
     )
     start_services(minio="minio" in plan["lakes"] and "ingest" in only)
     source = MariaDB()
@@ -183,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             run["results"] += quality.run(project, plan["quality_rows"])
         if "documents" in only:
             run["results"] += documents.run(project, plan["mongo_docs"], plan["rest_records"])
+        if "many" in only:
+            base = source.ensure_table(plan["many_rows"])
+            run["results"] += many_flows.run(source, project, base, plan["many_flows"], plan["many_changed"])
         if "memory" in only and plan.get("memory_rows"):
             run["results"] += ingest.memory(source, project, plan["memory_rows"])
     finally:
