@@ -62,7 +62,7 @@ database: pipezone_bench_many_state
 user: {user}
 password: ${{env:PIPEZONE_BENCH_SOURCE_PASSWORD}}
 """
-PORT = os.environ.get("PIPEZONE_BENCH_AIRFLOW_PORT") or "8793"  # not 8080: a developer's Airflow may hold it
+PORT = os.environ.get("PIPEZONE_BENCH_AIRFLOW_PORT") or "28080"  # not 8080 (a developer's Airflow), not 8793 (logs)
 START_WAIT_S = 300  # airflow standalone: migrations, then every DAG parsed
 RUN_WAIT_S = 3600
 
@@ -70,6 +70,7 @@ RUN_WAIT_S = 3600
 TRIGGER = """
 import json, sys
 from airflow.api.common.trigger_dag import trigger_dag
+from airflow.utils.types import DagRunTriggeredByType
 from airflow.models.dag import DagModel
 from airflow.utils.session import create_session
 dag_ids = sys.argv[2:]
@@ -80,7 +81,7 @@ with create_session() as session:
         sys.exit(0)
     session.query(DagModel).filter(DagModel.dag_id.in_(dag_ids)).update({"is_paused": False})
 for dag_id in dag_ids:
-    trigger_dag(dag_id, run_id=f"{sys.argv[1]}__{dag_id}", conf={})
+    trigger_dag(dag_id, run_id=f"{sys.argv[1]}__{dag_id}", conf={}, triggered_by=DagRunTriggeredByType.CLI)
 print(json.dumps({"triggered": len(dag_ids)}))
 """
 RUNS = """
