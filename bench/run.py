@@ -79,7 +79,7 @@ QUICK = {
     "quality_rows": 200_000,
     "mongo_docs": 20_000,
     "rest_records": 20_000,
-    "many_flows": 5,
+    "many_flows": 0,  # the estate's first load alone passes the quick run's 10 minutes: full run only
     "many_rows": 200_000,
     "many_changed": 1_000,
 }
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             run["results"] += quality.run(project, plan["quality_rows"])
         if "documents" in only:
             run["results"] += documents.run(project, plan["mongo_docs"], plan["rest_records"])
-        if "many" in only:
+        if "many" in only and plan["many_flows"]:
             base = source.ensure_table(plan["many_rows"])
             run["results"] += many_flows.run(source, project, base, plan["many_flows"], plan["many_changed"])
         if "memory" in only and plan.get("memory_rows"):
