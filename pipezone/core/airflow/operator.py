@@ -30,6 +30,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from pipezone.core.airflow.links import SPARK_UI, DataDocsLink, LakeLocationLink, SparkUiLink
 
 if TYPE_CHECKING:
+    from pipezone.core.spec.flow import FlowSpec
     from pipezone.core.steps.runtime import Runtime
 
 ERROR_PREFIX = "pipezone: error: "
@@ -64,7 +65,7 @@ class SparkStepOperator(BaseOperator):
         full_refresh = wants_full_refresh(context)
         backfill = backfill_window(context)
         self.links = task_links(runtime, flow, self.step)
-        self._skip_when_idle(runtime, run_id, full_refresh, backfill)
+        self._skip_when_idle(runtime, flow, run_id, full_refresh, backfill)
         try:
             launcher = runtime.settings.require_launcher()
         except ValueError as err:  # a bad PIPEZONE_SPARK_LAUNCHER fails the tasks it affects, with one line
@@ -81,13 +82,13 @@ class SparkStepOperator(BaseOperator):
         return self._run(command, runtime)
 
     def _skip_when_idle(
-        self, runtime: Runtime, run_id: str, full_refresh: bool, backfill: tuple[str, str] | None
+        self, runtime: Runtime, flow: FlowSpec, run_id: str, full_refresh: bool, backfill: tuple[str, str] | None
     ) -> None:
         """Skip the task (no process, no Asset event downstream DAGs would wake on) when the step can prove
         it has nothing to do (steps/idle.py); the run history records it as skipped."""
         from pipezone.core.steps.idle import idle_reason, record_idle
 
-        reason = idle_reason(runtime, runtime.flow(self.flow), self.step, full_refresh=full_refresh, backfill=backfill)
+        reason = idle_reason(runtime, flow, self.step, full_refresh=full_refresh, backfill=backfill)
         if reason is not None:
             record_idle(runtime, self.flow, self.step, run_id, reason)
             self.log.info("flow %s, step %s: skipped, %s", self.flow, self.step, reason)
