@@ -246,7 +246,7 @@ def run(source: MariaDB, project: Project, base: str, count: int, changed: int) 
     tables, flows = setup(source, project, base, count)
     results: list[dict[str, Any]] = []
     with project.connect_server() as server:  # the harness's server: same port, same local lake
-        project.run(CONNECT, *flows).check("first load of the estate")
+        project.run(CONNECT, *flows, "--in-process").check("first load of the estate")  # setup: one client
         change_all(source, tables, rows, changed, 1)
         reference = project.run(CONNECT, *flows, "--in-process").check("the estate in one session")
         change_all(source, tables, rows, changed, 2)

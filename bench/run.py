@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             start_postgres()
             run["results"] += ingest.run_postgres(Postgres(), project, plan["sizes"], repeat=1)
         if "incremental" in only:
-            launchers = ["spark-submit", "in-process", "spark-connect"]
+            launchers = ["spark-submit", "in-process", "spark-connect", incremental.CONNECT_RUN]
             changed = plan["incremental_changed"]
             run["results"] += incremental.run(source, project, plan["incremental_rows"], changed, launchers)
         if "parse" in only:

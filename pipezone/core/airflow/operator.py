@@ -3,12 +3,13 @@
 Everything about *how* to run (Spark master, memory, jars, lake, state store, secrets) comes from the
 runtime at execution time (settings from the environment, the profile from `PIPEZONE_PROFILE`), never at
 parse time, so a DAG parses without touching configuration services and the same DAG runs embedded or
-on the cluster. The command is `flow_runner.submit_command` (the one `pipezone run` uses; with a
-profile's `spark.connect_url` it runs the job file with this Python, a client of the Spark Connect server,
-so no JVM starts in the task); the run id is Airflow's run id, so a retry re-runs the step with the same
-id, which the step makes a no-op once it succeeded. The job's output streams into the task log; a failure
-fails the task with the job's one-line error. Not the Spark provider's SparkSubmitOperator: it needs a
-`spark_default` connection (a DB read) and silently falls back to master `yarn` without one.
+on the cluster. The command is `flow_runner.submit_command` (the one `pipezone run` uses). With a
+profile's `spark.connect_url` there is no command: the task's own process is the client of the Spark
+Connect server (no JVM, no second Python per task). The run id is Airflow's run id, so a retry re-runs
+the step with the same id, which the step makes a no-op once it succeeded. The job's output streams into
+the task log; a failure fails the task with the job's one-line error. Not the Spark provider's
+SparkSubmitOperator: it needs a `spark_default` connection (a DB read) and silently falls back to master
+`yarn` without one.
 
 The engine (runs/, steps/, the state store, SQLAlchemy) is imported inside the methods that run a task,
 not at module level: the dag-processor imports this module for every DAG file it parses, and parsing
@@ -51,6 +52,7 @@ class SparkStepOperator(BaseOperator):
         self.step = step
         self.links: dict[str, str] = {}
         self._proc: subprocess.Popen[str] | None = None
+        self._in_process = False
 
     # ------------------------------------------------------------------ execution
 
@@ -70,7 +72,7 @@ class SparkStepOperator(BaseOperator):
             launcher = runtime.settings.require_launcher()
         except ValueError as err:  # a bad PIPEZONE_SPARK_LAUNCHER fails the tasks it affects, with one line
             raise AirflowFailException(f"flow {self.flow}, step {self.step}: {err}") from None
-        if launcher == "in-process":
+        if launcher == "in-process" or runtime.profile.spark.connect_url:
             return self._run_in_process(runtime, run_id, full_refresh, backfill)
         try:
             command = submit_command(runtime, self.flow, self.step, run_id, full_refresh, backfill)
@@ -110,11 +112,15 @@ class SparkStepOperator(BaseOperator):
     def _run_in_process(
         self, runtime: Runtime, run_id: str, full_refresh: bool, backfill: tuple[str, str] | None
     ) -> str:
-        """PIPEZONE_SPARK_LAUNCHER=in-process: a Spark session in the task's own process (kept across tasks
-        when they share the process, as under `dag.test()`), for the embedded default's quick runs."""
+        """The step in the task's own process: a Spark Connect client when the profile has `connect_url` (the
+        task is already the step's process: a second Python, its imports and its session would only add
+        seconds of CPU per task, bench/many_flows.py), or with PIPEZONE_SPARK_LAUNCHER=in-process a local
+        session (kept across tasks when they share the process, as under `dag.test()`)."""
         from pipezone.core.runs.flow_runner import run_in_process
 
-        self.log.info("flow %s, step %s, run id %s (in-process Spark session)", self.flow, self.step, run_id)
+        self._in_process = True
+        how = "Spark Connect client" if runtime.profile.spark.connect_url else "in-process Spark session"
+        self.log.info("flow %s, step %s, run id %s (%s)", self.flow, self.step, run_id, how)
         ok, line = run_in_process(runtime, self.flow, self.step, run_id, full_refresh, backfill)
         self.log.info("%s", line)
         if not ok:
@@ -160,6 +166,8 @@ class SparkStepOperator(BaseOperator):
         return summary or f"pipezone {self.step} {self.flow}: done"
 
     def on_kill(self) -> None:
+        if self._in_process:
+            _interrupt_connect_session()
         self._terminate()
 
     def _terminate(self) -> None:
@@ -176,6 +184,19 @@ class SparkStepOperator(BaseOperator):
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+def _interrupt_connect_session() -> None:
+    """A killed task's Spark Connect operations stop on the server too, instead of running on for a client
+    that is gone (a rerun would repair their commit anyway: this frees the server's cores sooner)."""
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    try:
+        session = ConnectSession.getActiveSession()
+        if session is not None:
+            session.interruptAll()
+    except Exception:  # noqa: BLE001, S110 - best effort while the task dies: the server ends them on disconnect
+        pass
 
 
 def wants_full_refresh(context: Any) -> bool:

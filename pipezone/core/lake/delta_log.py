@@ -107,6 +107,35 @@ def history_with(path: str, limit: int | None, options: dict[str, str]) -> list[
     ]
 
 
+# A MERGE whose metrics show these all 0 changed no row: an empty batch's commit, kept so the log records
+# which batch the table consumed (exactly-once), not a new content.
+MERGE_CHANGES = (
+    "numTargetFilesAdded",
+    "numTargetFilesRemoved",
+    "numTargetDeletionVectorsAdded",
+    "numTargetDeletionVectorsRemoved",
+    "numTargetDeletionVectorsUpdated",
+)
+
+
+def changes_rows(commit: dict[str, Any]) -> bool:
+    """Whether a commit may have changed the table's rows (anything but a MERGE that provably wrote nothing)."""
+    metrics = commit.get("operationMetrics") or {}
+    if commit.get("operation") != "MERGE" or not all(key in metrics for key in MERGE_CHANGES):
+        return True
+    return any(str(metrics[key]) != "0" for key in MERGE_CHANGES)
+
+
+def content_version(history: list[dict[str, Any]]) -> int | None:
+    """The version of the newest commit in `history` (newest first) that may have changed the rows: what a
+    reader of the table's content (the quality step) judged. Past the history given, the oldest version in
+    it stands in (newer than the truth at worst: the content then counts as changed)."""
+    for commit in history:
+        if changes_rows(commit):
+            return int(commit["version"])
+    return int(history[-1]["version"]) if history else None
+
+
 def file_count(spark: SparkSession, path: str, version: int) -> int:
     """How many data files the table had at `version` (its snapshot's add actions)."""
     from deltalake import DeltaTable

@@ -94,6 +94,9 @@ def table_exists(spark: SparkSession, path: str) -> bool:
         return bool(_history(spark, path, 1))
 
 
+CONTENT_HISTORY = 50  # commits read for the content version; past 50 empty ones in a row, quality judges again
+
+
 def _history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str, Any]]:
     """Commits newest first (version, timestamp aware UTC, operationMetrics, userMetadata); [] for no table."""
     try:
@@ -113,6 +116,11 @@ def _spark_history(spark: SparkSession, path: str, limit: int | None) -> list[di
             return []
         raise
     return [{**row.asDict(recursive=True), "timestamp": row["timestamp"].astimezone(datetime.UTC)} for row in rows]
+
+
+def content_version(spark: SparkSession, path: str) -> int | None:
+    """The version holding the table's current rows (empty MERGE commits skipped), None for a missing table."""
+    return delta_log.content_version(_history(spark, path, CONTENT_HISTORY))
 
 
 def last_commit(spark: SparkSession, path: str) -> dict[str, Any] | None:

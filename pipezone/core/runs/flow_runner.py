@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipezone.core import failpoints
+from pipezone.core.spark.errors import summarize_error
 from pipezone.core.spark.session import find_spark_submit, jvm_env, submit_args
 from pipezone.core.spec.cross_checks import find_cycles
 from pipezone.core.steps.context import StepContext
@@ -184,16 +185,19 @@ def _submit(
 def run_in_process(
     runtime: Runtime, flow: str, step: str, run_id: str, full_refresh: bool, backfill: Backfill | None = None
 ) -> tuple[bool, str]:
-    """The step in this process's Spark session (created once, reused by later steps): no JVM start per step."""
+    """The step in this process's Spark session (created once, reused by later steps; with a Connect
+    profile, this process is the server's client): no JVM start per step. Any failure, the session's
+    included (a server that does not answer), is the one line a step's own process would print."""
     started = time.perf_counter()
     failpoints.arm(runtime.settings.failpoints)
-    spark = open_session(runtime, "pipezone")
-    ctx = StepContext(runtime, spark, runtime.flow(flow), run_id, full_refresh, backfill)
     try:
+        spark = open_session(runtime, "pipezone")
+        ctx = StepContext(runtime, spark, runtime.flow(flow), run_id, full_refresh, backfill)
+        ctx.phases["session"] = time.perf_counter() - started  # ~0 once this process holds a session
         with failpoints.in_step(step):
             result = run_step(ctx, step)
-    except StepFailed as err:
-        return False, str(err)
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback
+        return False, str(err) if isinstance(err, StepFailed) else f"flow {flow}, step {step}: {summarize_error(err)}"
     return True, summary_line(flow, step, run_id, result, time.perf_counter() - started)
 
 

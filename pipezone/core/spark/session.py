@@ -358,9 +358,12 @@ def listening(host: str, port: int) -> bool:
     """Whether something accepts TCP connections at host:port (within a second)."""
     import socket
 
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) == 0
+    try:
+        with socket.socket() as probe:
+            probe.settimeout(1.0)
+            return probe.connect_ex((host, port)) == 0
+    except OSError:  # a host name that does not resolve: nothing listens there either
+        return False
 
 
 def speaks_grpc(host: str, port: int, timeout: float = 10.0) -> bool:

@@ -6,7 +6,10 @@ flow's run time (docs/benchmarks.md, "Incremental latency"). Bronze and silver c
 the layer below; when the state store says a layer has consumed the newest batch the layer below holds
 (its Delta log's commit metadata, read with delta-rs in milliseconds) and the layer's own log names no
 newer batch (a state update lost after a commit, which the step itself repairs), the step has nothing to
-do, and `pipezone run` and the Airflow operator record it as skipped without starting it.
+do, and `pipezone run` and the Airflow operator record it as skipped without starting it. Quality has
+nothing to do when every table its checks judge is at the Delta version its last successful run judged,
+with the same checks, and none of them ages with the clock (freshness): the step would only reuse those
+outcomes, after paying for a session and Great Expectations' import (seconds of CPU on their own).
 
 Anything not provable this way (a full refresh, a backfill, a log delta-rs cannot read, no batch metadata
 in the recent log) is not idle: the step runs and decides for itself, as before.
@@ -18,7 +21,9 @@ from typing import Any
 
 from pipezone.core.lake import delta_log
 from pipezone.core.lake import delta_tables as dt
+from pipezone.core.quality.checked_tables import checked_path, checks_hash, table_checks
 from pipezone.core.spec.flow import FlowSpec
+from pipezone.core.spec.quality import FreshnessCheck
 from pipezone.core.steps.runtime import Runtime
 
 IDLE_LAYERS = {"bronze": "raw", "silver": "bronze"}  # a layer, and the layer whose batches it consumes
@@ -29,8 +34,12 @@ def idle_reason(
     runtime: Runtime, flow: FlowSpec, step: str, *, full_refresh: bool = False, backfill: Any = None
 ) -> str | None:
     """Why `step` has nothing to do in this run (one line), or None when it may have (then it runs)."""
+    if full_refresh or backfill is not None or flow.source is None:
+        return None
+    if step == "quality":
+        return _quality_idle(runtime, flow)
     below = IDLE_LAYERS.get(step)
-    if below is None or full_refresh or backfill is not None or flow.source is None:
+    if below is None:
         return None
     lake = runtime.lake
     options = delta_log.storage_options(runtime.lake_s3())
@@ -46,6 +55,26 @@ def idle_reason(
     if max(newest) > consumed or max(committed, default=0) > consumed:
         return None
     return f"nothing new: {below} batch {max(newest)} already consumed"
+
+
+def _quality_idle(runtime: Runtime, flow: FlowSpec) -> str | None:
+    """The quality step's reason to skip: its tables and checks are what its last success judged."""
+    checks = table_checks(flow)
+    if not checks or any(isinstance(check, FreshnessCheck) for _, check in checks):
+        return None  # no checks: the step says so itself; freshness: the outcome changes with the clock
+    try:
+        options = delta_log.storage_options(runtime.lake_s3())
+        paths = dict(checked_path(runtime.lake, flow, check) for _, check in checks)
+        versions = {
+            name: delta_log.content_version(delta_log.history_with(path, dt.CONTENT_HISTORY, options))
+            for name, path in paths.items()
+        }
+        last = runtime.state.last_success(flow.name, "quality")
+    except Exception:  # noqa: BLE001 - an optimisation only: the step meets the problem and says so
+        return None
+    if last is None or last.details.get("seen") != {"checks": checks_hash(checks), "versions": versions}:
+        return None
+    return f"nothing new: the checked tables are unchanged since run {last.run_id}"
 
 
 def record_idle(runtime: Runtime, flow: str, step: str, run_id: str, reason: str) -> None:

@@ -10,16 +10,16 @@ successful run judged, its outcomes are reused (freshness aside: it depends on t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.quality import data_docs
+from pipezone.core.quality.checked_tables import checked_path, checks_hash, table_checks
 from pipezone.core.quality.expectations import expectations
 from pipezone.core.quality.validation import Outcome, Validator
-from pipezone.core.spec.quality import FreshnessCheck, QualityCheck, row_level
+from pipezone.core.spec.quality import FreshnessCheck, QualityCheck
 from pipezone.core.state.quality_results import QualityResult, UnexpectedRows
 from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.gold import resolve_references
@@ -34,26 +34,16 @@ class QualityError(RuntimeError):
     """Error-severity checks failed, or a row check with action fail found rows; the message lists them."""
 
 
-def table_checks(ctx: StepContext) -> list[tuple[int, QualityCheck]]:
-    """The flow's table-level checks, numbered as in the flow file."""
-    return [(i, check) for i, check in enumerate(ctx.flow.quality) if not row_level(check)]
-
-
 def checked_table(ctx: StepContext, check: QualityCheck) -> tuple[str, str, list[str]]:
     """(name, lake path, primary key) of the table a check judges."""
-    lake, flow = ctx.runtime.lake, ctx.flow
+    name, path = checked_path(ctx.runtime.lake, ctx.flow, check)
     if check.layer == "gold":
-        gold = flow.layers.gold
-        name = check.table or (gold[0].name if len(gold) == 1 else None)
-        if name is None:
-            raise ValueError(f"check {check.check} on gold needs 'table' (this flow has {len(gold)} gold tables)")
-        table = next(t for t in gold if t.name == name)
-        return f"gold.{name}", lake.gold(name), list(table.primary_key)
+        table = next(t for t in ctx.flow.layers.gold if f"gold.{t.name}" == name)
+        return name, path, list(table.primary_key)
     keys, _ = layer_keys(ctx)
     if check.layer == "silver":
-        keys = renamed(keys, flow.layers.silver.transforms)
-        return f"silver.{flow.name}", lake.silver(flow.name), keys
-    return f"bronze.{flow.name}", lake.bronze(flow.name), keys
+        keys = renamed(keys, ctx.flow.layers.silver.transforms)
+    return name, path, keys
 
 
 def docs_site(ctx: StepContext, step: str) -> str:
@@ -61,11 +51,6 @@ def docs_site(ctx: StepContext, step: str) -> str:
     site = data_docs.site_uri(ctx.runtime.lake, ctx.flow, step)
     assert site is not None, f"step {step} of flow {ctx.flow.name} renders no Data Docs"
     return site
-
-
-def _checks_hash(checks: list[tuple[int, QualityCheck]]) -> str:
-    dumped = [check.model_dump(mode="json") for _, check in checks]
-    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _previous(ctx: StepContext, seen: dict[str, Any], slots: int) -> list[QualityResult] | None:
@@ -114,16 +99,17 @@ class Recorded:
 
 
 def run_quality(ctx: StepContext) -> StepResult:
-    checks = table_checks(ctx)
+    checks = table_checks(ctx.flow)
     if not checks:
         return StepResult(skipped=True, note="no table-level checks (the flow's checks act on silver's rows)")
     located = {index: checked_table(ctx, check) for index, check in checks}
     paths = {name: path for name, path, _ in located.values()}
-    versions = {name: (dt.last_commit(ctx.spark, path) or {}).get("version") for name, path in paths.items()}
+    # the versions holding the rows: an empty batch's MERGE commit leaves the outcomes true
+    versions = {name: dt.content_version(ctx.spark, path) for name, path in paths.items()}
     missing = sorted(name for name, version in versions.items() if version is None)
     if missing:
         raise QualityError(f"table {', '.join(missing)} does not exist yet: run the flow's other steps first")
-    seen = {"checks": _checks_hash(checks), "versions": versions}
+    seen = {"checks": checks_hash(checks), "versions": versions}
     slots = [(index, check) for index, check in checks for _ in _outcome_names(check)]
     previous = _previous(ctx, seen, len(slots))
     # what the last run judged of these very tables is still true, but a freshness check ages with the clock

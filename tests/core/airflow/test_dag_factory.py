@@ -434,12 +434,15 @@ def test_a_connect_profile_links_the_servers_spark_ui(orders_task, tmp_path, mon
         "spark: {master: 'spark://spark-master:7077', ui_url: 'http://spark-master:8080', "
         "connect_url: 'sc://spark-connect:15002', connect_ui_url: 'http://spark-connect:4040'}\n"
     )
-    import pipezone.core.runs.flow_runner as flow_runner
-
-    monkeypatch.setattr(flow_runner, "submit_command", lambda *a: [sys.executable, "-c", "print('pipezone ok')"])
     monkeypatch.setenv("PIPEZONE_HOME", str(home))
     monkeypatch.setenv("PIPEZONE_PROFILE", "warm_cluster")
-    orders_task.execute({"run_id": "manual__3", "params": {}})
+    # The task's own process is the server's client (no job process): here no server answers, in one line.
+    with pytest.raises(AirflowException) as caught:
+        orders_task.execute({"run_id": "manual__3", "params": {}})
+    assert str(caught.value).startswith(
+        "flow retail_orders, step extract: Spark Connect server sc://spark-connect:15002 does not answer"
+    ), caught.value
+    assert "\n" not in str(caught.value)
     assert SparkUiLink().get_link(orders_task, ti_key=None) == "http://spark-connect:4040"
 
 

@@ -1,6 +1,6 @@
-"""Idle steps: bronze and silver skipped without Spark when the state store and the Delta logs prove there
-is nothing new, and run whenever that is not proven (new batches, a state update lost after a commit, a
-full refresh, a backfill, an unreadable log)."""
+"""Idle steps: bronze, silver and quality skipped without Spark when the state store and the Delta logs
+prove there is nothing new, and run whenever that is not proven (new batches, a state update lost after a
+commit, a changed table or check, a full refresh, a backfill, an unreadable log)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pipezone.core.steps.idle import idle_reason
 FLOW = "retail_products"
 
 
-def idle(project: Any, step: str, **options: Any) -> str | None:
-    return idle_reason(project.runtime, project.runtime.flow(FLOW), step, **options)
+def idle(project: Any, step: str, flow: str = FLOW, **options: Any) -> str | None:
+    return idle_reason(project.runtime, project.runtime.flow(flow), step, **options)
 
 
 def test_a_run_with_nothing_new_skips_bronze_and_silver_and_records_why(project: Any) -> None:
@@ -23,7 +23,8 @@ def test_a_run_with_nothing_new_skips_bronze_and_silver_and_records_why(project:
     assert first.ok
     assert idle(project, "bronze") == "nothing new: raw batch 1 already consumed"
     assert idle(project, "silver") == "nothing new: bronze batch 1 already consumed"
-    assert idle(project, "extract") is None and idle(project, "quality") is None  # never provable here
+    assert idle(project, "extract") is None  # never provable here
+    assert idle(project, "quality") is None  # this flow has no table-level checks: the step says so itself
     assert idle(project, "bronze", full_refresh=True) is None
     assert idle(project, "silver", backfill=("2024-01-01", "2024-02-01")) is None
 
@@ -64,3 +65,31 @@ def test_an_unreadable_log_is_not_idle(project: Any) -> None:
     bronze = project.path("bronze", FLOW)
     shutil.rmtree(bronze.removeprefix("file://") + "/_delta_log")
     assert idle(project, "silver") is None
+
+
+def test_quality_is_idle_while_its_tables_and_checks_are_what_its_last_success_judged(project: Any) -> None:
+    flow = "retail_customers"  # not_null and unique on silver: table-level checks
+    assert idle(project, "quality", flow) is None  # never checked
+    assert project.run([flow], "first").ok
+    unchanged = "nothing new: the checked tables are unchanged since run first"
+    assert idle(project, "quality", flow) == unchanged
+    assert idle(project, "quality", flow, full_refresh=True) is None
+
+    again = project.run([flow], "again")
+    assert {o.step: o.line for o in again.outcomes}["quality"] == f"skipped ({unchanged})"
+    assert project.logs("again", flow)["quality"].status == "skipped"
+    assert idle(project, "quality", flow) == unchanged  # a skip is no new judgement: run first's still holds
+
+    demo_source.apply_change_batch(project.db, batch=1)  # new and changed customers: a new silver version
+    assert project.run([flow], "changed", steps=["extract", "bronze", "silver"]).ok
+    assert idle(project, "quality", flow) is None
+    assert project.run([flow], "checked", steps=["quality"]).ok
+    assert project.logs("checked", flow)["quality"].status == "success"
+    assert idle(project, "quality", flow) == "nothing new: the checked tables are unchanged since run checked"
+
+    path = project.runtime.settings.metadata_dir / "flows" / f"{flow}.yaml"  # a changed check: judged again
+    path.write_text(
+        path.read_text().replace("columns: [customer_id]\n  - check: unique", "columns: [email]\n  - check: unique")
+    )
+    project.reload()
+    assert idle(project, "quality", flow) is None
