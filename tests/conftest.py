@@ -42,7 +42,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 
 
 if TYPE_CHECKING:
-    from services import MariaDB, Mongo, Postgres
+    from services import MariaDB, Postgres
+    from stack import Mongo
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +58,7 @@ def mariadb() -> Iterator[MariaDB]:
 def mongo() -> Iterator[Mongo]:
     """The project's MongoDB-wire server (FerretDB, setup/local/ferretdb.sh): `host`, `port`, `url`
     (mongodb://host:port/) and `client()`; in CI it must be up."""
-    from services import require_mongo
+    from stack import require_mongo
 
     yield require_mongo()
 

@@ -35,7 +35,8 @@ from pipezone.core.lake import delta_tables as dt
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-    from services import MariaDB, Postgres, Stack
+    from services import MariaDB, Postgres
+    from stack import Stack
 
 pytestmark = [pytest.mark.services, pytest.mark.spark]
 
@@ -141,7 +142,8 @@ class Shop:
 @pytest.fixture(scope="module")
 def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """A scratch project whose flow reads `orders` on the case's source (request.param: its kind)."""
-    from services import orders_table_sql, query, require_postgres, require_stack
+    from services import query, require_postgres
+    from stack import orders_table_sql, require_stack
 
     stack = require_stack()
     kind = request.param

@@ -33,7 +33,7 @@ import pytest
 from pipezone.core.demo.shop import apply_change_batch, create_retail_db, table_counts
 
 if TYPE_CHECKING:
-    from services import Stack
+    from stack import Stack
 
 pytestmark = [pytest.mark.services, pytest.mark.spark]
 
@@ -117,7 +117,7 @@ def _shop_rows(start: int, count: int, when: datetime) -> list[tuple[object, ...
 
 
 def _prepare_mariadb(stack: Stack) -> None:
-    from services import orders_table_sql
+    from stack import orders_table_sql
 
     stack.recreate_databases(STATE_DB, SHOP_DB, table_sql=orders_table_sql(SHOP_DB))
     conn = stack.mariadb.connect(SHOP_DB)
@@ -131,7 +131,7 @@ def _prepare_mariadb(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    from services import require_stack
+    from stack import require_stack
 
     stack = require_stack()
     root = tmp_path_factory.mktemp("stack") / "project"

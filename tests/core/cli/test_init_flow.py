@@ -19,7 +19,8 @@ from pipezone.core.cli.main import main
 from pipezone.core.spec.catalog import load_catalog
 
 if TYPE_CHECKING:
-    from services import MariaDB, Mongo, Postgres
+    from services import MariaDB, Postgres
+    from stack import Mongo
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "discovery"
 SCRATCH = f"pz_init_flow_{os.getpid()}"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from api_server import ApiServer
-from services import Mongo
+from stack import Mongo
 
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.runs.flow_runner import RunReport, run_flows
