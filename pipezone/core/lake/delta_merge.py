@@ -123,7 +123,9 @@ def merge_files(metrics: dict[str, Any], in_table: int | None) -> dict[str, int]
 
     files = {
         "rewritten": metric("numTargetFilesRemoved"),
-        "marked": metric("numTargetDeletionVectorsAdded") + metric("numTargetDeletionVectorsUpdated"),
+        # a file already marked gets a new vector too: Delta counts it in Added *and* Updated (measured on
+        # Delta 4.4: 41 files marked again read Added 41, Updated 41, Removed 41), so Added alone counts files
+        "marked": metric("numTargetDeletionVectorsAdded"),
         "added": metric("numTargetFilesAdded"),
     }
     return {**({"in_table": in_table} if in_table is not None else {}), **files}

@@ -36,7 +36,7 @@ def _raw_dataset(ctx: StepContext):  # noqa: ANN202 - pyarrow.dataset.Dataset
 
     raw = ctx.runtime.lake.raw(ctx.flow)
     try:
-        table = DeltaTable(delta_log.table_uri(raw), storage_options=delta_log.storage_options(ctx.runtime.lake_s3()))
+        table = DeltaTable(delta_log.table_uri(raw), storage_options=ctx.runtime.lake_options())
         return table.to_pyarrow_dataset()
     except Exception as err:  # noqa: BLE001 - a table feature delta-rs cannot read: Spark reads it
         raise ArrowUnsupported(f"raw table: {first_line(err)}") from None

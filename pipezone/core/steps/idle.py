@@ -42,7 +42,7 @@ def idle_reason(
     if below is None:
         return None
     lake = runtime.lake
-    options = delta_log.storage_options(runtime.lake_s3())
+    options = runtime.lake_options()
     source = lake.raw(flow) if below == "raw" else lake.table(below, flow.name)
     try:
         newest = dt.batches_of(dt.our_commits(delta_log.history_with(source, RECENT, options)))
@@ -63,7 +63,7 @@ def _quality_idle(runtime: Runtime, flow: FlowSpec) -> str | None:
     if not checks or any(isinstance(check, FreshnessCheck) for _, check in checks):
         return None  # no checks: the step says so itself; freshness: the outcome changes with the clock
     try:
-        options = delta_log.storage_options(runtime.lake_s3())
+        options = runtime.lake_options()
         paths = dict(checked_path(runtime.lake, flow, check) for _, check in checks)
         versions = {
             name: delta_log.content_version(delta_log.history_with(path, dt.CONTENT_HISTORY, options))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from pipezone.core.lake import delta_log
 from pipezone.core.lake.layout import LakeLayout, lake_layout
 from pipezone.core.sources.contract import Source
 from pipezone.core.sources.registry import open_source
@@ -98,6 +99,11 @@ class Runtime:
             database=conn.database,
         )
         return url.render_as_string(hide_password=False)
+
+    def lake_options(self) -> dict[str, str]:
+        """delta-rs storage options for the lake (its S3 endpoint and keys; none for a local folder): what
+        reads a Delta log or writes Arrow without Spark needs."""
+        return delta_log.storage_options(self.lake_s3())
 
     def lake_s3(self) -> S3Settings | None:
         """The lake's S3 endpoint and keys (revealed), or None for a lake on a local folder."""
