@@ -14,6 +14,7 @@ Spark session (no scheduler, no process per step).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -205,14 +206,41 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def estate(project: Project, profile: str, flows: list[str], tag: str) -> dict[str, Any]:
-    """Trigger every flow's DAG through the scheduler; the estate's wall time and per-flow p50/p95."""
+def cpu_seconds(pid: int | None = None) -> tuple[float, float]:
+    """CPU-seconds used so far by the whole machine (busy, all cores) and by process `pid` (0 without one),
+    from /proc: where an estate's time goes when the machine is saturated."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = (sum(fields) - fields[3] - fields[4]) / ticks  # all but idle and iowait
+    own = 0.0
+    if pid:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own = sum(int(v) for v in stat[11:15]) / ticks  # utime, stime and its reaped children's
+        except OSError:
+            pass
+    return busy, own
+
+
+def server_pid(server: dict[str, Any]) -> int | None:
+    """The Connect server's pid, from what `pipezone spark-server start` said ("... (pid N, log ...)")."""
+    match = re.search(r"\(pid (\d+)", server.get("server", ""))
+    return int(match.group(1)) if match else None
+
+
+def estate(project: Project, profile: str, flows: list[str], tag: str, pid: int | None = None) -> dict[str, Any]:
+    """Trigger every flow's DAG through the scheduler; the estate's wall time, per-flow p50/p95, and the CPU
+    the machine and the Connect server (`pid`) used meanwhile."""
     with Airflow(project, profile, project.root / ".pipezone" / f"airflow-{tag}").running() as airflow:
+        busy, server = cpu_seconds(pid)
         triggered = airflow.trigger(tag, [f"pipezone_{flow}" for flow in flows])
         runs = airflow.wait(tag, len(flows))
+        busy_after, server_after = cpu_seconds(pid)
     failed = [dag for dag, state, _, _ in runs if state != "success"]
     per_flow = [end - start for _, _, start, end in runs if start and end]
     return {
+        "cpu_busy_s": round(busy_after - busy),
+        "server_cpu_s": round(server_after - server) if pid else None,
         "launcher": "spark-connect" if profile == CONNECT else "spark-submit",
         "estate_s": round(max(end for _, _, _, end in runs if end) - triggered, 1),
         "flow_p50_s": round(percentile(per_flow, 0.5), 1),
@@ -250,7 +278,7 @@ def run(source: MariaDB, project: Project, base: str, count: int, changed: int) 
         change_all(source, tables, rows, changed, 1)
         reference = project.run(CONNECT, *flows, "--in-process").check("the estate in one session")
         change_all(source, tables, rows, changed, 2)
-        results.append({**server, **estate(project, CONNECT, flows, "connect")})
+        results.append({**server, **estate(project, CONNECT, flows, "connect", server_pid(server))})
     change_all(source, tables, rows, changed, 3)
     results.append(estate(project, SUBMIT, flows, "submit"))
     common = {"bench": "many_flows", "flows": count, "rows": rows, "changed": changed}
@@ -277,13 +305,17 @@ def section(run: dict[str, Any]) -> list[str]:
         "DAG run's start to its end, pool waits included. **Physical reference:** the same estate's work in "
         "one `pipezone run --in-process` (one session, no scheduler, no process per step).",
         "",
-        "| launcher | pool slots | estate (s) | flow p50 (s) | flow p95 (s) | failed | reference (s) | vs reference |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| launcher | pool slots | estate (s) | flow p50 (s) | flow p95 (s) | failed | reference (s) | vs reference "
+        "| CPU busy (s) | of which the Spark server |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         slots = 4 if r["launcher"] == "spark-connect" else 2
+        busy = r.get("cpu_busy_s")
+        server = r.get("server_cpu_s")
         lines.append(
             f"| {r['launcher']} | {slots} | {r['estate_s']:.1f} | {r['flow_p50_s']:.1f} | {r['flow_p95_s']:.1f} "
-            f"| {len(r['failed'])} | {r['reference_s']:.1f} | {r['vs_reference']:.2f}x |"
+            f"| {len(r['failed'])} | {r['reference_s']:.1f} | {r['vs_reference']:.2f}x "
+            f"| {busy if busy is not None else '-'} | {server if server is not None else '-'} |"
         )
     return [*lines, ""]
