@@ -191,14 +191,18 @@ class Airflow:
                 )
             time.sleep(5)
 
-    def wait(self, tag: str, count: int) -> list[list[Any]]:
+    def wait(self, tag: str, count: int) -> tuple[list[list[Any]], bool]:
+        """The DAG runs once all ended, or as they stand after RUN_WAIT_S (False: the estate did not finish,
+        which is a result too; the rest of the bench still runs)."""
         deadline = time.monotonic() + RUN_WAIT_S
-        while time.monotonic() < deadline:
+        while True:
             runs = self.python(RUNS, tag)
             if len(runs) == count and all(state in ("success", "failed") for _, state, _, _ in runs):
-                return runs
+                return runs, True
+            if time.monotonic() > deadline:
+                print(f"bench: the estate did not finish in {RUN_WAIT_S} s (see {self.home}/standalone.log)")
+                return runs, False
             time.sleep(5)
-        raise SystemExit(f"bench: the estate did not finish in {RUN_WAIT_S} s (see {self.home}/standalone.log)")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -234,10 +238,19 @@ def estate(project: Project, profile: str, flows: list[str], tag: str, pid: int 
     with Airflow(project, profile, project.root / ".pipezone" / f"airflow-{tag}").running() as airflow:
         busy, server = cpu_seconds(pid)
         triggered = airflow.trigger(tag, [f"pipezone_{flow}" for flow in flows])
-        runs = airflow.wait(tag, len(flows))
+        runs, finished = airflow.wait(tag, len(flows))
         busy_after, server_after = cpu_seconds(pid)
     failed = [dag for dag, state, _, _ in runs if state != "success"]
     per_flow = [end - start for _, _, start, end in runs if start and end]
+    if not finished:  # cut off: how far it got is the result
+        done = len([state for _, state, _, _ in runs if state == "success"])
+        return {
+            "launcher": "spark-connect" if profile == CONNECT else "spark-submit",
+            "unfinished_after_s": RUN_WAIT_S,
+            "flows_done": done,
+            "failed": failed,
+            "estate_s": None,
+        }
     return {
         "cpu_busy_s": round(busy_after - busy),
         "server_cpu_s": round(server_after - server) if pid else None,
@@ -285,7 +298,13 @@ def run(source: MariaDB, project: Project, base: str, count: int, changed: int) 
     physical = {"reference": "the same estate in one pipezone run (one session, no scheduler)"}
     physical["reference_s"] = round(reference.seconds, 1)
     return [
-        {**common, **physical, **r, "vs_reference": round(physical["reference_s"] / r["estate_s"], 2)} for r in results
+        {
+            **common,
+            **physical,
+            **r,
+            "vs_reference": round(physical["reference_s"] / r["estate_s"], 2) if r["estate_s"] else None,
+        }
+        for r in results
     ]
 
 
@@ -311,6 +330,12 @@ def section(run: dict[str, Any]) -> list[str]:
     ]
     for r in rows:
         slots = 4 if r["launcher"] == "spark-connect" else 2
+        if r["estate_s"] is None:
+            lines.append(
+                f"| {r['launcher']} | {slots} | > {r['unfinished_after_s']} (cut off: {r['flows_done']} of "
+                f"{r['flows']} flows done) | - | - | {len(r['failed'])} | {r['reference_s']:.1f} | - | - | - |"
+            )
+            continue
         busy = r.get("cpu_busy_s")
         server = r.get("server_cpu_s")
         lines.append(

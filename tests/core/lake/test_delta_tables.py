@@ -282,8 +282,8 @@ def test_a_merged_table_is_laid_out_by_key_so_a_few_keys_touch_a_few_files(
     assert commit.files["rewritten"] + commit.files["marked"] <= 2, commit.files
     assert table(spark, path)[4_002] == ("changed", 2)
 
-    # The same keys again: the same files are marked again, and counted once each (Delta reports a file
-    # whose vector is replaced under both "added" and "updated").
+    # The same keys again: still a file or two, each counted once (with deletion vectors Delta reports a
+    # re-marked file under both "added" and "updated"; merge_files counts it once).
     again = [(k, "again", T3, 3) for k in range(4_000, 4_005)]
     commit_again = dm.merge(
         frame(spark, again),
@@ -295,8 +295,9 @@ def test_a_merged_table_is_laid_out_by_key_so_a_few_keys_touch_a_few_files(
         metadata=meta(3),
         narrow=True,
     )
-    assert commit_again.files is not None and commit_again.files["rewritten"] == commit.files["rewritten"] == 0
-    assert commit_again.files["marked"] == commit.files["marked"] >= 1, (commit.files, commit_again.files)
+    assert commit_again.files is not None
+    assert 1 <= commit_again.files["rewritten"] + commit_again.files["marked"] <= 2, commit_again.files
+    assert table(spark, path)[4_002] == ("again", 3)
 
 
 # ---------------------------------------------------------------------------------------------- scd2
