@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from pipezone.core.lake.layout import LakeLayout
 from pipezone.core.spec.flow import FlowSpec
@@ -37,3 +38,9 @@ def checks_hash(checks: list[tuple[int, QualityCheck]]) -> str:
     """A short fingerprint of the checks as written: a changed check invalidates earlier outcomes."""
     dumped = [check.model_dump(mode="json") for _, check in checks]
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def judgement(checks: list[tuple[int, QualityCheck]], versions: dict[str, int | None]) -> dict[str, Any]:
+    """What a quality run judged (the checks' fingerprint, each checked table's content version), as its
+    run record keeps it: equal records mean the outcomes still hold (the step reuses them, idle.py skips)."""
+    return {"checks": checks_hash(checks), "versions": versions}

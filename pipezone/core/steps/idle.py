@@ -21,7 +21,7 @@ from typing import Any
 
 from pipezone.core.lake import delta_log
 from pipezone.core.lake import delta_tables as dt
-from pipezone.core.quality.checked_tables import checked_path, checks_hash, table_checks
+from pipezone.core.quality.checked_tables import checked_path, judgement, table_checks
 from pipezone.core.spec.flow import FlowSpec
 from pipezone.core.spec.quality import FreshnessCheck
 from pipezone.core.steps.runtime import Runtime
@@ -72,7 +72,7 @@ def _quality_idle(runtime: Runtime, flow: FlowSpec) -> str | None:
         last = runtime.state.last_success(flow.name, "quality")
     except Exception:  # noqa: BLE001 - an optimisation only: the step meets the problem and says so
         return None
-    if last is None or last.details.get("seen") != {"checks": checks_hash(checks), "versions": versions}:
+    if last is None or last.details.get("seen") != judgement(checks, versions):
         return None
     return f"nothing new: the checked tables are unchanged since run {last.run_id}"
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.quality import data_docs
-from pipezone.core.quality.checked_tables import checked_path, checks_hash, table_checks
+from pipezone.core.quality.checked_tables import checked_path, judgement, table_checks
 from pipezone.core.quality.expectations import expectations
 from pipezone.core.quality.validation import Outcome, Validator
 from pipezone.core.spec.quality import FreshnessCheck, QualityCheck
@@ -109,7 +109,7 @@ def run_quality(ctx: StepContext) -> StepResult:
     missing = sorted(name for name, version in versions.items() if version is None)
     if missing:
         raise QualityError(f"table {', '.join(missing)} does not exist yet: run the flow's other steps first")
-    seen = {"checks": checks_hash(checks), "versions": versions}
+    seen = judgement(checks, versions)
     slots = [(index, check) for index, check in checks for _ in _outcome_names(check)]
     previous = _previous(ctx, seen, len(slots))
     # what the last run judged of these very tables is still true, but a freshness check ages with the clock
