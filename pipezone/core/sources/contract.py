@@ -167,6 +167,12 @@ class Source(ABC):
         `after` is the window's lower bound when the caller knows it: a source that finds its newest cursor
         only by reading (a REST endpoint) reads from there; one that can ask (a database) ignores it."""
 
+    def bounds_without_spark(self) -> CursorBounds | None:
+        """`cursor_bounds` asked through the source's own client, or None (the default) where only a Spark
+        read can ask. A run with nothing new proves it this way (steps/idle.py) and opens no Spark session:
+        the values must be the ones `cursor_bounds` returns, typed alike, or the proof is wrong."""
+        return None
+
     @abstractmethod
     def read(self, spark: SparkSession, plan: ReadPlan) -> DataFrame:
         """The rows of `plan` as a Spark DataFrame (lazy where the kind allows)."""

@@ -94,6 +94,10 @@ class MongoSource(contract.Source):
         return self._sampled()
 
     def cursor_bounds(self, spark: SparkSession, after: CursorValue | None = None) -> CursorBounds:
+        return self.bounds_without_spark()
+
+    def bounds_without_spark(self) -> CursorBounds:
+        """The newest cursor value and the server's clock, asked with pymongo: no Spark either way."""
         cursor = self._cursor()
         with self._collection() as coll:
             query = self._and({cursor: {"$ne": None}})

@@ -11,19 +11,27 @@ nothing to do when every table its checks judge is at the Delta version its last
 with the same checks, and none of them ages with the clock (freshness): the step would only reuse those
 outcomes, after paying for a session and Great Expectations' import (seconds of CPU on their own).
 
+Extract has nothing to do when the source's newest cursor, asked through the source's own client
+(PyMySQL, psycopg, sqlite3, pymongo: `Source.bounds_without_spark`), is not past the watermark and
+nothing else would make it read (a lookback, a key snapshot due, a lost watermark update to repair): then
+no step of an idle run opens a Spark session at all.
+
 Anything not provable this way (a full refresh, a backfill, a log delta-rs cannot read, no batch metadata
 in the recent log) is not idle: the step runs and decides for itself, as before.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pipezone.core.lake import delta_log
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.quality.checked_tables import checked_path, judgement, table_checks
+from pipezone.core.spec.cursor_values import later, normalize
 from pipezone.core.spec.flow import FlowSpec
 from pipezone.core.spec.quality import FreshnessCheck
+from pipezone.core.spec.source import DeleteDetection
 from pipezone.core.steps.runtime import Runtime
 
 IDLE_LAYERS = {"bronze": "raw", "silver": "bronze"}  # a layer, and the layer whose batches it consumes
@@ -38,6 +46,8 @@ def idle_reason(
         return None
     if step == "quality":
         return _quality_idle(runtime, flow)
+    if step == "extract":
+        return _extract_idle(runtime, flow)
     below = IDLE_LAYERS.get(step)
     if below is None:
         return None
@@ -55,6 +65,42 @@ def idle_reason(
     if max(newest) > consumed or max(committed, default=0) > consumed:
         return None
     return f"nothing new: {below} batch {max(newest)} already consumed"
+
+
+def _extract_idle(runtime: Runtime, flow: FlowSpec) -> str | None:
+    """Extract's reason to skip: the source's newest cursor, asked through its own client, is not past the
+    watermark, so the window is empty. Only where nothing else would have the step read: no lookback (it
+    re-reads rows behind the watermark), no key snapshot due, not a complete read or a log (CDC), and the
+    watermark is the newest extract commit's (else the step repairs a lost update first)."""
+    source = flow.source
+    assert source is not None
+    incremental = source.incremental
+    if incremental is None or incremental.lookback or source.cdc is not None:
+        return None
+    try:
+        stored = runtime.state.get_watermark(flow.name)
+        commits = dt.our_commits(delta_log.history_with(runtime.lake.raw(flow), RECENT, runtime.lake_options()))
+        live = next((c for c in commits if c.get("step") == "extract" and not c.get("backfill")), None)
+        if stored is None or live is None or _snapshot_due(source.deletes, commits):
+            return None
+        if stored.last_run_id != live.get("run_id") and stored.updated_at < live["timestamp"]:
+            return None  # the watermark update after raw's newest commit was lost: the step repairs it
+        bounds = runtime.source(flow).bounds_without_spark()
+        newest, watermark = normalize(bounds.hi) if bounds else None, normalize(stored.value)
+        if newest is None or watermark is None or later(newest, watermark):
+            return None
+    except Exception:  # noqa: BLE001 - an optimisation only: the step meets the problem and says so
+        return None
+    return f"nothing new: the source's newest {incremental.cursor} is not past the watermark {watermark}"
+
+
+def _snapshot_due(deletes: DeleteDetection | None, commits: list[dict[str, Any]]) -> bool:
+    """Whether delete detection is due (`steps/extract._snapshot_due`), or may be: its last key snapshot is
+    not among the recent commits."""
+    if deletes is None:
+        return False
+    last = next((c for c in commits if c.get("key_snapshot")), None)
+    return not deletes.every or last is None or datetime.now(UTC) - last["timestamp"] >= deletes.every
 
 
 def _quality_idle(runtime: Runtime, flow: FlowSpec) -> str | None:

@@ -1,13 +1,17 @@
-"""Idle steps: bronze, silver and quality skipped without Spark when the state store and the Delta logs
+"""Idle steps: extract, bronze, silver and quality skipped without Spark when the state store and the Delta logs
 prove there is nothing new, and run whenever that is not proven (new batches, a state update lost after a
 commit, a changed table or check, a full refresh, a backfill, an unreadable log)."""
 
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy
+
 from pipezone.core.demo import shop as demo_source
+from pipezone.core.state.schema import incremental_state
 from pipezone.core.steps.idle import idle_reason
 
 FLOW = "retail_products"
@@ -23,7 +27,8 @@ def test_a_run_with_nothing_new_skips_bronze_and_silver_and_records_why(project:
     assert first.ok
     assert idle(project, "bronze") == "nothing new: raw batch 1 already consumed"
     assert idle(project, "silver") == "nothing new: bronze batch 1 already consumed"
-    assert idle(project, "extract") is None  # never provable here
+    newest = project.state.get_watermark(FLOW).value  # the source's newest updated_at, read by the first run
+    assert idle(project, "extract") == f"nothing new: the source's newest updated_at is not past the watermark {newest}"
     assert idle(project, "quality") is None  # this flow has no table-level checks: the step says so itself
     assert idle(project, "bronze", full_refresh=True) is None
     assert idle(project, "silver", backfill=("2024-01-01", "2024-02-01")) is None
@@ -32,6 +37,7 @@ def test_a_run_with_nothing_new_skips_bronze_and_silver_and_records_why(project:
     again = project.run([FLOW], "again")
     assert again.ok, [o.line for o in again.outcomes]
     lines = {o.step: o.line for o in again.outcomes}
+    assert lines["extract"].startswith("skipped (nothing new: the source's newest updated_at"), lines
     assert lines["bronze"] == "skipped (nothing new: raw batch 1 already consumed)", lines
     assert lines["silver"] == "skipped (nothing new: bronze batch 1 already consumed)", lines
     logs = project.logs("again", FLOW)
@@ -58,6 +64,35 @@ def test_new_batches_and_a_lost_state_update_are_not_idle(project: Any) -> None:
     assert repaired.ok and "skipped" not in repaired.outcomes[0].line
     assert project.state.get_progress(FLOW, "silver") == 2
     assert idle(project, "silver") == "nothing new: bronze batch 2 already consumed"
+
+
+def test_extract_is_idle_only_when_the_sources_newest_cursor_proves_an_empty_window(project: Any) -> None:
+    assert idle(project, "extract") is None  # no watermark, no raw table: the first load
+    assert project.run([FLOW, "retail_customers"], "first").ok
+    assert idle(project, "extract") is not None
+    assert idle(project, "extract", "retail_customers") is None  # lookback 5m: the step re-reads behind the watermark
+
+    # raw's newest extract commit is run "first"'s, and the watermark says another run set it before that
+    # commit: the update after the commit was lost, and only the step repairs it
+    stored = project.state.get_watermark(FLOW)
+    project.state.set_watermark(FLOW, "updated_at", stored.value - timedelta(days=1), "an-older-run")
+    with sqlalchemy.create_engine(project.state.url).begin() as conn:
+        conn.execute(sqlalchemy.update(incremental_state).values(updated_at=datetime(2000, 1, 1, tzinfo=UTC)))
+    assert idle(project, "extract") is None
+    repaired = project.run([FLOW], "repair", steps=["extract"])
+    assert repaired.ok and "skipped" not in repaired.outcomes[0].line, repaired.outcomes[0].line
+    repaired_to = project.state.get_watermark(FLOW)
+    assert (repaired_to.value, repaired_to.last_run_id) == (stored.value, "first")
+    assert idle(project, "extract") is not None
+
+    demo_source.apply_change_batch(project.db, batch=1)  # new products, newer than the watermark
+    assert idle(project, "extract") is None
+    changed = project.run([FLOW], "changed", steps=["extract"])
+    assert changed.ok and "skipped" not in changed.outcomes[0].line
+    assert idle(project, "extract") is not None
+
+    project.db.rename(project.db.with_suffix(".gone"))  # the source can't be asked: the step meets it, not idle
+    assert idle(project, "extract") is None
 
 
 def test_an_unreadable_log_is_not_idle(project: Any) -> None:

@@ -402,6 +402,14 @@ class JdbcDialect(ABC):
         """customSchema for the bounds queries' computed columns; None when the driver types them well."""
         return None
 
+    def native_bound(self, value: object) -> object:
+        """A bounds query's value as the Python driver gave it, typed as the Spark JDBC read types it: a
+        zone-less datetime is UTC's wall clock on both sessions (PySpark hands it over as local time of a
+        process that runs in UTC), so it is tagged UTC; anything else compares as it is."""
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
     def read_expression(self, quoted: str, column: SourceColumn) -> tuple[str, str] | None:
         """(SQL expression over `quoted`, Spark type) for a column whose value Spark's own mapping of the
         driver's type would lose or fail on; None reads the column as Spark maps it (column_types.py)."""

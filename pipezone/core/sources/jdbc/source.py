@@ -31,6 +31,7 @@ from pipezone.core.sources.jdbc.dialect import (
     PartitionBounds,
     schema_ddl,
 )
+from pipezone.core.sources.jdbc.native import native_connection
 from pipezone.core.spec.connection import ConnectionSpec
 from pipezone.core.spec.secrets import SecretResolver
 from pipezone.core.spec.source import SourceSpec
@@ -69,6 +70,19 @@ class JdbcSource(contract.Source):
     def cursor_bounds(self, spark: SparkSession, after: CursorValue | None = None) -> CursorBounds:
         row = self._query_one(spark, self.dialect.bounds_read_options(self.spec))
         return CursorBounds(hi=row.get(HI_COLUMN), now=row.get(NOW_COLUMN))
+
+    def bounds_without_spark(self) -> CursorBounds | None:
+        """The same bounds query on the database's Python driver (PyMySQL, psycopg, sqlite3), its session in
+        UTC as the JDBC session is, its values typed as the JDBC read types them (`native_bound`); None
+        where PipeZone has no driver for the database."""
+        if self.dialect.native_url(self.connection, self.resolver, self.project_root) is None:
+            return None
+        with native_connection(self.dialect, self.connection, self.resolver, self.project_root) as conn:
+            if self.dialect.session_init:
+                conn.exec_driver_sql(self.dialect.session_init)
+            row = conn.exec_driver_sql(self.dialect.bounds_query(self.spec)).first()
+        hi, now = (row[0], row[1]) if row is not None else (None, None)
+        return CursorBounds(hi=self.dialect.native_bound(hi), now=self.dialect.native_bound(now))
 
     def read(self, spark: SparkSession, plan: ReadPlan) -> DataFrame:
         """The plan's rows, split as the flow asks. A read open below is (nearly) the whole table: the table's

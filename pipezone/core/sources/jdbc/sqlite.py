@@ -82,6 +82,15 @@ class SqliteAdapter(JdbcAdapter):
     def aux_custom_schema(self, columns: tuple[str, ...]) -> str:
         return schema_ddl(dict.fromkeys(columns, "STRING"))
 
+    def native_bound(self, value: object) -> object:
+        """The bound as the text the JDBC read has (`aux_custom_schema`): sqlite3 hands over the stored value,
+        an integer or text alike; a REAL's text would differ between Java and Python, so it is refused."""
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, int):
+            return str(value)
+        raise SourceError(f"a {type(value).__name__} bound has no text the JDBC read would spell alike")
+
     def custom_schema(self, inferred: Mapping[str, str]) -> str | None:
         """Time and number columns are read as the stored text: SQLite keeps any value in any column, and the
         driver would coerce a mismatch silently ('abc' in an INTEGER column reads as 0)."""
