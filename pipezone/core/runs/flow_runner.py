@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipezone.core import failpoints
+from pipezone.core.quality.checked_tables import table_checks
+from pipezone.core.quality.validation import import_ahead, import_done
 from pipezone.core.spark.errors import summarize_error
 from pipezone.core.spark.session import find_spark_submit, jvm_env, submit_args
 from pipezone.core.spec.cross_checks import find_cycles
@@ -225,7 +227,8 @@ def run_flows(
             report.outcomes.append(blocked_outcome(flow, blocked))
             progress(f"{flow}: not run, upstream {', '.join(sorted(blocked))} failed")
             continue
-        for step in select_steps(runtime, flow, steps):
+        chosen = select_steps(runtime, flow, steps)
+        for step in chosen:
             progress(f"{flow}: {step} ...")
             started = time.perf_counter()
             idle = idle_reason(runtime, runtime.flow(flow), step, full_refresh=full_refresh, backfill=backfill)
@@ -233,6 +236,8 @@ def run_flows(
                 record_idle(runtime, flow, step, report.run_id, idle)
                 ok, line = True, f"skipped ({idle})"
             else:
+                if in_process and step != "quality" and "quality" in chosen and table_checks(runtime.flow(flow)):
+                    import_ahead()  # this process validates later: GX's import overlaps this step's Spark work
                 ok, line = execute(runtime, flow, step, report.run_id, full_refresh, backfill)
             seconds = time.perf_counter() - started
             report.outcomes.append(StepOutcome(flow, step, ok, seconds, line))
@@ -240,4 +245,5 @@ def run_flows(
             if not ok:
                 failed.add(flow)
                 break
+    import_done()
     return report

@@ -325,13 +325,21 @@ class ConnectUnavailable(RuntimeError):
     """The profile's Spark Connect server does not answer; the message is one line with the remedy."""
 
 
+_connect_sessions: dict[str, SparkSession] = {}  # this process's client session per server URL
+
+
 def connect_session(url: str) -> SparkSession:
     """A client session of the Spark Connect server at `url`: no JVM in this process. The server holds the
-    Spark configuration (it was started from the same profile), so nothing is set here."""
+    Spark configuration (it was started from the same profile), so nothing is set here. A process that
+    runs several steps (`pipezone run --in-process`) keeps its session: the probes below and the first
+    round trip cost 0.2-0.7 s per step, and a server gone since then fails the step's first action."""
     from urllib.parse import urlsplit
 
     from pyspark.sql import SparkSession
 
+    held = _connect_sessions.get(url)
+    if held is not None and not held.is_stopped:  # a process running several steps: one connection
+        return held
     address = urlsplit(url)
     if not listening(address.hostname or "", address.port or 0):  # the client would retry for minutes
         raise ConnectUnavailable(
@@ -351,6 +359,7 @@ def connect_session(url: str) -> SparkSession:
         raise ConnectUnavailable(
             f"Spark Connect server {url} does not answer ({first}): start it with `pipezone spark-server start`"
         ) from None
+    _connect_sessions[url] = spark
     return spark
 
 

@@ -103,7 +103,9 @@ def _new_versions(ctx: StepContext, df: DataFrame, path: str, keys: list[str], c
     """Rows that differ from their key's latest version in the table (re-read versions are dropped).
 
     No key filter here (unlike silver's MERGE): collecting the batch's keys first costs more than the
-    semi join, which reads only the table's key, order and hash columns (measured in docs/benchmarks.md).
+    semi join, which reads only the table's key, order and hash columns (measured in docs/benchmarks.md;
+    again on 2026-12-05 for 1,000 changes to a 10M-row bronze through Spark Connect: the filter saved
+    0.7 s of the write and its collect cost 0.8-1.1 s; a broadcast of the batch's keys saved nothing).
     """
     df = dm.with_row_hash(df)
     if not keys or not dt.table_exists(ctx.spark, path):

@@ -5,6 +5,7 @@ incremental run of MERGEs and SCD2), and the lake compared with the source."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,18 @@ from pipezone.core.cli.main import main
 from pipezone.core.cli.tables import layer_rows
 from pipezone.core.demo import shop as demo_source
 from pipezone.core.runs import connect_server as spark_connect_server
-from pipezone.core.runs.flow_runner import run_flows, submit_command
+from pipezone.core.runs.flow_runner import child_env, run_flows, submit_command
 from pipezone.core.spark.session import ConnectUnavailable, connect_session
 from pipezone.core.steps.runner import job_main
+
+SAME_SESSION = """
+from pipezone.core.spark.session import connect_session
+held = connect_session("{url}")
+assert connect_session("{url}") is held
+held.stop()
+assert connect_session("{url}") is not held
+print("one session")
+"""
 
 
 def free_port() -> int:
@@ -104,6 +114,18 @@ def test_flows_run_through_a_spark_connect_server(project: Any, same_rows: Any, 
         (reviews,) = [row for row in layer_rows(project.runtime, project.spark) if row[0] == "retail_reviews"]
         assert reviews[-1] == "yes*" and int(reviews[6]) > 0, reviews
         same_rows(project.gold_rows(), project.expected_gold(), "gold", key=lambda row: (row[0], row[1]))
+
+        # One client for a whole run (`pipezone run --in-process`; its own process: this one holds a local
+        # session, and a process has one kind): its steps share one session, GX's import runs beside them.
+        url = project.runtime.profile.spark.connect_url
+        done = subprocess.run([sys.executable, "-c", SAME_SESSION.format(url=url)], capture_output=True, text=True)
+        assert done.returncode == 0 and done.stdout.strip() == "one session", done.stderr[-2000:]
+        cli = str(Path(sys.executable).parent / "pipezone")
+        env = child_env(project.runtime)
+        one = subprocess.run(
+            [cli, "run", "--in-process", "retail_customers"], env=env, cwd=project.root, text=True, capture_output=True
+        )
+        assert one.returncode == 0 and "retail_customers: quality ok" in one.stdout, one.stdout + one.stderr
     finally:
         stopped = spark_connect_server.stop(project.runtime)
     assert stopped.startswith("stopped")
