@@ -65,7 +65,9 @@ password: ${{env:PIPEZONE_BENCH_SOURCE_PASSWORD}}
 """
 PORT = os.environ.get("PIPEZONE_BENCH_AIRFLOW_PORT") or "28080"  # not 8080 (a developer's Airflow), not 8793 (logs)
 START_WAIT_S = 300  # airflow standalone: migrations, then every DAG parsed
-RUN_WAIT_S = 3600
+# an estate still running after this is recorded as cut off (flows done by then): spark-submit per task took
+# over an hour on 2 cores, so a shorter limit keeps `make bench` within an afternoon and still compares
+RUN_WAIT_S = int(os.environ.get("PIPEZONE_BENCH_ESTATE_WAIT_S") or 3600)
 
 # One Python process triggers every DAG run (an `airflow dags trigger` each would start 50 interpreters).
 TRIGGER = """
