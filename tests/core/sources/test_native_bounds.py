@@ -89,43 +89,36 @@ def same_bounds(spark: SparkSession, source: JdbcSource) -> Any:
 
 
 @pytest.fixture(scope="module")
-def maria_scratch(mariadb: MariaDB) -> Iterator[MariaDB]:
-    mariadb.drop_database(SCRATCH)
-    mariadb.create_database(SCRATCH)
-    yield mariadb
-    mariadb.drop_database(SCRATCH)
+def scratch(request: pytest.FixtureRequest) -> Iterator[MariaDB | Postgres]:
+    """The server named by the test's `server` parameter, with an empty SCRATCH database."""
+    server = request.getfixturevalue(request.param)
+    server.drop_database(SCRATCH)
+    server.create_database(SCRATCH)
+    yield server
+    server.drop_database(SCRATCH)
 
 
-@pytest.fixture(scope="module")
-def pg_scratch(postgres: Postgres) -> Iterator[Postgres]:
-    postgres.drop_database(SCRATCH)
-    postgres.create_database(SCRATCH)
-    yield postgres
-    postgres.drop_database(SCRATCH)
-
-
-@pytest.mark.spark
-@pytest.mark.parametrize("kind", list(MARIADB_CURSORS))
-def test_mariadb_bounds_without_spark_are_the_jdbc_bounds(
-    spark: SparkSession, maria_scratch: MariaDB, tmp_path: Path, kind: str
-) -> None:
-    load(maria_scratch, *MARIADB_CURSORS[kind])
-    source = source_on(server_connection(maria_scratch), tmp_path, maria_scratch.password)
-    newest = same_bounds(spark, source)
-    if kind == "timestamp6":  # a TIMESTAMP is an instant: written in the UTC session, read back as one
-        assert newest == datetime(2024, 3, 31, 1, 30, 0, 500000, tzinfo=UTC)
+# a cursor's newest value, where it is an instant whatever the session's zone (TIMESTAMP, timestamptz)
+INSTANTS = {
+    ("mariadb", "timestamp6"): datetime(2024, 3, 31, 1, 30, 0, 500000, tzinfo=UTC),
+    ("postgres", "timestamptz"): datetime(2024, 3, 30, 23, 30, 0, 654321, tzinfo=UTC),
+}
+CASES = [
+    *(pytest.param("mariadb", kind, id=f"mariadb-{kind}") for kind in MARIADB_CURSORS),
+    *(pytest.param("postgres", kind, id=f"postgres-{kind}") for kind in POSTGRES_CURSORS),
+]
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize("kind", list(POSTGRES_CURSORS))
-def test_postgres_bounds_without_spark_are_the_jdbc_bounds(
-    spark: SparkSession, pg_scratch: Postgres, tmp_path: Path, kind: str
+@pytest.mark.parametrize(("scratch", "kind"), CASES, indirect=["scratch"])
+def test_server_bounds_without_spark_are_the_jdbc_bounds(
+    spark: SparkSession, scratch: MariaDB | Postgres, tmp_path: Path, kind: str
 ) -> None:
-    load(pg_scratch, *POSTGRES_CURSORS[kind])
-    source = source_on(server_connection(pg_scratch), tmp_path, pg_scratch.password)
-    newest = same_bounds(spark, source)
-    if kind == "timestamptz":
-        assert newest == datetime(2024, 3, 30, 23, 30, 0, 654321, tzinfo=UTC)
+    cursors = MARIADB_CURSORS if scratch.kind == "mariadb" else POSTGRES_CURSORS
+    load(scratch, *cursors[kind])
+    newest = same_bounds(spark, source_on(server_connection(scratch), tmp_path, scratch.password))
+    if (scratch.kind, kind) in INSTANTS:  # written with a zone, read back as the same instant
+        assert newest == INSTANTS[(scratch.kind, kind)]
 
 
 @pytest.mark.spark
