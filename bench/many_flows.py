@@ -244,13 +244,14 @@ def estate(project: Project, profile: str, flows: list[str], tag: str, pid: int 
         busy_after, server_after = cpu_seconds(pid)
     failed = [dag for dag, state, _, _ in runs if state != "success"]
     per_flow = [end - start for _, _, start, end in runs if start and end]
-    if not finished:  # cut off: how far it got is the result
+    if not finished:  # cut off: how far it got is the result; a run still going has not failed
         done = len([state for _, state, _, _ in runs if state == "success"])
         return {
             "launcher": "spark-connect" if profile == CONNECT else "spark-submit",
             "unfinished_after_s": RUN_WAIT_S,
             "flows_done": done,
-            "failed": failed,
+            "failed": [dag for dag, state, _, _ in runs if state == "failed"],
+            "unfinished": [dag for dag, state, _, _ in runs if state not in ("success", "failed")],
             "estate_s": None,
         }
     return {
@@ -335,7 +336,8 @@ def section(run: dict[str, Any]) -> list[str]:
         if r["estate_s"] is None:
             lines.append(
                 f"| {r['launcher']} | {slots} | > {r['unfinished_after_s']} (cut off: {r['flows_done']} of "
-                f"{r['flows']} flows done) | - | - | {len(r['failed'])} | {r['reference_s']:.1f} | - | - | - |"
+                f"{r['flows']} flows done) | - | - | {len(r['failed']) if 'unfinished' in r else '-'} "
+                f"| {r['reference_s']:.1f} | - | - | - |"
             )
             continue
         busy = r.get("cpu_busy_s")
