@@ -242,7 +242,7 @@ def estate(project: Project, profile: str, flows: list[str], tag: str, pid: int 
         triggered = airflow.trigger(tag, [f"pipezone_{flow}" for flow in flows])
         runs, finished = airflow.wait(tag, len(flows))
         busy_after, server_after = cpu_seconds(pid)
-    failed = [dag for dag, state, _, _ in runs if state != "success"]
+    failed = [dag for dag, state, _, _ in runs if state == "failed"]  # a finished estate's runs are success or failed
     per_flow = [end - start for _, _, start, end in runs if start and end]
     if not finished:  # cut off: how far it got is the result; a run still going has not failed
         done = len([state for _, state, _, _ in runs if state == "success"])
@@ -250,7 +250,7 @@ def estate(project: Project, profile: str, flows: list[str], tag: str, pid: int 
             "launcher": "spark-connect" if profile == CONNECT else "spark-submit",
             "unfinished_after_s": RUN_WAIT_S,
             "flows_done": done,
-            "failed": [dag for dag, state, _, _ in runs if state == "failed"],
+            "failed": failed,
             "unfinished": [dag for dag, state, _, _ in runs if state not in ("success", "failed")],
             "estate_s": None,
         }

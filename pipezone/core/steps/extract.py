@@ -25,6 +25,7 @@ from pipezone.core.lake.arrow_tables import ArrowUnsupported, conform
 from pipezone.core.lake.schema_drift import conform_to_table
 from pipezone.core.sources.contract import ArrowRead, ArrowUnavailable, ReadPlan, Source
 from pipezone.core.spec.cursor_values import CursorValue, capped, later, minus_lookback, normalize, parse_cursor_text
+from pipezone.core.spec.source import DeleteDetection
 from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.events import as_events, latest_events
 
@@ -187,8 +188,15 @@ def _snapshot_due(ctx: StepContext, raw_path: str) -> bool:
         return False
     if not source.deletes.every:
         return True
-    last = dt.newest_commit(ctx.spark, raw_path, lambda m: bool(m.get("key_snapshot")))
-    return last is None or datetime.now(UTC) - last["timestamp"] >= source.deletes.every
+    return key_snapshot_due(
+        source.deletes, dt.newest_commit(ctx.spark, raw_path, lambda m: bool(m.get("key_snapshot")))
+    )
+
+
+def key_snapshot_due(deletes: DeleteDetection, last: dict[str, Any] | None) -> bool:
+    """Whether delete detection is due: the flow asks for it every run, or `every` has passed since `last`,
+    the raw commit of the newest key snapshot (None: there is none). steps/idle.py asks it too."""
+    return not deletes.every or last is None or datetime.now(UTC) - last["timestamp"] >= deletes.every
 
 
 def _tombstones(ctx: StepContext, source: Source, raw_path: str) -> DataFrame | None:

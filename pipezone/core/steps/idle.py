@@ -22,7 +22,6 @@ in the recent log) is not idle: the step runs and decides for itself, as before.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from pipezone.core.lake import delta_log
@@ -32,6 +31,7 @@ from pipezone.core.spec.cursor_values import later, normalize
 from pipezone.core.spec.flow import FlowSpec
 from pipezone.core.spec.quality import FreshnessCheck
 from pipezone.core.spec.source import DeleteDetection
+from pipezone.core.steps.extract import key_snapshot_due
 from pipezone.core.steps.runtime import Runtime
 
 IDLE_LAYERS = {"bronze": "raw", "silver": "bronze"}  # a layer, and the layer whose batches it consumes
@@ -99,8 +99,7 @@ def _snapshot_due(deletes: DeleteDetection | None, commits: list[dict[str, Any]]
     not among the recent commits."""
     if deletes is None:
         return False
-    last = next((c for c in commits if c.get("key_snapshot")), None)
-    return not deletes.every or last is None or datetime.now(UTC) - last["timestamp"] >= deletes.every
+    return key_snapshot_due(deletes, next((c for c in commits if c.get("key_snapshot")), None))
 
 
 def _quality_idle(runtime: Runtime, flow: FlowSpec) -> str | None:
