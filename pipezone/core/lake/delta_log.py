@@ -145,3 +145,21 @@ def file_count(spark: SparkSession, path: str, version: int) -> int:
         return len(table.file_uris())
     except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
         raise LogUnavailable(str(err)) from err
+
+
+def add_actions(spark: SparkSession, path: str) -> list[dict[str, Any]]:
+    """The current snapshot's data files: `path`, `num_records` and per column `min`, `max` and
+    `null_count` (dicts by column name; a column without statistics is absent), [] for no table."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(table_uri(path), storage_options=_session_options(spark, path))
+        actions = pa.table(table.get_add_actions(flatten=False))
+    except TableNotFoundError:
+        return []
+    except Exception as err:  # noqa: BLE001 - any delta-rs failure means "no answer from the log"
+        raise LogUnavailable(str(err)) from err
+    wanted = [c for c in ("path", "num_records", "min", "max", "null_count") if c in actions.column_names]
+    return actions.select(wanted).to_pylist()

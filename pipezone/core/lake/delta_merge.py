@@ -14,10 +14,9 @@ these writes build on (a first MERGE or SCD2 creates its table with `delta_table
 
 from __future__ import annotations
 
-import datetime
+import dataclasses
 import json
 import uuid
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_log
@@ -36,6 +35,7 @@ from pipezone.core.lake.delta_tables import (
     sql_table,
     table_exists,
 )
+from pipezone.core.lake.key_filters import key_filter
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -164,51 +164,6 @@ def _assign(values: dict[str, str]) -> str:
     return ", ".join(f"`{column}` = {value}" for column, value in values.items())
 
 
-NARROW_KEYS = 10_000  # a batch of at most this many keys filters the table to them before joining it
-
-
-def sql_literal(value: Any) -> str | None:
-    """`value` as a Spark SQL literal of its own type, or None for a type this does not spell exactly."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}L" if not -(2**31) <= value < 2**31 else str(value)
-    if isinstance(value, Decimal):
-        return f"{value}BD" if value.is_finite() else None
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, datetime.datetime):
-        return None  # a collected timestamp's zone depends on the session: no narrowing, never a wrong one
-    if isinstance(value, datetime.date):
-        return f"DATE'{value.isoformat()}'"
-    return None
-
-
-def key_filter(df: DataFrame, keys: list[str], alias: str = "") -> str | None:
-    """A SQL filter that keeps the rows whose key values all occur in `df` (per column: a superset of the
-    rows a key join matches), or None when `df` holds more than NARROW_KEYS keys or a key of a type
-    `sql_literal` does not spell.
-
-    Joined with a small batch, a table is otherwise shuffled whole; filtered first, only the few rows that
-    can match move. Nulls are kept, as the null-safe key join matches them.
-    """
-    from pyspark.sql import functions as F
-
-    rows = df.select(*[F.col(f"`{k}`") for k in keys]).distinct().limit(NARROW_KEYS + 1).collect()
-    if len(rows) > NARROW_KEYS:
-        return None
-    terms = []
-    for i, key in enumerate(keys):
-        column = f"{alias}`{key}`"
-        values = {row[i] for row in rows}
-        literals = [sql_literal(v) for v in sorted(values - {None}, key=repr)]
-        if None in literals:
-            return None
-        kept = f"{column} IN ({', '.join(literals)})" if literals else "false"
-        terms.append(f"({kept} OR {column} IS NULL)" if None in values else kept)
-    return " AND ".join(terms) if terms else None
-
-
 def merge(
     df: DataFrame,
     path: str,
@@ -220,10 +175,12 @@ def merge(
     metadata: dict[str, Any],
     partition_by: list[str] | None = None,
     narrow: bool = False,
+    within: str | None = None,
     changed_only: bool = False,
 ) -> CommitInfo:
     """Upsert by `keys`, forward-only; creates the table from `df` on the first run (statistics on the keys
-    and the cursor). `narrow`: `df` is small, filter the table to its keys first (`key_filter`).
+    and the cursor). `narrow`: `df` is small, filter the table to its keys first (`key_filter`). `within`:
+    a filter on the target (columns as `t.`) that keeps every row `df` can match (`KeyRanges.sql`).
     `changed_only`: a matched row whose values equal the target's is left alone (`differs`), so a table
     recomputed whole (gold) rewrites, and its change feed carries, only the rows that changed.
 
@@ -244,8 +201,11 @@ def merge(
     flagged = f"coalesce(t.`{DELETED}`, false)"
     on = _on(keys)
     only = key_filter(df, keys, alias="t.") if narrow else None
-    if only is not None:  # a target-only term of the ON clause: Spark filters the table before the join
-        on = f"{on} AND {only}"
+    terms = {"key range": within, "key list": only}
+    for term in terms.values():  # target-only terms of the ON clause: Spark filters the table first
+        if term is not None:
+            on = f"{on} AND ({term})"
+    narrowed_by = " and ".join(name for name, term in terms.items() if term is not None) or None
     if not tombstones:
         clauses = [f"WHEN MATCHED AND ({newer}) THEN UPDATE SET *", "WHEN NOT MATCHED THEN INSERT *"]
     else:
@@ -257,7 +217,7 @@ def merge(
             "THEN UPDATE SET *",
             f"WHEN NOT MATCHED AND NOT s.`{DELETED}` THEN INSERT *",
         ]
-    return merge_commit(df, path, on, clauses, **common)
+    return dataclasses.replace(merge_commit(df, path, on, clauses, **common), narrowed_by=narrowed_by)
 
 
 def with_row_hash(df: DataFrame) -> DataFrame:

@@ -85,6 +85,7 @@ class CommitInfo:
     bytes_written: int
     skipped: bool = False
     files: dict[str, int] | None = None  # a MERGE's file counts (delta_merge.merge_files)
+    narrowed_by: str | None = None  # how the write narrowed the table it read: "key range", "key list"
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:

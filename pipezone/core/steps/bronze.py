@@ -25,6 +25,7 @@ from pipezone.core.steps import bronze_bulk
 from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.events import as_events, inferred_tombstones, latest_events
 from pipezone.core.steps.layer_writes import (
+    batch_key_ranges,
     commit_layer,
     layer_keys,
     pending,
@@ -32,7 +33,7 @@ from pipezone.core.steps.layer_writes import (
     without_dropped_columns,
     write_layer,
 )
-from pipezone.core.steps.standardize import snake_case_columns
+from pipezone.core.steps.standardize import snake_case, snake_case_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -70,12 +71,21 @@ def run_bronze(ctx: StepContext) -> StepResult:
                 return _bulkwrite_layer(ctx, df, keys, cursor, newest), "arrow"
             except ArrowUnsupported as err:  # nothing written: Spark writes it
                 print(f"pipezone: flow {ctx.flow.name}: bronze bulk path not used ({err}); writing with Spark")
-        return write_layer(ctx, df, "bronze", keys, cursor, newest, rows_in), "spark"
+        # inferred tombstones hold keys of older batches: the pending files' key ranges do not cover them
+        within = None if tombstones is not None else batch_key_ranges(ctx, raw, batches, _raw_keys(ctx))
+        return write_layer(ctx, df, "bronze", keys, cursor, newest, rows_in, within=within), "spark"
 
     result = commit_layer(ctx, "bronze", batches, rows_in, write)
     if completes:
         result.details["complete_reads"] = [c["batch"] for c in completes if c["batch"] > previous]
     return result
+
+
+def _raw_keys(ctx: StepContext) -> dict[str, str]:
+    """Each bronze key -> raw's column (the source's name, before snake_case)."""
+    source = ctx.flow.source
+    assert source is not None
+    return {snake_case(k): k for k in source.primary_key}
 
 
 def _in_change_order(df: DataFrame) -> DataFrame:

@@ -17,12 +17,14 @@ by bronze from complete reads; both the same rows from there on). Write modes:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipezone.core import failpoints
 from pipezone.core.lake import delta_merge as dm
 from pipezone.core.lake import delta_tables as dt
+from pipezone.core.lake.key_filters import NARROW_KEYS, KeyRanges, key_ranges
 from pipezone.core.lake.schema_drift import conform_to_table
 from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.events import latest_events, order_columns
@@ -86,6 +88,17 @@ def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int,
     return df.drop(*dropped) if dropped else df
 
 
+def batch_key_ranges(
+    ctx: StepContext, below: str, batches: tuple[int, int], columns: dict[str, str] | None
+) -> KeyRanges | None:
+    """The pending batches' key ranges from the statistics of `below`'s files (`columns`: the layer's name
+    for each key -> `below`'s), or None when they cannot be exact (see lake/key_filters)."""
+    if not columns:
+        return None
+    with ctx.timed("delta_log"):
+        return key_ranges(ctx.spark, below, batches, columns)
+
+
 def _with_valid_from(df: DataFrame, cursor: str | None) -> DataFrame:
     """SCD2 validity starts at the source's cursor when it is a time, else when the row was extracted; a
     CDC change's at its commit."""
@@ -99,23 +112,30 @@ def _with_valid_from(df: DataFrame, cursor: str | None) -> DataFrame:
     return df.withColumn(dt.VALID_FROM, F.when(F.col(dt.DELETED), F.col(dt.EXTRACTED_AT)).otherwise(start))
 
 
-def _new_versions(ctx: StepContext, df: DataFrame, path: str, keys: list[str], cursor: str | None) -> DataFrame:
-    """Rows that differ from their key's latest version in the table (re-read versions are dropped).
+def _new_versions(
+    ctx: StepContext, df: DataFrame, path: str, keys: list[str], cursor: str | None, within: KeyRanges | None
+) -> tuple[DataFrame, str | None]:
+    """Rows that differ from their key's latest version in the table (re-read versions are dropped), and
+    how the table was narrowed ("key range" or None).
 
-    No key filter here (unlike silver's MERGE): collecting the batch's keys first costs more than the
-    semi join, which reads only the table's key, order and hash columns (measured in docs/benchmarks.md;
-    again on 2026-12-05 for 1,000 changes to a 10M-row bronze through Spark Connect: the filter saved
-    0.7 s of the write and its collect cost 0.8-1.1 s; a broadcast of the batch's keys saved nothing).
+    The table is filtered to the batch's key ranges (`within`, from raw's file statistics: no Spark job),
+    never to a collected list of keys: that collect costs more than the semi join, which reads only the
+    table's key, order and hash columns (measured in docs/benchmarks.md; again on 2026-12-05 for 1,000
+    changes to a 10M-row bronze through Spark Connect: the list saved 0.7 s of the write and its collect
+    cost 0.8-1.1 s; a broadcast of the batch's keys saved nothing).
     """
     df = dm.with_row_hash(df)
     if not keys or not dt.table_exists(ctx.spark, path):
-        return df
+        return df, None
     table = ctx.spark.read.format("delta").load(path)
     if dt.ROW_HASH not in table.columns:
-        return df
+        return df, None
+    if within is not None:
+        table = table.filter(within.sql())
     touched = table.join(df.select(*keys).distinct(), on=keys, how="left_semi")
     held = latest_per_key(touched, keys, [dt.BATCH, *order_columns(cursor)])
-    return df.join(held.select(*keys, dt.ROW_HASH), on=[*keys, dt.ROW_HASH], how="left_anti")
+    new = df.join(held.select(*keys, dt.ROW_HASH), on=[*keys, dt.ROW_HASH], how="left_anti")
+    return new, "key range" if within is not None else None
 
 
 def write_layer(
@@ -128,8 +148,10 @@ def write_layer(
     rows_in: int,
     *,
     replay: bool = False,
+    within: KeyRanges | None = None,
 ) -> dt.CommitInfo:
-    """`replay`: rows from the quarantine, `batch` the quarantine table's version (a writer of its own)."""
+    """`replay`: rows from the quarantine, `batch` the quarantine table's version (a writer of its own).
+    `within`: the key ranges of `df` (`batch_key_ranges`), which narrow the table a keyed write reads."""
     settings = getattr(ctx.flow.layers, layer)
     path = ctx.runtime.lake.table(layer, ctx.flow.name)
     common = {
@@ -145,15 +167,33 @@ def write_layer(
     )
     stats_on = [*keys, *([cursor] if cursor else [])]
     if mode == "append":
-        return dt.append(_new_versions(ctx, df, path, keys, cursor), path, stats_on=stats_on, **common)
+        new, narrowed_by = _new_versions(ctx, df, path, keys, cursor, within)
+        commit = dt.append(new, path, stats_on=stats_on, **common)
+        return dataclasses.replace(commit, narrowed_by=narrowed_by)
     if mode == "scd2":
         order = dt.CHANGE_ORDER if cursor == dt.CHANGE_ORDER else None
         return dm.scd2(_with_valid_from(df, cursor), path, keys=keys, order=order, **common)
     events = latest_events(df, keys, cursor)
     if mode == "merge":
-        # a few rows in: MERGE filters the table to their keys first
-        return dm.merge(events, path, keys=keys, cursor=cursor, narrow=rows_in <= dm.NARROW_KEYS, **common)
+        narrow = _list_keys(ctx, path, rows_in, within)
+        ranges = within.sql("t.") if within is not None else None
+        return dm.merge(events, path, keys=keys, cursor=cursor, narrow=narrow, within=ranges, **common)
     return dt.append(events.filter(f"NOT `{dt.DELETED}`"), path, overwrite=True, stats_on=stats_on, **common)
+
+
+RANGE_ROWS = 1_000_000  # a key range that meets at most this many of the table's rows needs no key list
+
+
+def _list_keys(ctx: StepContext, path: str, rows_in: int, within: KeyRanges | None) -> bool:
+    """Whether a MERGE of `rows_in` rows filters the table to a collected list of their keys: a few rows
+    in, unless their key ranges already keep the table's side small (a Spark job saved)."""
+    if rows_in > NARROW_KEYS:
+        return False
+    if within is None:
+        return True
+    with ctx.timed("delta_log"):
+        meets = within.rows_within(ctx.spark, path)
+    return meets is None or meets > RANGE_ROWS
 
 
 def layer_keys(ctx: StepContext) -> tuple[list[str], str | None]:
@@ -192,5 +232,6 @@ def commit_layer(
             "delta_version": commit.version,
             "write_path": how,
             **({"files": commit.files} if commit.files else {}),
+            **({"narrowed_by": commit.narrowed_by} if commit.narrowed_by else {}),
         },
     )

@@ -101,6 +101,29 @@ def renamed(columns: list[str], transforms: list[Transform]) -> list[str]:
     return out
 
 
+def unchanged_columns(columns: list[str], transforms: list[Transform]) -> dict[str, str] | None:
+    """Each of `columns` by its name after the transforms -> its name before them, when the transforms
+    only rename it; None when one may change its values (a cast, derive, trim, lower or drop of it, or
+    another column renamed onto it). What holds for the values before (a key range from bronze's file
+    statistics) then holds after."""
+    current = {c: c for c in columns}  # name before -> name now
+    for t in transforms:
+        now = {name.lower(): before for before, name in current.items()}
+        if t.kind == "rename":
+            for old, new in (t.rename or {}).items():
+                if old.lower() in now and current[now[old.lower()]] != old:
+                    return None  # a rename spelled in another case: renamed() would not follow it
+                if new.lower() in now and old.lower() != new.lower():
+                    return None
+                if old.lower() in now:
+                    current[now[old.lower()]] = new
+        elif t.kind in ("cast", "derive", "drop", "trim", "lower"):
+            written = getattr(t, t.kind) or []
+            if any(str(c).lower() in now for c in written):
+                return None
+    return {name: before for before, name in current.items()}
+
+
 def apply_transforms(df: DataFrame, transforms: list[Transform]) -> DataFrame:
     for t in transforms:
         df = _APPLY[t.kind](df, t)

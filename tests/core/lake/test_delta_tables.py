@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -192,39 +191,6 @@ def test_forward_only_condition(spark: Any) -> None:
 
 def test_forward_only_condition_without_a_cursor_is_by_batch() -> None:
     assert dm.forward_only_condition(None) == "s.`_pz_batch` > t.`_pz_batch`"
-
-
-def test_key_filter_keeps_the_rows_a_null_safe_key_join_can_match(spark: Any, monkeypatch: Any) -> None:
-    batch = spark.createDataFrame([(1, "a"), (2, None), (1, "b")], "k1 INT, k2 STRING")
-    rows = [(1, "a"), (1, "b"), (2, None), (2, "a"), (3, "a"), (None, "a")]
-    table_df = spark.createDataFrame(rows, "k1 INT, k2 STRING")
-    only = dm.key_filter(batch, ["k1", "k2"])
-    assert only is not None
-    kept = {tuple(r) for r in table_df.filter(only).collect()}
-    # a superset per column of what the join matches: (2, 'a') stays, (3, *) and (NULL, *) go
-    assert kept == {(1, "a"), (1, "b"), (2, "a"), (2, None)}
-    monkeypatch.setattr(dm, "NARROW_KEYS", 2)
-    assert dm.key_filter(batch, ["k1", "k2"]) is None  # 3 keys: too many to list, the join does it all
-
-
-def test_sql_literals_read_back_as_the_same_value_and_type(spark: Any) -> None:
-    values = [7, -(2**40), "it's a \\path\\ 'x'", "", Decimal("12345.6700"), date(2026, 2, 28), True]
-    for value in values:
-        literal = dm.sql_literal(value)
-        assert literal is not None, value
-        back = spark.sql(f"SELECT {literal} AS v").first()["v"]
-        assert (back, type(back)) == (value, type(value)), literal
-    assert dm.sql_literal(datetime(2026, 1, 1, tzinfo=UTC)) is None  # zone-dependent: no narrowing
-    assert dm.sql_literal(Decimal("NaN")) is None and dm.sql_literal(1.5) is None
-
-
-def test_key_filter_gives_up_on_keys_it_cannot_spell(spark: Any) -> None:
-    batch = spark.createDataFrame([(datetime(2026, 1, 1, 12, tzinfo=UTC),)], "k TIMESTAMP")
-    assert dm.key_filter(batch, ["k"]) is None  # the MERGE then joins the whole table, still correct
-    strings = spark.createDataFrame([("o'k",), ("a\\b",)], "k STRING")
-    only = dm.key_filter(strings, ["k"])
-    table_df = spark.createDataFrame([("o'k",), ("a\\b",), ("ok",)], "k STRING")
-    assert {r.k for r in table_df.filter(only).collect()} == {"o'k", "a\\b"}
 
 
 def test_a_narrowed_merge_writes_what_a_whole_table_merge_writes(spark: Any, tmp_path: Path) -> None:

@@ -118,3 +118,18 @@ def test_a_crash_before_the_progress_was_recorded_is_repaired_from_the_commit(
     assert project.layers(RERUN_FLOW) == before
     assert project.state.get_progress(RERUN_FLOW, step) == 2
     same_rows(project.silver_rows(RERUN_FLOW), demo.incremental.silver[RERUN_FLOW], "silver after the replay")
+
+
+# ------------------------------------------------------------------------------------- narrowed by key range
+
+
+def test_an_incremental_run_narrows_its_tables_by_the_batch_key_range(demo: Any) -> None:
+    """Integer keys, no transform on them: bronze's semi join and silver's MERGE filter their table to the
+    batch's key range from the file statistics below (no Spark job to collect the keys), and still equal
+    the source (the tests above)."""
+    for flow in FLOWS:
+        logs = demo.incremental.logs[flow]
+        assert logs["bronze"].details.get("narrowed_by") == "key range", (flow, logs["bronze"].details)
+        silver = logs["silver"].details
+        if demo.project.runtime.flow(flow).layers.silver.write_mode == "merge":
+            assert silver.get("narrowed_by") == "key range", (flow, silver)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipezone.core.spec.flow import Transform
-from pipezone.core.steps.transforms import apply_transforms, latest_per_key, renamed
+from pipezone.core.steps.transforms import apply_transforms, latest_per_key, renamed, unchanged_columns
 
 pytestmark = pytest.mark.spark
 
@@ -52,6 +52,30 @@ def test_renamed_carries_keys_and_cursor_through_every_rename() -> None:
     assert renamed(["id", "updated_at", "email"], transforms) == ["customer_key", "changed_at", "email"]
     assert renamed(["id"], [t(trim=["id"])]) == ["id"]
     assert renamed([], transforms) == []
+
+
+def test_unchanged_columns_follow_renames_and_give_up_on_any_write_to_a_key() -> None:
+    """Silver filters its table by bronze's key ranges only where the key's values pass through unchanged."""
+    keep = [
+        t(rename={"id": "customer_id"}),
+        t(filter="status <> 'x'"),
+        t(lower=["email"]),
+        t(deduplicate={"keys": ["id"]}),
+    ]
+    assert unchanged_columns(["id", "region"], keep) == {"customer_id": "id", "region": "region"}
+    assert unchanged_columns(["id"], []) == {"id": "id"}
+    changes = [
+        t(cast={"id": "string"}),
+        t(derive={"ID": "id + 1"}),  # Spark's names are case-insensitive
+        t(trim=["id"]),
+        t(lower=["id"]),
+        t(drop=["id"]),
+        t(rename={"legacy_id": "id"}),  # another column's values under the key's name
+        t(rename={"ID": "key"}),  # renamed() follows exact names only
+    ]
+    for change in changes:
+        assert unchanged_columns(["id"], [change]) is None, change
+    assert unchanged_columns(["id"], [t(rename={"id": "k"}), t(cast={"k": "bigint"})]) is None
 
 
 def test_cast(people: Any) -> None:
