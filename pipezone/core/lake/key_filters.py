@@ -100,16 +100,16 @@ class KeyRanges:
             return None
         total = 0
         for file in files:
-            meets = True
-            for column, (low, high) in self.bounds.items():
-                stats = _column_stats(file, column)
-                if stats is None or file.get("num_records") is None:
-                    return None
-                file_low, file_high, _ = stats
-                try:
-                    meets = meets and file_low is not None and file_low <= high and file_high >= low
-                except TypeError:  # the table's statistics are of another type than the range's
-                    return None
+            spans = [_column_stats(file, column) for column in self.bounds]
+            if None in spans or file.get("num_records") is None:
+                return None
+            try:
+                meets = all(
+                    span[0] is not None and span[0] <= high and span[1] >= low
+                    for span, (low, high) in zip(spans, self.bounds.values(), strict=True)
+                )
+            except TypeError:  # the table's statistics are of another type than the range's
+                return None
             total += int(file["num_records"]) if meets else 0
         return total
 

@@ -62,6 +62,8 @@ def run_bronze(ctx: StepContext) -> StepResult:
     if mode != "scd2" and keys and not one_read:
         df = latest_events(df, keys, cursor)
     df = df.withColumn(dt.LOADED_AT, F.current_timestamp())
+    # inferred tombstones hold keys of older batches: the pending files' key ranges do not cover them
+    within = None if tombstones is not None else batch_key_ranges(ctx, raw, batches, _raw_keys(ctx))
 
     def write() -> tuple[dt.CommitInfo, str]:
         # the bulk path copies raw's files: only when there is no inferred tombstone to add
@@ -71,8 +73,6 @@ def run_bronze(ctx: StepContext) -> StepResult:
                 return _bulkwrite_layer(ctx, df, keys, cursor, newest), "arrow"
             except ArrowUnsupported as err:  # nothing written: Spark writes it
                 print(f"pipezone: flow {ctx.flow.name}: bronze bulk path not used ({err}); writing with Spark")
-        # inferred tombstones hold keys of older batches: the pending files' key ranges do not cover them
-        within = None if tombstones is not None else batch_key_ranges(ctx, raw, batches, _raw_keys(ctx))
         return write_layer(ctx, df, "bronze", keys, cursor, newest, rows_in, within=within), "spark"
 
     result = commit_layer(ctx, "bronze", batches, rows_in, write)

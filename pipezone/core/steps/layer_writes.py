@@ -191,8 +191,7 @@ def _list_keys(ctx: StepContext, path: str, rows_in: int, within: KeyRanges | No
         return False
     if within is None:
         return True
-    with ctx.timed("delta_log"):
-        meets = within.rows_within(ctx.spark, path)
+    meets = within.rows_within(ctx.spark, path)  # part of the write: inside commit_layer's read_write
     return meets is None or meets > RANGE_ROWS
 
 
