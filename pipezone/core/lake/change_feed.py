@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 CHANGE_FEED_PROPERTY = "delta.enableChangeDataFeed"
 FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 _LIVE, _RANK = "_pz_feed_live", "_pz_feed_rank"
+ROWS = "_pz_live_rows"  # net_counts' count of live rows
 
 
 class ChangeFeedUnavailable(Exception):
@@ -78,7 +79,7 @@ def keyed_changes(spark: SparkSession, path: str, start: int, end: int, keys: li
     from pyspark.sql import Window
     from pyspark.sql import functions as F  # noqa: N812
 
-    feed = _feed(spark, path, start, end).filter(F.col("_change_type") != "update_preimage")
+    feed = feed_of(spark, path, start, end).filter(F.col("_change_type") != "update_preimage")
     live = live_condition(feed.columns)
     feed = feed.withColumn(_LIVE, F.expr(live) if live else F.lit(True))
     feed = feed.withColumn(_LIVE, F.col(_LIVE) & (F.col("_change_type") != "delete"))
@@ -94,13 +95,36 @@ def new_rows(spark: SparkSession, path: str, start: int, end: int) -> DataFrame:
     """For an `append` export: every live image inserted or updated in versions start..end, oldest first."""
     from pyspark.sql import functions as F  # noqa: N812
 
-    feed = _feed(spark, path, start, end).filter(F.col("_change_type").isin("insert", "update_postimage"))
+    feed = feed_of(spark, path, start, end).filter(F.col("_change_type").isin("insert", "update_postimage"))
     live = live_condition(feed.columns)
     rows = feed.filter(live) if live else feed
     return rows.orderBy("_commit_version").drop(*FEED_COLUMNS)
 
 
-def _feed(spark: SparkSession, path: str, start: int, end: int) -> DataFrame:
+def net_counts(feed: DataFrame, conditions: dict[str, str]) -> dict[str, int]:
+    """How many more live rows meet each SQL condition after the `feed`'s versions (`feed_of`) than before them, and
+    (`ROWS`) how many more live rows there are: one aggregate over the feed, where an inserted row or
+    post-image counts +1 and a deleted row or pre-image -1 (a row a commit copied unchanged is not in the
+    feed). A condition the feed's columns cannot evaluate is ChangeFeedUnavailable too."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F  # noqa: N812
+
+    live = live_condition(feed.columns) or "true"
+    sign = F.when(F.col("_change_type").isin("insert", "update_postimage"), 1).otherwise(-1)
+    sums = [F.sum(F.when(F.expr(live), sign).otherwise(0)).alias(ROWS)]
+    sums += [
+        F.sum(F.when(F.expr(f"({live}) AND ({condition})"), sign).otherwise(0)).alias(f"c{i}")
+        for i, condition in enumerate(conditions.values())
+    ]
+    try:
+        row = feed.agg(*sums).collect()[0]
+    except AnalysisException as err:
+        raise ChangeFeedUnavailable(" ".join(str(err).split())[:300]) from None
+    counts = {name: int(row[f"c{i}"] or 0) for i, name in enumerate(conditions)}
+    return {ROWS: int(row[ROWS] or 0), **counts}
+
+
+def feed_of(spark: SparkSession, path: str, start: int, end: int) -> DataFrame:
     """The raw change feed of versions start..end; ChangeFeedUnavailable when the table didn't record it."""
     from pyspark.errors import AnalysisException
 

@@ -65,10 +65,13 @@ def table_properties(columns: dict[str, str], stats_on: list[str] | None, merged
     File statistics only on the columns reads filter or merge on (the batch, the keys, the cursor): Delta
     keeps none for booleans, binary or nested types. A table that MERGE updates (`merged`) gets deletion
     vectors: updating 1,000 keys spread over a 10M-row table then marks the old rows instead of
-    rewriting every file that holds one."""
+    rewriting every file that holds one. It also records its change data feed (a MERGE writes the changed
+    rows' old and new images beside its files), so the quality step counts its checks on the changes
+    (quality/change_counts.py) and an export sends them, instead of reading the whole table."""
     properties = dict(TABLE_PROPERTIES)
     if merged:
         properties["delta.enableDeletionVectors"] = "true"
+        properties["delta.enableChangeDataFeed"] = "true"
     if stats_on:
         no_stats = ("boolean", "binary", "array", "map", "struct")
         wanted = [c for c in dict.fromkeys([BATCH, *stats_on]) if c in columns and not columns[c].startswith(no_stats)]
@@ -122,6 +125,11 @@ def _spark_history(spark: SparkSession, path: str, limit: int | None) -> list[di
 def content_version(spark: SparkSession, path: str) -> int | None:
     """The version holding the table's current rows (empty MERGE commits skipped), None for a missing table."""
     return delta_log.content_version(_history(spark, path, CONTENT_HISTORY))
+
+
+def history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str, Any]]:
+    """The newest `limit` commits (all with None), newest first, as Spark's history names them; [] for no table."""
+    return _history(spark, path, limit)
 
 
 def last_commit(spark: SparkSession, path: str) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -51,16 +52,24 @@ def _gxe() -> ModuleType:
 @dataclass(frozen=True)
 class Expectation:
     """One expectation of one check: its name in results and docs, the GX object, the condition of an
-    unexpected row (checks rows fail one by one), and the helper column it validates (expressions)."""
+    unexpected row (checks rows fail one by one), and the helper column it validates (expressions).
+
+    The GX object is built on first use (`gx`): counting a condition over changed rows
+    (quality/change_counts.py) or acting on rows (steps/row_checks.py) never imports GX."""
 
     name: str
     index: int  # the check's position in the flow's `quality:` list
     check: QualityCheck
-    gx: gxe.Expectation | None  # None: nothing GX can judge (a freshness check on a non-time column)
+    build: Callable[[], gxe.Expectation] | None  # None: nothing GX can judge (freshness on a non-time column)
     unexpected: str | None = None
     helper: tuple[str, str] | None = None  # (column, SQL) added to the frame before validation
     problem: str | None = None  # why gx is None
     describe: Callable[[Any], Any] = lambda observed: observed  # GX's observed value as results show it
+
+    @cached_property
+    def gx(self) -> gxe.Expectation | None:
+        """The GX expectation (one object per Expectation: the Validator sets its meta)."""
+        return None if self.build is None else self.build()
 
     @property
     def row_level(self) -> bool:
@@ -91,11 +100,12 @@ def literal(value: Any) -> str:
 
 
 def expectations(
-    checks: list[tuple[int, QualityCheck]], df: DataFrame, resolve: Callable[[str], str] = str
+    checks: list[tuple[int, QualityCheck]], df: DataFrame | None, resolve: Callable[[str], str] = str
 ) -> list[Expectation]:
     """The expectations of `checks` (numbered as in the flow) on `df`'s columns. `resolve` rewrites the
-    silver.<flow> / gold.<table> references of a `sql` check's query."""
-    types = {f.name.lower(): f.dataType.simpleString() for f in df.schema.fields}
+    silver.<flow> / gold.<table> references of a `sql` check's query. Without a frame (`None`: counting
+    changes, quality/change_counts.py) no column has a type, which only a freshness check looks at."""
+    types = {} if df is None else {f.name.lower(): f.dataType.simpleString() for f in df.schema.fields}
     out: list[Expectation] = []
     for index, check in checks:
         out += _of(index, check, types, resolve)
@@ -110,28 +120,30 @@ def _of(index: int, check: QualityCheck, types: dict[str, str], resolve: Callabl
                 f"not_null({c})",
                 index,
                 check,
-                _gxe().ExpectColumnValuesToNotBeNull(column=c, meta=meta, description=f"{c} is never null"),
+                lambda c=c: _gxe().ExpectColumnValuesToNotBeNull(column=c, meta=meta, description=f"{c} is never null"),
                 unexpected=f"{q(c)} IS NULL",
             )
             for c in check.columns
         ]
     if isinstance(check, AcceptedValuesCheck):
         values = ", ".join(literal(v) for v in check.values)
-        expectation = _gxe().ExpectColumnValuesToBeInSet(column=check.column, value_set=list(check.values), meta=meta)
+
+        def expectation() -> gxe.Expectation:
+            return _gxe().ExpectColumnValuesToBeInSet(column=check.column, value_set=list(check.values), meta=meta)
+
         condition = f"{q(check.column)} IS NOT NULL AND NOT ({q(check.column)} IN ({values}))"
         return [Expectation(f"accepted_values({check.column})", index, check, expectation, unexpected=condition)]
     if isinstance(check, ExpressionCheck):
         column = f"{EXPECT_PREFIX}{index}"
         holds = f"coalesce(({check.expression}), false)"
-        expectation = _gxe().ExpectColumnValuesToBeInSet(
-            column=column, value_set=[True], meta=meta, description=f"every row: {check.expression}"
-        )
         return [
             Expectation(
                 f"expression({check.expression})",
                 index,
                 check,
-                expectation,
+                lambda: _gxe().ExpectColumnValuesToBeInSet(
+                    column=column, value_set=[True], meta=meta, description=f"every row: {check.expression}"
+                ),
                 unexpected=f"NOT {holds}",
                 helper=(column, holds),
             )
@@ -146,20 +158,28 @@ def _table_level(
         name = f"unique({', '.join(check.columns)})"
         if len(check.columns) == 1:
             return Expectation(
-                name, index, check, _gxe().ExpectColumnValuesToBeUnique(column=check.columns[0], meta=meta)
+                name, index, check, lambda: _gxe().ExpectColumnValuesToBeUnique(column=check.columns[0], meta=meta)
             )
         return Expectation(
-            name, index, check, _gxe().ExpectCompoundColumnsToBeUnique(column_list=check.columns, meta=meta)
+            name, index, check, lambda: _gxe().ExpectCompoundColumnsToBeUnique(column_list=check.columns, meta=meta)
         )
     if isinstance(check, RowCountCheck):
-        gx = _gxe().ExpectTableRowCountToBeBetween(min_value=check.min, max_value=check.max, meta=meta)
-        return Expectation("row_count", index, check, gx)
+        return Expectation(
+            "row_count",
+            index,
+            check,
+            lambda: _gxe().ExpectTableRowCountToBeBetween(min_value=check.min, max_value=check.max, meta=meta),
+        )
     if isinstance(check, FreshnessCheck):
         return _freshness(index, check, meta, types)
     if isinstance(check, SqlCheck):
         query = resolve(check.query).replace("{table}", "{batch}")
-        gx = _gxe().UnexpectedRowsExpectation(unexpected_rows_query=query, meta=meta, description=check.query)
-        return Expectation(f"sql({' '.join(check.query.split())[:80]})", index, check, gx)
+        return Expectation(
+            f"sql({' '.join(check.query.split())[:80]})",
+            index,
+            check,
+            lambda: _gxe().UnexpectedRowsExpectation(unexpected_rows_query=query, meta=meta, description=check.query),
+        )
     raise TypeError(f"unknown check {check!r}")
 
 
@@ -173,13 +193,16 @@ def _freshness(index: int, check: FreshnessCheck, meta: dict[str, Any], types: d
         problem = f"column {check.column} {found}: not a date or timestamp"
         return Expectation(name, index, check, None, problem=problem)
     oldest = oldest_fresh(kind, datetime.now(UTC) - check.max_age)
-    gx = _gxe().ExpectColumnMaxToBeBetween(
-        column=check.column,
-        min_value=oldest,
-        meta=meta,
-        description=f"newest {check.column} at most {check.max_age} old",
-    )
-    return Expectation(name, index, check, gx, describe=lambda newest: _age(newest, kind))
+
+    def expectation() -> gxe.Expectation:
+        return _gxe().ExpectColumnMaxToBeBetween(
+            column=check.column,
+            min_value=oldest,
+            meta=meta,
+            description=f"newest {check.column} at most {check.max_age} old",
+        )
+
+    return Expectation(name, index, check, expectation, describe=lambda newest: _age(newest, kind))
 
 
 def _age(newest: Any, kind: str) -> str:

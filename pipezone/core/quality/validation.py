@@ -39,6 +39,7 @@ class Outcome:
     observed: Any
     expected: Any
     unexpected: UnexpectedRows = field(default_factory=UnexpectedRows)
+    rows: int | None = None  # the rows judged (GX's element count; a row_count check's observed value)
 
     @property
     def name(self) -> str:
@@ -195,7 +196,13 @@ def _outcome(expectation: Expectation, found: Any, keys: list[dict[str, Any]] | 
         percent=None if percent is None else round(float(percent), 6),
         keys=keys,
     )
-    return Outcome(expectation, bool(found.success), observed, _expected(expectation, found), unexpected)
+    rows = result.get("element_count")
+    if rows is None and expectation.check.check == "row_count":
+        rows = result.get("observed_value")
+    expected = _expected(expectation, found)
+    return Outcome(
+        expectation, bool(found.success), observed, expected, unexpected, rows if isinstance(rows, int) else None
+    )
 
 
 def _sql_rows(expectation: Expectation, result: dict[str, Any]) -> int | None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipezone.core import failpoints
+from pipezone.core.quality.change_counts import carriable
 from pipezone.core.quality.checked_tables import table_checks
 from pipezone.core.quality.validation import import_ahead, import_done
 from pipezone.core.spark.errors import summarize_error
@@ -236,7 +237,7 @@ def run_flows(
                 record_idle(runtime, flow, step, report.run_id, idle)
                 ok, line = True, f"skipped ({idle})"
             else:
-                if in_process and step != "quality" and "quality" in chosen and table_checks(runtime.flow(flow)):
+                if in_process and step != "quality" and "quality" in chosen and _validates(runtime, flow):
                     import_ahead()  # this process validates later: GX's import overlaps this step's Spark work
                 ok, line = execute(runtime, flow, step, report.run_id, full_refresh, backfill)
             seconds = time.perf_counter() - started
@@ -247,3 +248,13 @@ def run_flows(
                 break
     import_done()
     return report
+
+
+def _validates(runtime: Runtime, flow: str) -> bool:
+    """Whether the flow's quality step will likely validate with GX: it has table checks, and either one
+    of them cannot be counted on the changes or no earlier run left counts to carry (steps/quality.py)."""
+    checks = table_checks(runtime.flow(flow))
+    if not checks:
+        return False
+    last = runtime.state.last_success(flow, "quality")
+    return not all(carriable(c) for _, c in checks) or last is None or not last.details.get("tallies")

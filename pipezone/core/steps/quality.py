@@ -11,16 +11,18 @@ successful run judged, its outcomes are reused (freshness aside: it depends on t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.quality import data_docs
+from pipezone.core.quality.change_counts import Tally, carry, tally
 from pipezone.core.quality.checked_tables import checked_path, judgement, table_checks
-from pipezone.core.quality.expectations import expectations
+from pipezone.core.quality.expectations import Expectation, expectations
 from pipezone.core.quality.validation import Outcome, Validator
-from pipezone.core.spec.quality import FreshnessCheck, QualityCheck
+from pipezone.core.spec.quality import FreshnessCheck, QualityCheck, RowCountCheck
 from pipezone.core.state.quality_results import QualityResult, UnexpectedRows
+from pipezone.core.state.run_history import RunRecord
 from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.gold import resolve_references
 from pipezone.core.steps.layer_writes import layer_keys
@@ -111,25 +113,103 @@ def run_quality(ctx: StepContext) -> StepResult:
         raise QualityError(f"table {', '.join(missing)} does not exist yet: run the flow's other steps first")
     seen = judgement(checks, versions)
     slots = [(index, check) for index, check in checks for _ in _outcome_names(check)]
-    previous = _previous(ctx, seen, len(slots))
+    last = ctx.state.last_success(ctx.flow.name, "quality")
+    before = _before(ctx, last, seen, len(slots))
+    previous = before if last is not None and last.details.get("seen") == seen else None
+    tallies = dict(last.details.get("tallies") or {}) if previous is not None else {}
     # what the last run judged of these very tables is still true, but a freshness check ages with the clock
     judged = [(i, c) for i, c in checks if previous is None or isinstance(c, FreshnessCheck)]
+    carried: dict[str, list[Recorded]] = {}
+    if previous is None and before is not None:
+        carried = _carried(ctx, last, before, checks, located, versions, slots, tallies)
     outcomes: dict[int, list[Outcome]] = {}
-    with data_docs.site_folder(docs_site(ctx, "quality"), ctx.runtime.lake_s3()) as folder:
-        validator = Validator(folder)
-        for name in dict.fromkeys(located[i][0] for i, _ in judged):
-            group = [(i, c) for i, c in judged if located[i][0] == name]
-            for outcome in _validate(ctx, validator, name, paths[name], located[group[0][0]][2], group):
-                outcomes.setdefault(outcome.expectation.index, []).append(outcome)
-        if judged:
+    judged = [(i, c) for i, c in judged if located[i][0] not in carried]
+    if judged:
+        with data_docs.site_folder(docs_site(ctx, "quality"), ctx.runtime.lake_s3()) as folder:
+            validator = Validator(folder)
+            for name in dict.fromkeys(located[i][0] for i, _ in judged):
+                group = [(i, c) for i, c in judged if located[i][0] == name]
+                found, counted = _validate(ctx, validator, name, paths[name], located[group[0][0]][2], group)
+                for outcome in found:
+                    outcomes.setdefault(outcome.expectation.index, []).append(outcome)
+                if previous is None:  # a freshness-only judgement counts no rows: the old tally stands
+                    _set_tally(tallies, name, counted and replace(counted, version=versions[name]))
             validator.build_docs()
     rows = []
     for k, (index, _) in enumerate(slots):
         table = located[index][0]
-        rows.append(
-            Recorded.of(table, outcomes[index].pop(0)) if index in outcomes else Recorded.again(table, previous[k])
+        if table in carried:
+            rows.append(carried[table].pop(0))
+        elif index in outcomes:
+            rows.append(Recorded.of(table, outcomes[index].pop(0)))
+        else:
+            rows.append(Recorded.again(table, previous[k]))
+    return _recorded(ctx, rows, seen, previous is not None, tallies, sorted(carried))
+
+
+def _before(ctx: StepContext, last: RunRecord | None, seen: dict[str, Any], slots: int) -> list[QualityResult] | None:
+    """The last successful run's outcomes, one per slot, when it judged these very checks (any versions)."""
+    if last is None or (last.details.get("seen") or {}).get("checks") != seen["checks"]:
+        return None
+    outcomes = ctx.state.quality_results(last.run_id)
+    return outcomes if len(outcomes) == slots else None
+
+
+def _set_tally(tallies: dict[str, Any], name: str, counted: Tally | None) -> None:
+    if counted is None:
+        tallies.pop(name, None)
+    else:
+        tallies[name] = counted.to_json()
+
+
+def _carried(
+    ctx: StepContext,
+    last: RunRecord,
+    before: list[QualityResult],
+    checks: list[tuple[int, QualityCheck]],
+    located: dict[int, tuple[str, str, list[str]]],
+    versions: dict[str, int | None],
+    slots: list[tuple[int, QualityCheck]],
+    tallies: dict[str, Any],
+) -> dict[str, list[Recorded]]:
+    """The outcomes of each table whose last tally carries, through its change feed, to a verdict of all
+    passed (quality/change_counts.py), in slot order; the new tallies go into `tallies`."""
+    stored = last.details.get("tallies") or {}
+    carried: dict[str, list[Recorded]] = {}
+    for name in dict.fromkeys(located[i][0] for i, _ in checks):
+        group = [(i, c) for i, c in checks if located[i][0] == name]
+        kept = Tally.from_json(stored.get(name))
+        judged = expectations(group, None)
+        now = kept and carry(ctx.spark, located[group[0][0]][1], kept, versions[name] or 0, judged)
+        rows = now and _passed(
+            name, now, judged, [r for (i, _), r in zip(slots, before, strict=True) if located[i][0] == name]
         )
-    return _recorded(ctx, rows, seen, reused=previous is not None)
+        if rows:
+            carried[name] = rows
+            _set_tally(tallies, name, now)
+    return carried
+
+
+def _passed(table: str, tally: Tally, judged: list[Expectation], before: list[QualityResult]) -> list[Recorded] | None:
+    """The outcomes a carried tally gives, when every one is a pass (else None: GX judges the table, to
+    sample the failing rows' keys and render the failure); `before` gives each outcome's expected value."""
+    if tally.rows <= 0 or [e.name for e in judged] != [r.check_name for r in before]:
+        return None
+    rows = []
+    for expectation, was in zip(judged, before, strict=True):
+        check = expectation.check
+        if isinstance(check, RowCountCheck):
+            if (check.min is not None and tally.rows < check.min) or (check.max is not None and tally.rows > check.max):
+                return None
+            observed, detail = tally.rows, UnexpectedRows()
+        elif tally.unexpected[expectation.key] != 0:
+            return None
+        else:
+            observed, detail = f"0 of {tally.rows} rows unexpected", UnexpectedRows(0, 0.0, None)
+        rows.append(
+            Recorded(table, check.layer, expectation.name, "passed", observed, was.expected, check.severity, detail)
+        )
+    return rows
 
 
 def _outcome_names(check: QualityCheck) -> list[str | None]:
@@ -139,15 +219,26 @@ def _outcome_names(check: QualityCheck) -> list[str | None]:
 
 def _validate(
     ctx: StepContext, validator: Validator, name: str, path: str, keys: list[str], group: list[tuple[int, Any]]
-) -> list[Outcome]:
+) -> tuple[list[Outcome], Tally | None]:
+    """GX's outcomes on the table's live rows, and what they counted (a Tally, version to be set)."""
     live: DataFrame = dt.read_live(ctx.spark, path)
     judged = expectations(group, live, lambda sql: resolve_references(sql, ctx.runtime.lake, ctx.spark))
     # not cached: GX's few jobs re-read the Delta files faster than a 10M-row cache is built (1.3x of one
     # aggregate pass uncached, 2.5x cached: docs/benchmarks.md)
-    return validator.validate(live, name, judged, [k for k in keys if k in live.columns], ctx.run_id)
+    found = validator.validate(live, name, judged, [k for k in keys if k in live.columns], ctx.run_id)
+    rows = next((o.rows for o in found if o.rows is not None), None)
+    counts = {o.expectation.key: o.unexpected.count for o in found}
+    return found, None if rows is None else tally(0, rows, judged, counts, live.schema)
 
 
-def _recorded(ctx: StepContext, rows: list[Recorded], seen: dict[str, Any], reused: bool) -> StepResult:
+def _recorded(
+    ctx: StepContext,
+    rows: list[Recorded],
+    seen: dict[str, Any],
+    reused: bool,
+    tallies: dict[str, Any],
+    carried: list[str],
+) -> StepResult:
     failures, results = [], []
     for r in rows:
         ctx.state.record_quality_check(
@@ -163,10 +254,14 @@ def _recorded(ctx: StepContext, rows: list[Recorded], seen: dict[str, Any], reus
     note = f"{count}, {warned} warned" if warned else f"{count} passed"
     if reused:
         note += " (tables unchanged since the last check: outcomes reused)"
+    elif carried:
+        note += f" (counted on the changes of {', '.join(carried)} since the last check)"
     details = {
         "checks": results,
         "seen": seen,
         "reused": reused,
+        "carried": carried,
+        "tallies": tallies,
         "data_docs": data_docs.index_uri(docs_site(ctx, "quality")),
     }
     return StepResult(note=note, details=details)

@@ -328,3 +328,43 @@ def test_a_sql_check_reads_other_lake_tables_by_their_layer_names(project: Any, 
         "status": "warned",
         "observed": "4 rows returned by the query",
     }
+
+
+def test_after_a_few_changes_the_checks_are_counted_on_the_changes_and_judged_whole_when_one_fails(
+    project: Any,
+) -> None:
+    spark, path = project.spark, project.runtime.lake.silver("q_orders")
+    now = datetime.now(UTC)
+    rows = project.spark.createDataFrame([(i, "paid", Decimal(i), now) for i in range(1, 51)], SCHEMA)
+    dt.append(rows, path, app_id="seed:silver", version=1, metadata={"batch": 1}, merged=True)  # a merged silver
+    flow = quality_flow(
+        {"check": "not_null", "columns": ["status"]},
+        {"check": "accepted_values", "column": "status", "values": ["paid", "new"], "severity": "warn"},
+        {"check": "row_count", "min": 1},
+    )
+
+    def run(name: str) -> tuple[list[str], list[tuple[str, str, Any, Any]]]:
+        result = run_step(StepContext(project.runtime, spark, flow, name), "quality")
+        found = [
+            (r.status, r.observed, r.unexpected_count, r.unexpected_keys) for r in project.state.quality_results(name)
+        ]
+        return result.details["carried"], found
+
+    assert run("q-carry-1")[0] == []  # the first judgement: GX on the whole table
+    source = "SELECT id AS order_id, 'new' AS status, CAST(id AS DECIMAL(12,2)) AS amount, now() AS updated_at"
+    spark.sql(
+        f"MERGE INTO {dt.sql_table(path)} t USING ({source} FROM range(45, 53) r(id)) s ON t.order_id = s.order_id "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    )
+    assert run("q-carry-2") == (
+        ["silver.q_orders"],
+        [("passed", "0 of 52 rows unexpected", 0, None)] * 2 + [("passed", "52", None, None)],
+    )
+
+    spark.sql(f"UPDATE {dt.sql_table(path)} SET status = 'lost' WHERE order_id = 3")  # a warning: GX judges whole
+    carried, found = run("q-carry-3")
+    assert (carried, found[1]) == ([], ("warned", "1 of 52 rows unexpected", 1, '[{"order_id": 3}]'))
+
+    spark.sql(f"UPDATE {dt.sql_table(path)} SET status = 'paid' WHERE order_id = 3")  # mended: counted again
+    carried, found = run("q-carry-4")
+    assert (carried, found[1]) == (["silver.q_orders"], ("passed", "0 of 52 rows unexpected", 0, None))
