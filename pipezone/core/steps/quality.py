@@ -11,7 +11,7 @@ successful run judged, its outcomes are reused (freshness aside: it depends on t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_tables as dt
@@ -53,16 +53,6 @@ def docs_site(ctx: StepContext, step: str) -> str:
     site = data_docs.site_uri(ctx.runtime.lake, ctx.flow, step)
     assert site is not None, f"step {step} of flow {ctx.flow.name} renders no Data Docs"
     return site
-
-
-def _previous(ctx: StepContext, seen: dict[str, Any], slots: int) -> list[QualityResult] | None:
-    """The outcomes of the last successful quality run when it judged these very table versions with these
-    very checks (one outcome per slot, in the flow's order)."""
-    last = ctx.state.last_success(ctx.flow.name, "quality")
-    if last is None or last.details.get("seen") != seen:
-        return None
-    outcomes = ctx.state.quality_results(last.run_id)
-    return outcomes if len(outcomes) == slots else None
 
 
 @dataclass(frozen=True)
@@ -129,11 +119,13 @@ def run_quality(ctx: StepContext) -> StepResult:
             validator = Validator(folder)
             for name in dict.fromkeys(located[i][0] for i, _ in judged):
                 group = [(i, c) for i, c in judged if located[i][0] == name]
-                found, counted = _validate(ctx, validator, name, paths[name], located[group[0][0]][2], group)
+                found, counted = _validate(
+                    ctx, validator, (name, paths[name], versions[name] or 0), located[group[0][0]][2], group
+                )
                 for outcome in found:
                     outcomes.setdefault(outcome.expectation.index, []).append(outcome)
                 if previous is None:  # a freshness-only judgement counts no rows: the old tally stands
-                    _set_tally(tallies, name, counted and replace(counted, version=versions[name]))
+                    _set_tally(tallies, name, counted)
             validator.build_docs()
     rows = []
     for k, (index, _) in enumerate(slots):
@@ -218,9 +210,10 @@ def _outcome_names(check: QualityCheck) -> list[str | None]:
 
 
 def _validate(
-    ctx: StepContext, validator: Validator, name: str, path: str, keys: list[str], group: list[tuple[int, Any]]
+    ctx: StepContext, validator: Validator, table: tuple[str, str, int], keys: list[str], group: list[tuple[int, Any]]
 ) -> tuple[list[Outcome], Tally | None]:
-    """GX's outcomes on the table's live rows, and what they counted (a Tally, version to be set)."""
+    """GX's outcomes on the live rows of `table` (name, path, content version), and what they counted."""
+    name, path, version = table
     live: DataFrame = dt.read_live(ctx.spark, path)
     judged = expectations(group, live, lambda sql: resolve_references(sql, ctx.runtime.lake, ctx.spark))
     # not cached: GX's few jobs re-read the Delta files faster than a 10M-row cache is built (1.3x of one
@@ -228,7 +221,7 @@ def _validate(
     found = validator.validate(live, name, judged, [k for k in keys if k in live.columns], ctx.run_id)
     rows = next((o.rows for o in found if o.rows is not None), None)
     counts = {o.expectation.key: o.unexpected.count for o in found}
-    return found, None if rows is None else tally(0, rows, judged, counts, live.schema)
+    return found, None if rows is None else tally(version, rows, judged, counts, live.schema)
 
 
 def _recorded(
