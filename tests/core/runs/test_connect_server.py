@@ -1,6 +1,7 @@
 """Steps as Spark Connect clients: a real server started by `pipezone spark-server start` from the profile,
-every flow of the demo run through it (each step its own Python process, as Airflow runs them; then an
-incremental run of MERGEs and SCD2), and the lake compared with the source."""
+every flow of the demo run through it (the full load by one client for the whole run; then an incremental
+run of MERGEs and SCD2 with each step its own Python process, as Airflow runs them), and the lake compared
+with the source."""
 
 from __future__ import annotations
 
@@ -99,10 +100,20 @@ def test_flows_run_through_a_spark_connect_server(project: Any, same_rows: Any, 
         ok, line = spark_connect_server.status(project.runtime)
         assert ok, line
 
-        # Full load: every step of every flow is its own Python process, a client of the server.
-        full = run_flows(project.runtime, flows, in_process=False, progress=lambda _: None)
-        assert full.ok, [o.line for o in full.outcomes if not o.ok]
-        # Incremental: silver MERGEs (and SCD2 where a flow asks for it) over Connect.
+        # Full load with one client for the whole run (`pipezone run --in-process`; its own process: this one
+        # holds a local session, and a process has one kind): its steps share one session, GX's import runs
+        # beside them.
+        url = project.runtime.profile.spark.connect_url
+        done = subprocess.run([sys.executable, "-c", SAME_SESSION.format(url=url)], capture_output=True, text=True)
+        assert done.returncode == 0 and done.stdout.strip() == "one session", done.stderr[-2000:]
+        cli = str(Path(sys.executable).parent / "pipezone")
+        env = child_env(project.runtime)
+        full = subprocess.run(
+            [cli, "run", "--in-process", "--all"], env=env, cwd=project.root, text=True, capture_output=True
+        )
+        assert full.returncode == 0 and "retail_customers: quality ok" in full.stdout, full.stdout + full.stderr
+        # Incremental: every step of every flow is its own Python process, a client of the server, as Airflow
+        # runs them; silver MERGEs (and SCD2 where a flow asks for it) over Connect.
         demo_source.apply_change_batch(project.db, batch=1)
         incremental = run_flows(project.runtime, flows, in_process=False, progress=lambda _: None)
         assert incremental.ok, [o.line for o in incremental.outcomes if not o.ok]
@@ -114,18 +125,6 @@ def test_flows_run_through_a_spark_connect_server(project: Any, same_rows: Any, 
         (reviews,) = [row for row in layer_rows(project.runtime, project.spark) if row[0] == "retail_reviews"]
         assert reviews[-1] == "yes*" and int(reviews[6]) > 0, reviews
         same_rows(project.gold_rows(), project.expected_gold(), "gold", key=lambda row: (row[0], row[1]))
-
-        # One client for a whole run (`pipezone run --in-process`; its own process: this one holds a local
-        # session, and a process has one kind): its steps share one session, GX's import runs beside them.
-        url = project.runtime.profile.spark.connect_url
-        done = subprocess.run([sys.executable, "-c", SAME_SESSION.format(url=url)], capture_output=True, text=True)
-        assert done.returncode == 0 and done.stdout.strip() == "one session", done.stderr[-2000:]
-        cli = str(Path(sys.executable).parent / "pipezone")
-        env = child_env(project.runtime)
-        one = subprocess.run(
-            [cli, "run", "--in-process", "retail_customers"], env=env, cwd=project.root, text=True, capture_output=True
-        )
-        assert one.returncode == 0 and "retail_customers: quality ok" in one.stdout, one.stdout + one.stderr
     finally:
         stopped = spark_connect_server.stop(project.runtime)
     assert stopped.startswith("stopped")
