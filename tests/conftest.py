@@ -32,9 +32,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
         warehouse_dir=tmp_path_factory.mktemp("warehouse"),
         # One JVM hosts every test's tables: Delta keeps a DeltaLog (and its cached snapshot state) per table
         # path for an hour, so a long run's heap would fill with tables no test reads again. A small cache
-        # (as Delta's own test suites set) keeps it in check. Even so, by the last tenth of the suite a 2g heap
-        # was 93% full and its concurrent GC ran without pause (one core's worth beside the tests); 3g leaves
-        # the old generation room.
+        # (as Delta's own test suites set) keeps that in check. Something else still keeps query plans: a 2g
+        # heap was 93% full by the last tenth of the suite (its concurrent GC then took a core beside the
+        # tests), and 3g was 97% full by half of it. 3g only delays that; the holder is not found yet.
         driver_memory="3g",
         extra_conf={"spark.ui.enabled": "false", "spark.driver.extraJavaOptions": "-Ddelta.log.cacheSize=16"},
     )
