@@ -55,12 +55,15 @@ def replay(ctx: StepContext) -> Replayed:
         newest = latest_per_key(held, keys, [QUARANTINED_AT])
         passing = _passing(ctx, newest.drop(*QUARANTINE_COLUMNS))
         replayed = passing.select(*keys).cache()
-        written = replayed.count()
-        if written:
-            commit = write_layer(ctx, passing, "silver", keys, cursor, version, written, replay=True)
-            written = commit.rows_written if commit.rows_written is not None else written
-            _forget(ctx, path, replayed, keys, version)
-        return Replayed(waiting, written, newest.count() - replayed.count())
+        try:
+            written = replayed.count()
+            if written:
+                commit = write_layer(ctx, passing, "silver", keys, cursor, version, written, replay=True)
+                written = commit.rows_written if commit.rows_written is not None else written
+                _forget(ctx, path, replayed, keys, version)
+            return Replayed(waiting, written, newest.count() - replayed.count())
+        finally:  # a long-lived server (Spark Connect) would otherwise keep every run's keys cached
+            replayed.unpersist()
     finally:
         held.unpersist()
 

@@ -46,7 +46,7 @@ rounds = st.lists(
 )
 
 SETTINGS = settings(
-    max_examples=int(os.environ.get("PIPEZONE_PROPERTY_EXAMPLES", "2")),
+    max_examples=int(os.environ.get("PIPEZONE_PROPERTY_EXAMPLES", "1")),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=os.environ.get("PIPEZONE_PROPERTY_RANDOM") != "1",

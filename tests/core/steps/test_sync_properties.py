@@ -259,7 +259,7 @@ def run_property(spark: SparkSession, root: Path, source: Source, environ: dict[
 # Each example runs Spark several times: a few per suite run (derandomized, so CI is repeatable); set
 # PIPEZONE_PROPERTY_EXAMPLES (and unset derandomization with PIPEZONE_PROPERTY_RANDOM=1) to search deeper.
 SETTINGS = settings(
-    max_examples=int(os.environ.get("PIPEZONE_PROPERTY_EXAMPLES", "3")),
+    max_examples=int(os.environ.get("PIPEZONE_PROPERTY_EXAMPLES", "2")),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=os.environ.get("PIPEZONE_PROPERTY_RANDOM") != "1",
