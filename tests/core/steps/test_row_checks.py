@@ -194,6 +194,8 @@ def test_fixed_quarantined_rows_replay_into_silver_once_and_the_rest_stay(
         f"quarantine of retail_reviews: {len(held)} rows waited; {len(fixed)} written to silver, "
         f"{len(broken)} keys still fail their checks and stay"
     )
+    # A warm Connect server lives for days: the frames the replay cached must not outlive it.
+    assert project.spark._jsparkSession.sharedState().cacheManager().isEmpty()
     silver = project.spark.read.format("delta").load(project.runtime.lake.silver("retail_reviews"))
     replayed = {r.review_id: r.rating for r in silver.filter(f"review_id IN ({ids})").collect()}
     assert replayed == dict.fromkeys(fixed, 3)
