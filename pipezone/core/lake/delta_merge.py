@@ -26,7 +26,6 @@ from pipezone.core.lake.delta_tables import (
     DELETED_AT,
     IS_CURRENT,
     ROW_HASH,
-    RUN_ID,
     VALID_FROM,
     VALID_TO,
     CommitInfo,
@@ -36,23 +35,12 @@ from pipezone.core.lake.delta_tables import (
     table_exists,
 )
 from pipezone.core.lake.key_filters import key_filter
+from pipezone.core.lake.merge_clauses import forward_only_condition, key_match, upsert_clauses
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 _ACTION = "_pz_action"  # staging only, never written
-
-
-def forward_only_condition(cursor: str | None) -> str:
-    """Update a matched row only when the incoming one is newer: by cursor, then by batch on a tie."""
-    newer_batch = f"s.`{BATCH}` > t.`{BATCH}`"
-    if cursor is None:
-        return newer_batch
-    c = f"`{cursor}`"
-    return (
-        f"(t.{c} IS NULL AND s.{c} IS NOT NULL) OR s.{c} > t.{c} "
-        f"OR ((s.{c} = t.{c} OR (s.{c} IS NULL AND t.{c} IS NULL)) AND {newer_batch})"
-    )
 
 
 def merge_commit(
@@ -156,10 +144,6 @@ def differs(df: DataFrame, path: str, keys: list[str]) -> str:
     return "NOT (" + " AND ".join(f"s.`{c}` <=> t.`{c}`" for c in values) + ")"
 
 
-def _on(keys: list[str]) -> str:
-    return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-
-
 def _assign(values: dict[str, str]) -> str:
     return ", ".join(f"`{column}` = {value}" for column, value in values.items())
 
@@ -198,25 +182,14 @@ def merge(
     newer = forward_only_condition(cursor)
     if changed_only:
         newer = f"({newer}) AND {differs(df, path, keys)}"
-    flagged = f"coalesce(t.`{DELETED}`, false)"
-    on = _on(keys)
+    on = key_match(keys)
     only = key_filter(df, keys, alias="t.") if narrow else None
     terms = {"key range": within, "key list": only}
     for term in terms.values():  # target-only terms of the ON clause: Spark filters the table first
         if term is not None:
             on = f"{on} AND ({term})"
     narrowed_by = " and ".join(name for name, term in terms.items() if term is not None) or None
-    if not tombstones:
-        clauses = [f"WHEN MATCHED AND ({newer}) THEN UPDATE SET *", "WHEN NOT MATCHED THEN INSERT *"]
-    else:
-        tombstone = {DELETED: "true", DELETED_AT: f"s.`{DELETED_AT}`", BATCH: f"s.`{BATCH}`", RUN_ID: f"s.`{RUN_ID}`"}
-        clauses = [
-            f"WHEN MATCHED AND s.`{DELETED}` AND NOT {flagged} AND s.`{BATCH}` >= t.`{BATCH}` "
-            f"THEN UPDATE SET {_assign(tombstone)}",
-            f"WHEN MATCHED AND NOT s.`{DELETED}` AND (({newer}) OR ({flagged} AND s.`{BATCH}` > t.`{BATCH}`)) "
-            "THEN UPDATE SET *",
-            f"WHEN NOT MATCHED AND NOT s.`{DELETED}` THEN INSERT *",
-        ]
+    clauses = [clause.sql() for clause in upsert_clauses(newer, tombstones)]
     return dataclasses.replace(merge_commit(df, path, on, clauses, **common), narrowed_by=narrowed_by)
 
 
@@ -276,7 +249,7 @@ def scd2(
     ensure_columns(spark, path, inserts)
     columns = inserts.columns
     staged = inserts.withColumn(_ACTION, F.lit("insert")).unionByName(closes, allowMissingColumns=True)
-    on = f"s.`{_ACTION}` = 'close' AND t.`{IS_CURRENT}` AND " + _on(keys)
+    on = f"s.`{_ACTION}` = 'close' AND t.`{IS_CURRENT}` AND " + key_match(keys)
     close = {
         VALID_TO: "s._pz_close_at",
         IS_CURRENT: "false",

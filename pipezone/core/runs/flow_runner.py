@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from pipezone.core import failpoints
@@ -194,9 +195,9 @@ def run_in_process(
     started = time.perf_counter()
     failpoints.arm(runtime.settings.failpoints)
     try:
-        spark = open_session(runtime, "pipezone")
-        ctx = StepContext(runtime, spark, runtime.flow(flow), run_id, full_refresh, backfill)
-        ctx.phases["session"] = time.perf_counter() - started  # ~0 once this process holds a session
+        # opened when the step first needs it; ~0 s once this process holds a session
+        session = partial(open_session, runtime, "pipezone")
+        ctx = StepContext(runtime, session, runtime.flow(flow), run_id, full_refresh, backfill)
         with failpoints.in_step(step):
             result = run_step(ctx, step)
     except Exception as err:  # noqa: BLE001 - one line, never a traceback

@@ -121,13 +121,23 @@ def _one_table_read(ctx: StepContext, batches: tuple[int, int]) -> bool:
     if newest != previous + 1 or source is None or source.table is None:
         return False
     raw = ctx.runtime.lake.raw(ctx.flow)
-    commit = dt.newest_commit(ctx.spark, raw, lambda m: m.get("step") == "extract" and m.get("batch") == newest)
-    if commit is None or commit.get("cdc") == "changes":  # a change batch can hold a key many times
+    return reads_one_table(dt.newest_commit(ctx.spark, raw, lambda m: extract_of(m, newest)))
+
+
+def extract_of(commit: dict[str, Any], batch: int) -> bool:
+    """Whether `commit` (ours) is extract's commit of `batch` to raw."""
+    return commit.get("step") == "extract" and commit.get("batch") == batch
+
+
+def reads_one_table(commit: dict[str, Any] | None) -> bool:
+    """Whether raw's commit of a batch (extract's) is one read of a source table without tombstones: not a
+    change batch (it can hold a key many times), a key snapshot or a backfill."""
+    if commit is None or commit.get("cdc") == "changes":
         return False
     return commit.get("key_snapshot") is False and not commit.get("backfill")
 
 
-def _is_complete(commit: dict[str, Any]) -> bool:
+def is_complete(commit: dict[str, Any]) -> bool:
     return commit.get("step") == "extract" and commit.get("complete") is True and isinstance(commit.get("batch"), int)
 
 
@@ -146,12 +156,12 @@ def _complete_reads(ctx: StepContext, raw: str, batches: tuple[int, int]) -> lis
 
     if not whole and not seen(commits):
         commits, whole = dt.commits_with_metadata(ctx.spark, raw, limit=None), True
-    pending = sorted((c for c in commits if _is_complete(c) and previous < c["batch"] <= newest), key=_batch)
+    pending = sorted((c for c in commits if is_complete(c) and previous < c["batch"] <= newest), key=_batch)
     if not pending:
         return []
-    before = [c for c in commits if _is_complete(c) and c["batch"] <= previous]
+    before = [c for c in commits if is_complete(c) and c["batch"] <= previous]
     if not before and not whole:
-        before = [c for c in dt.commits_with_metadata(ctx.spark, raw, limit=None) if _is_complete(c)]
+        before = [c for c in dt.commits_with_metadata(ctx.spark, raw, limit=None) if is_complete(c)]
         before = [c for c in before if c["batch"] <= previous]
     return [*([max(before, key=_batch)] if before else []), *pending]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipezone.core import failpoints
 from pipezone.core.lake import delta_merge as dm
@@ -38,12 +38,9 @@ if TYPE_CHECKING:
 def pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None, int, int]:
     """Rows of batches not yet consumed by `layer`, with the (previous, newest) batch numbers."""
     target = ctx.runtime.lake.table(layer, ctx.flow.name)
-    with ctx.timed("state"):
-        stored = ctx.state.get_progress(ctx.flow.name, layer)
     with ctx.timed("delta_log"):
-        previous = max(stored, dt.committed_batch(ctx.spark, target))
-    if previous > stored:  # the state update after this layer's last commit was lost: repair it first
-        ctx.state.set_progress(ctx.flow.name, layer, previous, ctx.run_id)
+        committed = dt.committed_batch(ctx.spark, target)
+    previous = consumed_batch(ctx, layer, committed)
     with ctx.timed("delta_log"):
         newest = dt.newest_batch(ctx.spark, below)
     if newest <= previous:
@@ -52,40 +49,65 @@ def pending(ctx: StepContext, below: str, layer: str) -> tuple[DataFrame | None,
     return df.filter((df[dt.BATCH] > previous) & (df[dt.BATCH] <= newest)), previous, newest
 
 
+def consumed_batch(ctx: StepContext, layer: str, committed: int) -> int:
+    """The last batch `layer` consumed: the state store's position, or the newest batch the layer's own
+    commits name (`committed`) when the state update after its last commit was lost (repaired here)."""
+    with ctx.timed("state"):
+        stored = ctx.state.get_progress(ctx.flow.name, layer)
+    if committed > stored:
+        ctx.state.set_progress(ctx.flow.name, layer, committed, ctx.run_id)
+    return max(stored, committed)
+
+
 def pending_rows(ctx: StepContext, below: str, df: DataFrame, batches: tuple[int, int]) -> int:
     """Rows of the pending batches: from their append commits' metrics when the recent log has them all
     (no pass over the data), else counted."""
+    rows = appended_rows(dt.commits_with_metadata(ctx.spark, below), batches)
+    return rows if rows is not None else df.count()
+
+
+def appended_rows(commits: list[dict[str, Any]], batches: tuple[int, int]) -> int | None:
+    """Rows of batches (previous, newest] by their append commits' metrics among `commits` (ours), or None
+    when a batch's commit or metric is not there."""
     previous, newest = batches
     wanted = set(range(previous + 1, newest + 1))
     rows = {}
-    for commit in dt.commits_with_metadata(ctx.spark, below):
+    for commit in commits:
         if commit.get("batch") in wanted:
             rows[commit["batch"]] = dt.appended_rows(commit)
     if set(rows) == wanted and None not in rows.values():
         return sum(rows.values())
-    return df.count()
+    return None
 
 
 def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int, int]) -> DataFrame:
-    """Leave out the columns no consumed batch read from the source (dropped there): Delta then keeps the
-    target's values for updated rows instead of overwriting them with NULL. Raw's commit metadata lists
-    each batch's source columns (batch numbers are shared by every layer)."""
-    previous, newest = batches
+    """`df` without the columns no consumed batch read from the source (`dropped_columns`)."""
     raw = ctx.runtime.lake.raw(ctx.flow)
+    dropped = dropped_columns(lambda limit: dt.commits_with_metadata(ctx.spark, raw, limit=limit), df.columns, batches)
+    return df.drop(*dropped) if dropped else df
+
+
+def dropped_columns(
+    raw_commits: Callable[[int | None], list[dict[str, Any]]], columns: list[str], batches: tuple[int, int]
+) -> list[str]:
+    """The `columns` no consumed batch read from the source (dropped there), to leave out: Delta then keeps
+    the target's values for updated rows instead of overwriting them with NULL. Raw's commit metadata
+    (`raw_commits(limit)`, ours, newest first) lists each batch's source columns (batch numbers are
+    shared by every layer)."""
+    previous, newest = batches
     wanted = set(range(previous + 1, newest + 1))
-    commits: list[dict] = []
+    commits: list[dict[str, Any]] = []
     for limit in (50, None):  # the recent history first, all of it only when a batch is older
-        commits = [c for c in dt.commits_with_metadata(ctx.spark, raw, limit=limit) if c.get("batch") in wanted]
+        commits = [c for c in raw_commits(limit) if c.get("batch") in wanted]
         if {c["batch"] for c in commits} == wanted:
             break
     if {c["batch"] for c in commits} != wanted or any("columns" not in c for c in commits):
-        return df  # a batch's commit is gone from the log, or predates `columns`: keep everything
+        return []  # a batch's commit is gone from the log, or predates `columns`: keep everything
     reads = [c["columns"] for c in commits if c["columns"] is not None]  # None: tombstones only
     if not reads:
-        return df
+        return []
     read = {snake_case(name) for columns in reads for name in columns}
-    dropped = [c for c in df.columns if not c.startswith("_pz_") and snake_case(c) not in read]
-    return df.drop(*dropped) if dropped else df
+    return [c for c in columns if not c.startswith("_pz_") and snake_case(c) not in read]
 
 
 def batch_key_ranges(

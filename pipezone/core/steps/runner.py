@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from pipezone.core.steps.gold import run_gold
 from pipezone.core.steps.quality import run_quality
 from pipezone.core.steps.runtime import Runtime, load_runtime
 from pipezone.core.steps.silver import run_silver
+from pipezone.core.steps.small_batch import run_small_bronze, run_small_silver
 from pipezone.core.steps.verify_step import run_verify_step
 
 if TYPE_CHECKING:
@@ -48,8 +50,9 @@ class StepFailed(RuntimeError):
 
 STEP_FUNCTIONS: dict[str, Callable[[StepContext], StepResult]] = {
     "extract": lambda ctx: run_cdc_extract(ctx) if ctx.flow.source and ctx.flow.source.cdc else run_extract(ctx),
-    "bronze": run_bronze,
-    "silver": run_silver,
+    # a small batch into an existing table is written by delta-rs when it can be exactly (steps/small_batch.py)
+    "bronze": lambda ctx: run_small_bronze(ctx) or run_bronze(ctx),
+    "silver": lambda ctx: run_small_silver(ctx) or run_silver(ctx),
     "gold": run_gold,
     "quality": run_quality,
     "verify": run_verify_step,
@@ -179,7 +182,8 @@ def _phases(ctx: StepContext, duration: float) -> dict[str, float]:
     """
     outside = ("session", "runtime", "process")
     timed = {phase: seconds for phase, seconds in ctx.phases.items() if phase not in outside}
-    rest = max(0.0, duration - sum(timed.values()))
+    # the session opens inside the step, when it first needs one (StepContext.spark)
+    rest = max(0.0, duration - sum(timed.values()) - ctx.phases.get("session", 0.0))
     phases = {**ctx.phases, "prepare": ctx.phases.get("prepare", 0.0) + rest}
     return {phase: round(seconds, 3) for phase, seconds in phases.items()}
 
@@ -230,11 +234,9 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
         failpoints.arm(settings.failpoints)
         runtime = load_runtime(settings)
         flow = runtime.flow(args.flow)
-        session_started = time.perf_counter()
-        spark = open_session(runtime, f"pipezone-{flow.name}-{step}")
-        ctx = StepContext(runtime, spark, flow, args.run_id, args.full_refresh, backfill)
-        ctx.phases["session"] = time.perf_counter() - session_started
-        ctx.phases["runtime"] = session_started - started  # settings, profile, connections, the flow's spec
+        session = partial(open_session, runtime, f"pipezone-{flow.name}-{step}")  # opened when the step needs it
+        ctx = StepContext(runtime, session, flow, args.run_id, args.full_refresh, backfill)
+        ctx.phases["runtime"] = time.perf_counter() - started  # settings, profile, connections, the flow's spec
         if process is not None:
             ctx.phases["process"] = process
         with failpoints.in_step(failpoint_step(step)):
