@@ -12,8 +12,9 @@ append commits say they hold at most SMALL_BATCH_ROWS rows, and the write is one
 - silver in merge mode without row checks (Great Expectations); its transforms, Spark SQL expressions,
   are Spark's, applied to the batch alone in one job on rows sent from here (no Delta read or write);
 - no partitioning, no schema drift (a new column, another type: the flow's policy applies in Spark), and
-  the batch's keys in a range that meets at most RANGE_ROWS of the table's rows (keys spread over the
-  table: Spark marks a few rows per file with deletion vectors, where delta-rs would copy every file).
+  silver's batch keys in a range that meets at most RANGE_ROWS of the table's rows (keys spread over the
+  table: Spark marks a few rows per file with deletion vectors, where delta-rs would copy every file);
+  bronze only reads its table there, so its range may meet up to SCAN_ROWS.
 Anything else, or anything delta-rs cannot read, finds that out before a commit: the step says so in one
 line and Spark writes the batches, as before. The commits are the Spark path's (txnAppId/txnVersion,
 userMetadata, the layer's position after the commit), so the two paths take turns on one table.
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 SMALL_BATCH_ROWS = 100_000  # pending rows at most: more, and Spark's parallel scan and write pay off
+# bronze's rows in the files its key range meets, at most: it reads five columns of them and keeps the
+# batch's keys' rows (1,000 keys spread over 10M rows: 0.65 s, measured 2026-12-06); silver's range meets
+# at most RANGE_ROWS, which delta-rs's MERGE copies
+SCAN_ROWS = 20_000_000
 RECENT = 50  # commits of each log read: the pending batches' are among them unless the log is unusual
 
 
@@ -232,15 +237,20 @@ def _new_versions(
     table (a re-read version is not appended), the table read only in the batch's key range, and how it
     was narrowed ("key range", or None when it was not read)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     table = arrow_merge.open_table(path, options)
     if not keys or dt.ROW_HASH not in pa.schema(table.schema().to_arrow()).names or rows.num_rows == 0:
         return rows, None
-    bounds = arrow_merge.narrowed(table, rows, keys, RANGE_ROWS)
+    bounds = arrow_merge.narrowed(table, rows, keys, SCAN_ROWS)
     order = [dt.BATCH, *order_columns(cursor)]
     wanted = list(dict.fromkeys([*keys, *order, dt.ROW_HASH]))
+    # the range prunes files and row groups; the key values keep only the batch's keys' rows in memory
+    held_keys = arrow_merge.range_filter(bounds)
+    for key in keys:
+        held_keys = held_keys & pc.field(key).isin(pc.unique(rows[key]))
     try:
-        reader = table.to_pyarrow_dataset().scanner(columns=wanted, filter=arrow_merge.range_filter(bounds)).to_reader()
+        reader = table.to_pyarrow_dataset().scanner(columns=wanted, filter=held_keys).to_reader()
         try:
             held = reader.read_all()
         finally:
