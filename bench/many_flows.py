@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -234,6 +235,21 @@ def server_pid(server: dict[str, Any]) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def heap_mb(pid: int | None) -> dict[str, int] | None:
+    """The JVM's heap after a full GC (`jcmd GC.run`, then `GC.heap_info`): MB in use and committed, or None
+    when jcmd cannot say. What a long-lived Connect server keeps (its DeltaLog cache) after an estate."""
+    if not pid or not shutil.which("jcmd"):
+        return None
+    try:
+        subprocess.run(["jcmd", str(pid), "GC.run"], capture_output=True, check=True, timeout=120)  # noqa: S603,S607
+        command = ["jcmd", str(pid), "GC.heap_info"]
+        info = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout  # noqa: S603
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"total (\d+)K, used (\d+)K", info)
+    return {"committed": int(match.group(1)) // 1024, "used": int(match.group(2)) // 1024} if match else None
+
+
 def estate(project: Project, profile: str, flows: list[str], tag: str, pid: int | None = None) -> dict[str, Any]:
     """Trigger every flow's DAG through the scheduler; the estate's wall time, per-flow p50/p95, and the CPU
     the machine and the Connect server (`pid`) used meanwhile."""
@@ -295,6 +311,7 @@ def run(source: MariaDB, project: Project, base: str, count: int, changed: int) 
         reference = project.run(CONNECT, *flows, "--in-process").check("the estate in one session")
         change_all(source, tables, rows, changed, 2)
         results.append({**server, **estate(project, CONNECT, flows, "connect", server_pid(server))})
+        results[-1]["server_heap_mb"] = heap_mb(server_pid(server))
     change_all(source, tables, rows, changed, 3)
     results.append(estate(project, SUBMIT, flows, "submit"))
     common = {"bench": "many_flows", "flows": count, "rows": rows, "changed": changed}
@@ -347,4 +364,11 @@ def section(run: dict[str, Any]) -> list[str]:
             f"| {len(r['failed'])} | {r['reference_s']:.1f} | {r['vs_reference']:.2f}x "
             f"| {busy if busy is not None else '-'} | {server if server is not None else '-'} |"
         )
+    heaps = [r["server_heap_mb"] for r in rows if r.get("server_heap_mb")]
+    if heaps:
+        lines += [
+            "",
+            f"The Spark Connect server's heap after the estate, after a full GC (`jcmd GC.run`, `GC.heap_info`): "
+            f"{heaps[0]['used']} MB in use, {heaps[0]['committed']} MB committed.",
+        ]
     return [*lines, ""]
