@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
+class SessionUnavailable(Exception):
+    """The step's Spark session did not open (the cause says why: a Connect server that does not answer, a
+    JVM that did not start): the run's fault, not the source's or the lake's."""
+
+
 @dataclass
 class StepContext:
     runtime: Runtime
@@ -33,9 +38,11 @@ class StepContext:
         saves a Spark Connect session (0.6-0.7 s per step, docs/benchmarks.md) or a local JVM's start."""
         if callable(self.session):  # a SparkSession is not callable: a factory
             with self.timed("session"):
-                self.session = self.session()
-        assert self.session is not None, "this context has no Spark session"
-        return self.session
+                try:
+                    self.session = self.session()
+                except Exception as err:
+                    raise SessionUnavailable(str(err)) from err
+        return self.session  # type: ignore[return-value] - None where a command needs no session (verify)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

@@ -27,7 +27,7 @@ from pipezone.core.spec.settings import load_settings
 from pipezone.core.state.table_lease import LeaseHeld, hold_tables, step_tables, this_process
 from pipezone.core.steps.bronze import run_bronze
 from pipezone.core.steps.cdc_extract import run_cdc_extract
-from pipezone.core.steps.context import StepContext, StepResult
+from pipezone.core.steps.context import SessionUnavailable, StepContext, StepResult
 from pipezone.core.steps.export import run_export
 from pipezone.core.steps.extract import run_extract
 from pipezone.core.steps.gold import run_gold
@@ -86,6 +86,8 @@ LAKE_ERROR_MARKERS = ("org.apache.hadoop.fs.s3a.", "software.amazon.awssdk.", "s
 def _failure_line(ctx: StepContext, step: str, err: BaseException) -> str:
     """Names what failed: the lake (its connection and endpoint) when the error came from s3a, else the
     source connection for extract."""
+    if isinstance(err, SessionUnavailable):  # opened inside the step (StepContext.spark): no connection to name
+        return f"flow {ctx.flow.name}, step {step}: {summarize_error(err.__cause__ or err)}"
     source = ctx.flow.source
     where = f" (connection {source.connection})" if source is not None and step == "extract" else ""
     if step.startswith("export_"):
