@@ -80,6 +80,9 @@ def appended_rows(commits: list[dict[str, Any]], batches: tuple[int, int]) -> in
     return None
 
 
+RECENT = 50  # commits read first from a log: the pending batches' are among them unless the log is unusual
+
+
 def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int, int]) -> DataFrame:
     """`df` without the columns no consumed batch read from the source (`dropped_columns`)."""
     raw = ctx.runtime.lake.raw(ctx.flow)
@@ -97,7 +100,7 @@ def dropped_columns(
     previous, newest = batches
     wanted = set(range(previous + 1, newest + 1))
     commits: list[dict[str, Any]] = []
-    for limit in (50, None):  # the recent history first, all of it only when a batch is older
+    for limit in (RECENT, None):  # the recent history first, all of it only when a batch is older
         commits = [c for c in raw_commits(limit) if c.get("batch") in wanted]
         if {c["batch"] for c in commits} == wanted:
             break

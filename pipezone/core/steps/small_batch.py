@@ -37,6 +37,7 @@ from pipezone.core.steps.context import StepContext, StepResult
 from pipezone.core.steps.events import order_columns
 from pipezone.core.steps.layer_writes import (
     RANGE_ROWS,
+    RECENT,
     appended_rows,
     commit_layer,
     consumed_batch,
@@ -55,7 +56,6 @@ SMALL_BATCH_ROWS = 100_000  # pending rows at most: more, and Spark's parallel s
 # batch's keys' rows (1,000 keys spread over 10M rows: 0.65 s, measured 2026-12-06); silver's range meets
 # at most RANGE_ROWS, which delta-rs's MERGE copies
 SCAN_ROWS = 20_000_000
-RECENT = 50  # commits of each log read: the pending batches' are among them unless the log is unusual
 
 
 def run_small_bronze(ctx: StepContext) -> StepResult | None:
@@ -70,7 +70,7 @@ def run_small_bronze(ctx: StepContext) -> StepResult | None:
             return None
         rows = arrow_merge.read_batches(raw, ctx.runtime.lake_options(), pending.batches)
         rows = _snake_case(rows)
-        rows = as_events(_without_dropped(ctx, rows, pending.batches))
+        rows = as_events(_without_dropped(ctx, rows, pending.batches, raw_recent=pending.commits))
         rows = rows.drop_columns([c for c in (dt.INGEST_DATE,) if c in rows.column_names])
         keys, cursor = layer_keys(ctx)
         if keys and not _one_table_read(ctx, pending):
@@ -189,9 +189,17 @@ def _commit(ctx: StepContext, layer: str, batch: int) -> dict[str, Any]:
     return {"app_id": ctx.app_id(layer), "version": batch, "metadata": ctx.metadata(layer, batch=batch)}
 
 
-def _without_dropped(ctx: StepContext, rows: pa.Table, batches: tuple[int, int]) -> pa.Table:
+def _without_dropped(
+    ctx: StepContext, rows: pa.Table, batches: tuple[int, int], raw_recent: list[dict[str, Any]] | None = None
+) -> pa.Table:
+    """`rows` without the columns no pending batch read (`dropped_columns`). `raw_recent`: raw's RECENT
+    commits when the caller read them already (bronze's pending batches are raw's), not read again."""
     raw = ctx.runtime.lake.raw(ctx.flow)
-    dropped = dropped_columns(lambda limit: _history(ctx, raw, limit), rows.column_names, batches)
+
+    def raw_commits(limit: int | None) -> list[dict[str, Any]]:
+        return raw_recent if raw_recent is not None and limit == RECENT else _history(ctx, raw, limit)
+
+    dropped = dropped_columns(raw_commits, rows.column_names, batches)
     return rows.drop_columns(dropped) if dropped else rows
 
 
