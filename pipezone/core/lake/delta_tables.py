@@ -127,6 +127,22 @@ def content_version(spark: SparkSession, path: str) -> int | None:
     return delta_log.content_version(_history(spark, path, CONTENT_HISTORY))
 
 
+def history_of(
+    path: str, options: dict[str, str], limit: int | None, spark: Callable[[], SparkSession]
+) -> list[dict[str, Any]]:
+    """`history` read by delta-rs with the lake's `options`, so no session is needed; through Spark (`spark`
+    opens it) only when delta-rs cannot read the log."""
+    try:
+        return delta_log.history_with(path, limit, options)
+    except delta_log.LogUnavailable:
+        return _spark_history(spark(), path, limit)
+
+
+def content_version_of(path: str, options: dict[str, str], spark: Callable[[], SparkSession]) -> int | None:
+    """`content_version` without a session where delta-rs reads the log (`history_of`)."""
+    return delta_log.content_version(history_of(path, options, CONTENT_HISTORY, spark))
+
+
 def history(spark: SparkSession, path: str, limit: int | None) -> list[dict[str, Any]]:
     """The newest `limit` commits (all with None), newest first, as Spark's history names them; [] for no table."""
     return _history(spark, path, limit)

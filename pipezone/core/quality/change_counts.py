@@ -13,20 +13,27 @@ every run and uses a carried one only when it is exact and all passes: otherwise
 depend on the clock or on other rows), expressions that call the clock or randomness or hold a query, and
 any commit but an append, MERGE, UPDATE, DELETE or a commit that changes no data (an overwrite, a restore:
 the feed would be the whole table).
+
+Who counts: Arrow, in the step's own process, when delta-rs reads the range's feed exactly and every
+wanted condition has an exact Arrow form (not_null, plain accepted_values: lake/arrow_feed.py,
+quality/arrow_conditions.py); no Spark session is opened then. Otherwise Spark reads the feed and counts
+the conditions' SQL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlglot
 from sqlglot import expressions as exp
 
-from pipezone.core.lake import change_feed
+from pipezone.core.lake import arrow_feed, change_feed
 from pipezone.core.lake import delta_tables as dt
+from pipezone.core.quality import arrow_conditions
 from pipezone.core.quality.expectations import Expectation
 from pipezone.core.spec.quality import (
     AcceptedValuesCheck,
@@ -104,8 +111,13 @@ class Tally:
 
 def columns_key(schema: StructType) -> str:
     """A short fingerprint of a table's columns and their types (the change feed's own columns left out)."""
-    fields = [(f.name, f.dataType.simpleString()) for f in schema.fields if f.name not in change_feed.FEED_COLUMNS]
-    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:16]
+    return fields_key([(f.name, f.dataType.simpleString()) for f in schema.fields])
+
+
+def fields_key(fields: list[tuple[str, str]]) -> str:
+    """`columns_key` of (name, Spark type name) pairs: the same fingerprint from delta-rs's schema."""
+    kept = [(name, kind) for name, kind in fields if name not in change_feed.FEED_COLUMNS]
+    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
 
 
 def deterministic(expression: str) -> bool:
@@ -147,31 +159,64 @@ def tally(
     return Tally(version, rows, {k: int(v) for k, v in unexpected.items() if v is not None}, columns_key(schema))
 
 
-def carry(spark: SparkSession, path: str, before: Tally, version: int, judged: list[Expectation]) -> Tally | None:
+def carry(
+    spark: Callable[[], SparkSession],
+    path: str,
+    options: dict[str, str],
+    before: Tally,
+    version: int,
+    judged: list[Expectation],
+) -> Tally | None:
     """`before` carried to `version` through the feed; None when that would not be exact or cheap (see the
-    module docstring): the caller judges the table whole."""
+    module docstring): the caller judges the table whole. Counted in Arrow where it can be exactly
+    (`_arrow_counts`), else by Spark: `spark` opens the session only then."""
     if not all(countable(e) for e in judged):
         return None
-    wanted = {e.key: e.failing for e in judged if e.row_level}
+    wanted = {e.key: e for e in judged if e.row_level}
     if set(wanted) - set(before.unexpected) or version < before.version:
         return None
     if version == before.version:
         return before
     if version - before.version > MAX_COMMITS:
         return None
-    history = dt.history(spark, path, version - before.version + HISTORY_SLACK)
+    history = dt.history_of(path, options, version - before.version + HISTORY_SLACK, spark)
     commits = [c for c in history if before.version < int(c["version"]) <= version]
     if len(commits) != version - before.version or not all(_feed_is_change(c) for c in commits):
         return None  # a commit not in the history read (many newer ones), or one whose feed is the table
     try:
-        feed = change_feed.feed_of(spark, path, before.version + 1, version)
-        if columns_key(feed.schema) != before.columns:
-            return None
-        net = change_feed.net_counts(feed, wanted)
+        counted = _arrow_counts(path, options, (before.version + 1, version), commits, wanted)
+        columns, net = counted or _spark_counts(spark(), path, (before.version + 1, version), wanted)
     except change_feed.ChangeFeedUnavailable:
+        return None
+    if columns != before.columns:
         return None
     unexpected = {key: before.unexpected[key] + net[key] for key in wanted}
     return Tally(version, before.rows + net[change_feed.ROWS], unexpected, before.columns)
+
+
+def _arrow_counts(
+    path: str, options: dict[str, str], versions: tuple[int, int], commits: list[dict[str, Any]], wanted: dict[str, Any]
+) -> tuple[str, dict[str, int]] | None:
+    """(columns fingerprint, net counts) of the feed read by delta-rs and counted in Arrow, or None when
+    that would not be exact (lake/arrow_feed.py, quality/arrow_conditions.py): Spark counts instead."""
+    if not arrow_feed.readable(commits):
+        return None
+    try:
+        fields = arrow_feed.spark_fields(path, options, versions[1])
+        feed = arrow_feed.read_feed(path, options, *versions, [name for name, _ in fields])
+    except arrow_feed.ArrowFeedUnsupported:
+        return None
+    conditions = {key: arrow_conditions.failing(e, feed.schema) for key, e in wanted.items()}
+    exact = {key: c for key, c in conditions.items() if c is not None}
+    return None if len(exact) < len(conditions) else (fields_key(fields), arrow_feed.net_counts(feed, exact))
+
+
+def _spark_counts(
+    spark: SparkSession, path: str, versions: tuple[int, int], wanted: dict[str, Any]
+) -> tuple[str, dict[str, int]]:
+    """(columns fingerprint, net counts) of the feed as Spark reads and counts it."""
+    feed = change_feed.feed_of(spark, path, *versions)
+    return columns_key(feed.schema), change_feed.net_counts(feed, {k: e.failing for k, e in wanted.items()})
 
 
 def _feed_is_change(commit: dict[str, Any]) -> bool:

@@ -64,6 +64,7 @@ class Expectation:
     unexpected: str | None = None
     helper: tuple[str, str] | None = None  # (column, SQL) added to the frame before validation
     problem: str | None = None  # why gx is None
+    column: str | None = None  # the column a not_null or accepted_values expectation judges
     describe: Callable[[Any], Any] = lambda observed: observed  # GX's observed value as results show it
 
     @cached_property
@@ -122,6 +123,7 @@ def _of(index: int, check: QualityCheck, types: dict[str, str], resolve: Callabl
                 check,
                 lambda c=c: _gxe().ExpectColumnValuesToNotBeNull(column=c, meta=meta, description=f"{c} is never null"),
                 unexpected=f"{q(c)} IS NULL",
+                column=c,
             )
             for c in check.columns
         ]
@@ -132,7 +134,8 @@ def _of(index: int, check: QualityCheck, types: dict[str, str], resolve: Callabl
             return _gxe().ExpectColumnValuesToBeInSet(column=check.column, value_set=list(check.values), meta=meta)
 
         condition = f"{q(check.column)} IS NOT NULL AND NOT ({q(check.column)} IN ({values}))"
-        return [Expectation(f"accepted_values({check.column})", index, check, expectation, unexpected=condition)]
+        name = f"accepted_values({check.column})"
+        return [Expectation(name, index, check, expectation, unexpected=condition, column=check.column)]
     if isinstance(check, ExpressionCheck):
         column = f"{EXPECT_PREFIX}{index}"
         holds = f"coalesce(({check.expression}), false)"

@@ -11,6 +11,7 @@ successful run judged, its outcomes are reused (freshness aside: it depends on t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from pipezone.core.steps.layer_writes import layer_keys
 from pipezone.core.steps.transforms import renamed
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 
 class QualityError(RuntimeError):
@@ -97,7 +98,8 @@ def run_quality(ctx: StepContext) -> StepResult:
     located = {index: checked_table(ctx, check) for index, check in checks}
     paths = {name: path for name, path, _ in located.values()}
     # the versions holding the rows: an empty batch's MERGE commit leaves the outcomes true
-    versions = {name: dt.content_version(ctx.spark, path) for name, path in paths.items()}
+    options = ctx.runtime.lake_options()
+    versions = {name: dt.content_version_of(path, options, _session(ctx)) for name, path in paths.items()}
     missing = sorted(name for name, version in versions.items() if version is None)
     if missing:
         raise QualityError(f"table {', '.join(missing)} does not exist yet: run the flow's other steps first")
@@ -172,7 +174,8 @@ def _carried(
         group = [(i, c) for i, c in checks if located[i][0] == name]
         kept = Tally.from_json(stored.get(name))
         judged = expectations(group, None)
-        now = kept and carry(ctx.spark, located[group[0][0]][1], kept, versions[name] or 0, judged)
+        path = located[group[0][0]][1]
+        now = kept and carry(_session(ctx), path, ctx.runtime.lake_options(), kept, versions[name] or 0, judged)
         rows = now and _passed(
             name, now, judged, [r for (i, _), r in zip(slots, before, strict=True) if located[i][0] == name]
         )
@@ -180,6 +183,11 @@ def _carried(
             carried[name] = rows
             _set_tally(tallies, name, now)
     return carried
+
+
+def _session(ctx: StepContext) -> Callable[[], SparkSession]:
+    """The step's session, opened when first called: a check carried in Arrow never opens one."""
+    return lambda: ctx.spark
 
 
 def _passed(table: str, tally: Tally, judged: list[Expectation], before: list[QualityResult]) -> list[Recorded] | None:

@@ -88,6 +88,13 @@ source:
 layers:
   silver:
     write_mode: merge
+quality:
+  - check: not_null
+    columns: [status]
+  - check: accepted_values
+    column: status
+    values: [pending, shipped, delivered, cancelled]
+    severity: warn
 """
 
 
@@ -134,7 +141,8 @@ def test_an_incremental_run_writes_small_batches_with_delta_rs(plain: Any) -> No
 
 
 def test_a_small_batch_opens_no_spark_session(plain: Any) -> None:
-    """Bronze and silver of a small batch run without a session: the context's factory is never called."""
+    """Bronze and silver of a small batch run without a session: the context's factory is never called. Nor
+    does quality's: its checks are counted in Arrow on silver's change feed (quality/change_counts.py)."""
     demo_source.apply_change_batch(plain.db, batch=1)
     assert plain.run(["orders_plain"], "incr", steps=["extract"]).ok
 
@@ -148,6 +156,8 @@ def test_a_small_batch_opens_no_spark_session(plain: Any) -> None:
         assert result.details["write_path"] == "arrow" and result.rows_written > 0
         assert "session" not in ctx.phases
     assert silver_orders(plain) == source_orders(plain)
+    quality = run_step(StepContext(plain.runtime, no_session, flow, "incr"), "quality")
+    assert quality.details["carried"] == ["silver.orders_plain"], quality.note
 
 
 def test_a_batch_over_the_limit_is_written_by_spark(plain: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,115 @@
+"""A table's change data feed read by delta-rs into Arrow, and its net counts: what the quality step needs
+from the few commits since its last judgement (quality/change_counts.py), with no Spark session.
+
+Why: counting one check on 1,000 changed rows through Spark meant a session and a feed read in every
+quality task; here it is one log read and the commits' change files, in the task's own process.
+
+Spark's reader (lake/change_feed.py) refuses versions the feed does not cover; delta-rs's does not check
+(on a table without the feed it hands out the added files as inserts, and drops what a rewrite removed).
+So this reads a range only when the table records its feed at the range's end and every commit in it is
+one whose feed is its changed rows as written (`FEED_OPERATIONS`): nothing that could have switched the
+feed off (a property change) or that rewrites files without changing rows (OPTIMIZE). Anything else is
+`ArrowFeedUnsupported`: the caller counts with Spark, which checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pipezone.core.lake import delta_log
+from pipezone.core.lake.change_feed import CHANGE_FEED_PROPERTY, ROWS
+from pipezone.core.lake.delta_tables import DELETED, IS_CURRENT
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Commits whose change files (or, for an append, added files) are exactly their changed rows.
+FEED_OPERATIONS = frozenset({"MERGE", "UPDATE", "DELETE", "WRITE"})
+CHANGE_TYPE = "_change_type"
+_ADDED = ("insert", "update_postimage")
+# Delta's primitive type names where Spark's simpleString differs (the rest are spelled alike).
+_SPARK_NAMES = {"long": "bigint", "integer": "int", "short": "smallint", "byte": "tinyint"}
+
+Condition = Callable[["pa.Table"], "pa.Array"]  # true exactly for a feed row that meets the condition
+
+
+class ArrowFeedUnsupported(Exception):
+    """delta-rs can't give this range's feed exactly: count it with Spark."""
+
+
+def readable(commits: list[dict[str, Any]]) -> bool:
+    """Whether every commit of the range (history entries) writes its feed as delta-rs reads it."""
+    for commit in commits:
+        operation = commit.get("operation")
+        mode = str((commit.get("operationParameters") or {}).get("mode", "Append")).strip('"')
+        if operation not in FEED_OPERATIONS or (operation == "WRITE" and mode != "Append"):
+            return False
+    return True
+
+
+def spark_fields(path: str, options: dict[str, str], version: int) -> list[tuple[str, str]]:
+    """The table's columns at `version` with their Spark type names (what a Spark schema's simpleString says),
+    after checking that the table records its change feed there."""
+    from deltalake import DeltaTable
+
+    try:
+        table = DeltaTable(delta_log.table_uri(path), version=version, storage_options=options)
+        configuration = table.metadata().configuration
+        fields = table.schema().fields
+    except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
+        raise ArrowFeedUnsupported(f"delta-rs: {str(err)[:200]}") from None
+    if str(configuration.get(CHANGE_FEED_PROPERTY, "")).lower() != "true":
+        raise ArrowFeedUnsupported(f"the table does not record its change feed at version {version}")
+    named = []
+    for field in fields:
+        kind = getattr(field.type, "type", None)  # a primitive's name; nested types have none
+        if not isinstance(kind, str):
+            raise ArrowFeedUnsupported(f"column {field.name} is a nested type")
+        named.append((field.name, _SPARK_NAMES.get(kind, kind)))
+    return named
+
+
+def read_feed(path: str, options: dict[str, str], start: int, end: int, columns: list[str]) -> pa.Table:
+    """The feed of versions start..end (inclusive): `columns` and the change type, strings as plain strings."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    try:
+        table = DeltaTable(delta_log.table_uri(path), version=end, storage_options=options)
+        reader = table.load_cdf(starting_version=start, ending_version=end, columns=[*columns, CHANGE_TYPE])
+        feed = pa.table(reader)
+    except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
+        raise ArrowFeedUnsupported(f"delta-rs: {str(err)[:200]}") from None
+    plain = [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f for f in feed.schema]
+    return feed.cast(pa.schema(plain))
+
+
+def live(feed: pa.Table) -> pa.Array:
+    """`delta_tables.live_condition` on Arrow: not soft-deleted, the current SCD2 version."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mask = pa.repeat(True, feed.num_rows)
+    if DELETED in feed.column_names:
+        mask = pc.and_(mask, pc.invert(pc.fill_null(feed[DELETED], False)))
+    if IS_CURRENT in feed.column_names:
+        mask = pc.and_(mask, pc.fill_null(feed[IS_CURRENT], True))
+    return mask
+
+
+def net_counts(feed: pa.Table, conditions: dict[str, Condition]) -> dict[str, int]:
+    """`change_feed.net_counts` on Arrow: per condition, how many more live rows meet it after the feed's
+    versions than before them (an inserted row or post-image +1, a deleted row or pre-image -1), and under
+    `ROWS` how many more live rows there are."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    added = pc.is_in(feed[CHANGE_TYPE], value_set=pa.array(_ADDED))
+    sign = pc.if_else(added, 1, -1)
+    counted = live(feed)
+
+    def net(mask: pa.Array) -> int:
+        return int(pc.sum(pc.if_else(pc.and_(counted, mask), sign, 0)).as_py() or 0)
+
+    return {ROWS: net(pa.repeat(True, feed.num_rows)), **{key: net(meets(feed)) for key, meets in conditions.items()}}
