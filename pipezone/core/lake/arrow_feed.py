@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 FEED_OPERATIONS = frozenset({"MERGE", "UPDATE", "DELETE", "WRITE"})
 CHANGE_TYPE = "_change_type"
 _ADDED = ("insert", "update_postimage")
-# Delta's primitive type names where Spark's simpleString differs (the rest are spelled alike).
-_SPARK_NAMES = {"long": "bigint", "integer": "int", "short": "smallint", "byte": "tinyint"}
 
 Condition = Callable[["pa.Table"], "pa.Array"]  # true exactly for a feed row that meets the condition
 
@@ -56,17 +54,13 @@ def spark_fields(path: str, options: dict[str, str], version: int) -> list[tuple
     try:
         table = DeltaTable(delta_log.table_uri(path), version=version, storage_options=options)
         configuration = table.metadata().configuration
-        fields = table.schema().fields
     except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
         raise ArrowFeedUnsupported(f"delta-rs: {str(err)[:200]}") from None
     if str(configuration.get(CHANGE_FEED_PROPERTY, "")).lower() != "true":
         raise ArrowFeedUnsupported(f"the table does not record its change feed at version {version}")
-    named = []
-    for field in fields:
-        kind = getattr(field.type, "type", None)  # a primitive's name; nested types have none
-        if not isinstance(kind, str):
-            raise ArrowFeedUnsupported(f"column {field.name} is a nested type")
-        named.append((field.name, _SPARK_NAMES.get(kind, kind)))
+    named = delta_log.spark_fields(table)
+    if named is None:
+        raise ArrowFeedUnsupported("the table holds a nested column")
     return named
 
 

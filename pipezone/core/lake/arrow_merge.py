@@ -20,6 +20,7 @@ whose version the table already holds commits nothing. delta-rs does not skip su
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core.lake import delta_log
@@ -71,7 +72,7 @@ def conformed(rows: pa.Table, table: DeltaTable, *, every_column: bool) -> pa.Ta
     target's values of the columns the rows lack)."""
     import pyarrow as pa
 
-    target = pa.schema(table.schema().to_arrow())
+    target = table_schema(table)
     kinds = {field.name: field.type for field in target}
     unknown = [c for c in rows.column_names if c not in kinds]
     if unknown:
@@ -82,7 +83,7 @@ def conformed(rows: pa.Table, table: DeltaTable, *, every_column: bool) -> pa.Ta
     if changed:
         raise ArrowUnsupported(f"columns of another type than the table's: {', '.join(changed)}")
     names = [c for c in kinds if c in rows.column_names]
-    return rows.select(names).cast(pa.schema([target.field(c).with_nullable(True) for c in names]))
+    return rows.select(names).cast(pa.schema([target.field(c) for c in names]))
 
 
 def _literal(value: Any) -> str | None:
@@ -263,16 +264,63 @@ def append(
 ) -> CommitInfo:
     """Append `rows` to the existing table at `path` as one idempotent, annotated commit. Raises
     ArrowUnsupported, with nothing committed, when the rows do not hold exactly the table's columns."""
-    from deltalake import write_deltalake
-
     table = open_table(path, options)
     if (skipped := _committed(table, app_id, version)) is not None:
         return skipped
     rows = conformed(rows, table, every_column=True)
+    return _appended(table, path, options, rows, lambda: rows.num_rows, (app_id, version, metadata))
+
+
+def append_stream(
+    batches: Callable[[pa.Schema], Iterator[pa.RecordBatch]],
+    path: str,
+    options: dict[str, str],
+    *,
+    app_id: str,
+    version: int,
+    metadata: dict[str, Any],
+) -> CommitInfo:
+    """`append` of a stream: `batches(schema)` yields record batches conformed to the table's Arrow schema,
+    read as the write goes (memory does not grow with the rows). A stream that fails commits nothing."""
+    import pyarrow as pa
+
+    table = open_table(path, options)
+    if (skipped := _committed(table, app_id, version)) is not None:
+        return skipped
+    target = table_schema(table)
+    rows = [0]
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        for batch in batches(target):
+            rows[0] += batch.num_rows
+            yield batch
+
+    reader = pa.RecordBatchReader.from_batches(target, counted())
+    return _appended(table, path, options, reader, lambda: rows[0], (app_id, version, metadata))
+
+
+def table_schema(table: DeltaTable) -> pa.Schema:
+    """The table's columns as Arrow, every one nullable (what an append must hold)."""
+    import pyarrow as pa
+
+    target = pa.schema(table.schema().to_arrow())
+    return pa.schema([field.with_nullable(True) for field in target])
+
+
+def _appended(
+    table: DeltaTable,
+    path: str,
+    options: dict[str, str],
+    data: Any,
+    rows: Callable[[], int],
+    commit: tuple[str, int, dict[str, Any]],
+) -> CommitInfo:
+    from deltalake import write_deltalake
+
     before = _files(table)
     try:
-        write_deltalake(table, rows, mode="append", commit_properties=_commit_properties(app_id, version, metadata))
+        write_deltalake(table, data, mode="append", commit_properties=_commit_properties(*commit))
     except Exception as err:  # noqa: BLE001 - delta-rs commits last: a failed append changed nothing
         raise ArrowUnsupported(f"append to {path}: {first_line(err)}") from None
     new_version, written = _added_bytes(path, options, before)
-    return CommitInfo(version=new_version, rows_written=rows.num_rows, bytes_written=written)
+    return CommitInfo(version=new_version, rows_written=rows(), bytes_written=written)

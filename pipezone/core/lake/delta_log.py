@@ -15,10 +15,15 @@ from typing import TYPE_CHECKING, Any
 from pipezone.core.spark.session import S3Settings
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
     from pyspark.sql import SparkSession
 
 # object_store's defaults retry for minutes; a stopped MinIO must fail a step as fast as s3a does.
 _S3_CLIENT = {"connect_timeout": "5s", "timeout": "60s", "max_retries": "2", "retry_timeout": "15s"}
+
+
+# Delta's primitive type names where Spark's simpleString differs (the rest are spelled alike).
+_SPARK_NAMES = {"long": "bigint", "integer": "int", "short": "smallint", "byte": "tinyint"}
 
 
 class LogUnavailable(Exception):
@@ -163,3 +168,15 @@ def add_actions(spark: SparkSession, path: str) -> list[dict[str, Any]]:
         raise LogUnavailable(str(err)) from err
     wanted = [c for c in ("path", "num_records", "min", "max", "null_count") if c in actions.column_names]
     return actions.select(wanted).to_pylist()
+
+
+def spark_fields(table: DeltaTable) -> list[tuple[str, str]] | None:
+    """A delta-rs table's columns with their Spark type names (what a Spark schema's simpleString says), or
+    None when one is nested (an array, a map, a struct: not compared here)."""
+    named = []
+    for field in table.schema().fields:
+        kind = getattr(field.type, "type", None)  # a primitive's name; nested types have none
+        if not isinstance(kind, str):
+            return None
+        named.append((field.name, _SPARK_NAMES.get(kind, kind)))
+    return named

@@ -98,6 +98,7 @@ def table_exists(spark: SparkSession, path: str) -> bool:
         return bool(_history(spark, path, 1))
 
 
+RECENT_COMMITS = 50  # commits read first when looking for one of ours
 CONTENT_HISTORY = 50  # commits read for the content version; past 50 empty ones in a row, quality judges again
 
 
@@ -183,14 +184,18 @@ def our_commits(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def newest_commit(spark: SparkSession, path: str, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     """The newest of our commits that `matches`: the recent ones first, the whole history only if needed."""
-    recent = commits_with_metadata(spark, path)
-    for commit in recent:
-        if matches(commit):
-            return commit
-    newest = last_commit(spark, path)
-    if newest is None or newest["version"] < 50:  # history(50) held every commit
-        return None
-    return next((c for c in commits_with_metadata(spark, path, limit=None) if matches(c)), None)
+    return newest_matching(lambda limit: _history(spark, path, limit), matches)
+
+
+def newest_matching(
+    history: Callable[[int | None], list[dict[str, Any]]], matches: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """`newest_commit` over a history reader (`history(limit)`, newest first; None: all)."""
+    recent = history(RECENT_COMMITS)
+    found = next((c for c in our_commits(recent) if matches(c)), None)
+    if found is not None or len(recent) < RECENT_COMMITS:  # the recent commits were every commit
+        return found
+    return next((c for c in our_commits(history(None)) if matches(c)), None)
 
 
 def appended_rows(commit: dict[str, Any]) -> int | None:

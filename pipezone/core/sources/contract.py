@@ -191,6 +191,19 @@ class Source(ABC):
         through the Arrow reader exactly or its stream can't start: the caller reads with Spark instead."""
         return None
 
+    def typing(self, spark: SparkSession, plan: ReadPlan) -> dict[str, Any] | None:
+        """What typing a later window of this source needs without Spark (`read_typed`), as JSON an extract
+        commit keeps: resolved now, after a Spark read of `plan`. None (the default) where the kind has no
+        read without Spark."""
+        return None
+
+    def read_typed(self, plan: ReadPlan, typing: Mapping[str, Any]) -> tuple[ArrowRead, dict[str, str]] | None:
+        """The rows of `plan` as Arrow batches without a Spark session, typed as an earlier `typing` says,
+        and the Spark types they stand for (column -> simpleString), when the source proves that typing
+        still holds; None otherwise (Spark reads). ArrowUnavailable, before any batch, when the stream
+        cannot start."""
+        return None
+
     @abstractmethod
     def count(self, spark: SparkSession) -> int:
         """The number of rows (documents, records) the source holds now."""

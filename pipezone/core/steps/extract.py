@@ -14,6 +14,7 @@ so the source is scanned once per run and no key snapshot is taken (see `is_comp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from pipezone.core.lake import arrow_tables
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.lake.arrow_tables import ArrowUnsupported, conform
 from pipezone.core.lake.schema_drift import conform_to_table
-from pipezone.core.sources.contract import ArrowRead, ArrowUnavailable, ReadPlan, Source
+from pipezone.core.sources.contract import ArrowRead, ArrowUnavailable, CursorBounds, ReadPlan, Source
 from pipezone.core.spec.cursor_values import CursorValue, capped, later, minus_lookback, normalize, parse_cursor_text
 from pipezone.core.spec.source import DeleteDetection
 from pipezone.core.steps.context import StepContext, StepResult
@@ -34,8 +35,11 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 
-def _window(ctx: StepContext, source: Source) -> tuple[CursorValue | None, CursorValue | None, CursorValue | None]:
-    """(watermark, lo, hi) for this run; lo/hi None means unbounded (full refresh)."""
+Window = tuple[CursorValue | None, CursorValue | None, CursorValue | None]  # (watermark, lo, hi)
+
+
+def window(ctx: StepContext, source: Source, bounds: Callable[[CursorValue | None], CursorBounds]) -> Window:
+    """(watermark, lo, hi) for this run, `bounds(lo)` asking the source; lo/hi None means unbounded."""
     incremental = source.spec.incremental
     if incremental is None:
         return None, None, None
@@ -43,18 +47,38 @@ def _window(ctx: StepContext, source: Source) -> tuple[CursorValue | None, Curso
     watermark = normalize(stored.value if stored else incremental.initial_value)
     lo = minus_lookback(watermark, incremental.lookback) if watermark is not None else None
     with ctx.timed("bounds"):
-        bounds = source.cursor_bounds(ctx.spark, after=lo)
-    hi = capped(normalize(bounds.hi), normalize(bounds.now), incremental.safety_buffer)
+        found = bounds(lo)
+    hi = capped(normalize(found.hi), normalize(found.now), incremental.safety_buffer)
     return watermark, lo, hi
 
 
-def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
+def nothing_new(source: Source, found: Window) -> bool:
+    """Whether the window holds no row to read: an empty source, or a cursor that has not moved (and no
+    lookback asks to read the last stretch again)."""
+    incremental = source.spec.incremental
+    watermark, _, hi = found
+    return incremental is not None and (
+        hi is None or (watermark is not None and not later(hi, watermark) and not incremental.lookback)
+    )
+
+
+def raw_history(ctx: StepContext, raw_path: str) -> Callable[[int | None], list[dict[str, Any]]]:
+    """raw's history reader: delta-rs with the lake's options, the session only where delta-rs can't."""
+    return lambda limit: dt.history_of(raw_path, ctx.runtime.lake_options(), limit, lambda: ctx.spark)
+
+
+def is_live_extract(meta: dict[str, Any]) -> bool:
+    """Whether a raw commit is a live (not a backfill) extract's."""
+    return meta.get("step") == "extract" and not meta.get("backfill")
+
+
+def reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
     """Repair a watermark update lost after raw's commit, then skip if this run id already extracted.
 
     The newest live (non-backfill) extract commit in raw is the truth: its `hi` is where the watermark
     must be unless the watermark was changed after that commit (`pipezone state reset`).
     """
-    commit = dt.newest_commit(ctx.spark, raw_path, lambda m: m.get("step") == "extract" and not m.get("backfill"))
+    commit = dt.newest_matching(raw_history(ctx, raw_path), is_live_extract)
     if commit is None:
         return None
     source = ctx.flow.source
@@ -72,6 +96,23 @@ def _reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
     if commit.get("run_id") == ctx.run_id and bool(commit.get("backfill")) == bool(ctx.backfill):
         return StepResult(skipped=True, note=f"batch {commit.get('batch')} already in raw for this run id")
     return None
+
+
+def window_details(found: Window) -> dict[str, Any]:
+    watermark, lo, hi = found
+    return {"watermark": watermark, "lo": lo, "hi": hi}
+
+
+def no_new_rows(found: Window) -> StepResult:
+    return StepResult(
+        note="source table is empty" if found[2] is None else "no new rows", details=window_details(found)
+    )
+
+
+def moved(found: Window) -> CursorValue | None:
+    """The watermark after reading the window: its `hi`, unless that is behind the watermark."""
+    watermark, _, hi = found
+    return hi if watermark is None or (hi is not None and later(hi, watermark)) else watermark
 
 
 def next_batch(ctx: StepContext, raw_path: str) -> int:
@@ -178,7 +219,7 @@ def is_complete_read(ctx: StepContext) -> bool:
     return source is not None and source.incremental is None and ctx.backfill is None
 
 
-def _snapshot_due(ctx: StepContext, raw_path: str) -> bool:
+def snapshot_due(ctx: StepContext, raw_path: str) -> bool:
     """Delete detection runs when the flow asks for it and its `every` has passed since the last one.
 
     Never on a complete read: its own rows already name every key the source holds, so a key snapshot
@@ -188,9 +229,8 @@ def _snapshot_due(ctx: StepContext, raw_path: str) -> bool:
         return False
     if not source.deletes.every:
         return True
-    return key_snapshot_due(
-        source.deletes, dt.newest_commit(ctx.spark, raw_path, lambda m: bool(m.get("key_snapshot")))
-    )
+    last = dt.newest_matching(raw_history(ctx, raw_path), lambda m: bool(m.get("key_snapshot")))
+    return key_snapshot_due(source.deletes, last)
 
 
 def key_snapshot_due(deletes: DeleteDetection, last: dict[str, Any] | None) -> bool:
@@ -247,7 +287,7 @@ def run_extract(ctx: StepContext) -> StepResult:
         return StepResult(skipped=True, note="gold-only flow: nothing to extract")
     raw_path = ctx.runtime.lake.raw(ctx.flow)
     with ctx.timed("delta_log"):
-        done = _reconcile(ctx, raw_path)
+        done = reconcile(ctx, raw_path)
     if done is not None:
         return done
     source = ctx.runtime.source(ctx.flow)
@@ -261,30 +301,28 @@ def run_extract(ctx: StepContext) -> StepResult:
 
 def _extract_window(ctx: StepContext, source: Source, raw_path: str) -> StepResult:
     """The live run: read the window (and the key snapshot when due), append it, then move the watermark."""
-    watermark, lo, hi = _window(ctx, source)
-    window = {"watermark": watermark, "lo": lo, "hi": hi}
+    found = window(ctx, source, lambda lo: source.cursor_bounds(ctx.spark, after=lo))
+    watermark, lo, hi = found
     incremental = source.spec.incremental
-    nothing_new = incremental is not None and (
-        hi is None or (watermark is not None and not later(hi, watermark) and not incremental.lookback)
-    )
+    idle = nothing_new(source, found)
     with ctx.timed("delta_log"):
-        snapshot = _snapshot_due(ctx, raw_path)
-    if nothing_new and not snapshot:
-        return StepResult(note="source table is empty" if hi is None else "no new rows", details=window)
+        snapshot = snapshot_due(ctx, raw_path)
+    if idle and not snapshot:
+        return no_new_rows(found)
     frames = []
     plan = ReadPlan.window(lo, hi)
-    if not nothing_new:
+    if not idle:
         frames.append(source.read(ctx.spark, plan))
     tombstones = _tombstones(ctx, source, raw_path) if snapshot else None
     if tombstones is not None and (frames or not tombstones.isEmpty()):
         frames.append(tombstones)
     if not frames:
-        return StepResult(note="no new rows, no deleted keys", details=window)
+        return StepResult(note="no new rows, no deleted keys", details=window_details(found))
     batch = next_batch(ctx, raw_path)
     df = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1], allowMissingColumns=True)
-    new_watermark = hi if watermark is None or (hi is not None and later(hi, watermark)) else watermark
+    new_watermark = moved(found)
     # The source's columns now, as this batch read them (None: a batch of tombstones only, which says nothing).
-    columns = None if nothing_new else [c for c in frames[0].columns if not c.startswith("_pz_")]
+    columns = None if idle else [c for c in frames[0].columns if not c.startswith("_pz_")]
     complete = is_complete_read(ctx)
     meta = ctx.metadata(
         "extract",
@@ -295,11 +333,12 @@ def _extract_window(ctx: StepContext, source: Source, raw_path: str) -> StepResu
         key_snapshot=snapshot,
         complete=complete,
         columns=columns,
+        typing=None if idle or complete else source.typing(ctx.spark, plan),
     )
     df, _ = conform_to_table(stamped(df, ctx, batch), raw_path, ctx.flow.schema_drift, f"raw.{ctx.flow.name}")
     failpoints.reach("extract.before_commit")
     with ctx.timed("read_write"):
-        bulk = _bulk_plan(ctx, plan, raw_path) if len(frames) == 1 and not nothing_new else None
+        bulk = _bulk_plan(ctx, plan, raw_path) if len(frames) == 1 and not idle else None
         commit, read_path = _append_raw(ctx, source, df, bulk, raw_path, meta)
     failpoints.reach("extract.after_commit")
     with ctx.timed("state"):
@@ -310,7 +349,7 @@ def _extract_window(ctx: StepContext, source: Source, raw_path: str) -> StepResu
         rows_written=commit.rows_written,
         bytes_written=commit.bytes_written,
         details={
-            **window,
+            **window_details(found),
             "batch": batch,
             "delta_version": commit.version,
             "key_snapshot": snapshot,

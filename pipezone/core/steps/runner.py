@@ -35,6 +35,7 @@ from pipezone.core.steps.quality import run_quality
 from pipezone.core.steps.runtime import Runtime, load_runtime
 from pipezone.core.steps.silver import run_silver
 from pipezone.core.steps.small_batch import run_small_bronze, run_small_silver
+from pipezone.core.steps.small_window import run_small_extract
 from pipezone.core.steps.verify_step import run_verify_step
 
 if TYPE_CHECKING:
@@ -49,7 +50,10 @@ class StepFailed(RuntimeError):
 
 
 STEP_FUNCTIONS: dict[str, Callable[[StepContext], StepResult]] = {
-    "extract": lambda ctx: run_cdc_extract(ctx) if ctx.flow.source and ctx.flow.source.cdc else run_extract(ctx),
+    # a window typed as an earlier Spark read typed it is read and written without Spark (steps/small_window.py)
+    "extract": lambda ctx: (
+        run_cdc_extract(ctx) if ctx.flow.source and ctx.flow.source.cdc else run_small_extract(ctx) or run_extract(ctx)
+    ),
     # a small batch into an existing table is written by delta-rs when it can be exactly (steps/small_batch.py)
     "bronze": lambda ctx: run_small_bronze(ctx) or run_bronze(ctx),
     "silver": lambda ctx: run_small_silver(ctx) or run_silver(ctx),

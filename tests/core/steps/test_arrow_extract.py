@@ -15,6 +15,7 @@ import pytest
 
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.runs.flow_runner import run_flows
+from pipezone.core.sources.contract import ReadPlan
 from pipezone.core.spec.settings import load_settings
 from pipezone.core.steps.runtime import Runtime, load_runtime
 
@@ -198,11 +199,15 @@ def test_first_load_through_arrow_writes_what_jdbc_writes(spark: SparkSession, p
 
 
 def test_a_jdbc_extract_continues_a_table_the_arrow_path_created(spark: SparkSession, project: Project) -> None:
+    """A new source column sends the window to Spark (steps/small_window.py): it evolves raw."""
     project.execute("DROP TABLE IF EXISTS odd", TYPES_DDL.replace("typed", "odd"))
     project.execute(f"INSERT INTO odd VALUES ({', '.join(['%s'] * 20)})", rows=TYPES_ROWS)
     first = project.extract("odd_arrow")
     assert first["read_path"] == "arrow"
-    project.execute("UPDATE odd SET label = 'changed', updated_at = '2024-02-01 00:00:00' WHERE id = 2")
+    project.execute(
+        "ALTER TABLE odd ADD COLUMN note VARCHAR(10) NULL",
+        "UPDATE odd SET label = 'changed', note = 'n', updated_at = '2024-02-01 00:00:00' WHERE id = 2",
+    )
     second = project.extract("odd_arrow")
     assert second["read_path"] == "jdbc"
     assert second["batch"] == 2
@@ -211,7 +216,70 @@ def test_a_jdbc_extract_continues_a_table_the_arrow_path_created(spark: SparkSes
     assert [c["batch"] for c in commits] == [2, 1]
     assert [c["operationMetrics"].get("numOutputRows", c["operationMetrics"].get("num_added_rows")) for c in commits]
     rows = spark.read.format("delta").load(project.raw("odd")).filter("id = 2").orderBy(dt.BATCH)
-    assert [r["label"] for r in rows.collect()] == ["tab\there 'quote' \\back", "changed"]
+    assert [(r["label"], r["note"]) for r in rows.collect()] == [("tab\there 'quote' \\back", None), ("changed", "n")]
+
+
+def test_later_windows_are_read_without_spark_as_the_jdbc_read_reads_them(
+    spark: SparkSession, project: Project
+) -> None:
+    """After a first load, a window whose source columns are the ones Spark resolved is read by connectorx
+    and appended by delta-rs, opening no Spark session; raw's batch holds what Spark's JDBC read of the same
+    window holds, every type of the table, and the columns and types raw had."""
+    project.execute("DROP TABLE IF EXISTS later", TYPES_DDL.replace("typed", "later"))
+    project.execute(f"INSERT INTO later VALUES ({', '.join(['%s'] * 20)})", rows=TYPES_ROWS)
+    (project.root / "metadata" / "flows" / "later_arrow.yaml").write_text(
+        FLOW.format(name="later_arrow", table="later", initial_load="jdbc")
+    )
+    first = project.extract("later_arrow")
+    assert first["read_path"] == "jdbc"
+    schema_before, _ = _data(spark, project.raw("later"))
+    moved = [(row[0] + 10, *row[1:-1], "2024-03-01 00:00:00") for row in TYPES_ROWS]
+    project.execute(f"INSERT INTO later VALUES ({', '.join(['%s'] * 20)})", rows=moved)
+    project.execute("UPDATE later SET label = 'changed', updated_at = '2024-03-02 00:00:00' WHERE id = 2")
+    second = project.extract("later_arrow")
+    assert second["read_path"] == "arrow" and second["batch"] == 2
+    assert "session" not in second["phases_s"]
+    assert second["watermark"] == first["hi"]
+    schema_after, _ = _data(spark, project.raw("later"))
+    assert schema_after == schema_before
+    batch = spark.read.format("delta").load(project.raw("later")).filter(f"{dt.BATCH} = 2")
+    columns = [c for c in batch.columns if not c.startswith("_pz_")]
+    runtime = project.runtimes[-1]
+    source = runtime.source(runtime.flow("later_arrow"))
+    expected = source.read(spark, ReadPlan.window(second["lo"], second["hi"]))
+    assert sorted(tuple(r) for r in batch.select(*columns).collect()) == sorted(
+        tuple(r) for r in expected.select(*columns).collect()
+    )
+    assert batch.count() == len(TYPES_ROWS) + 1
+    third = project.extract("later_arrow")  # nothing new: no batch, no session
+    assert third.get("batch") is None and "session" not in third.get("phases_s", {})
+
+
+def test_a_changed_column_type_sends_the_window_to_spark(
+    spark: SparkSession, project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another decimal scale would be typed wrongly by the kept resolution: the catalog's fingerprint differs,
+    Spark reads the window (and the flow's drift policy applies), then resolves the typing again."""
+    project.execute(
+        "DROP TABLE IF EXISTS scaled",
+        "CREATE TABLE scaled (id INT NOT NULL PRIMARY KEY, amount DECIMAL(12,2) NULL, updated_at DATETIME(6) NOT NULL)",
+        "INSERT INTO scaled VALUES (1, 1.25, '2024-01-01')",
+    )
+    (project.root / "metadata" / "flows" / "scaled.yaml").write_text(
+        FLOW.format(name="scaled", table="scaled", initial_load="auto")
+    )
+    assert project.extract("scaled")["read_path"] == "arrow"
+    project.execute("INSERT INTO scaled VALUES (2, 2.5, '2024-01-02')")
+    assert project.extract("scaled")["read_path"] == "arrow"
+    project.execute(
+        "ALTER TABLE scaled MODIFY amount DECIMAL(14,4) NULL", "INSERT INTO scaled VALUES (3, 3.1234, '2024-01-03')"
+    )
+    capsys.readouterr()
+    details = project.extract("scaled")
+    assert details["read_path"] == "jdbc"
+    assert "extract without Spark not used (the source's columns are not the ones" in capsys.readouterr().out
+    amounts = spark.read.format("delta").load(project.raw("scaled")).filter("id = 3").collect()
+    assert [str(r["amount"]) for r in amounts] == ["3.1234"]
 
 
 def test_a_decimal_wider_than_connectorx_carries_is_read_over_jdbc(spark: SparkSession, project: Project) -> None:

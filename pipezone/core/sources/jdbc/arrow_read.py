@@ -9,6 +9,7 @@ the batches into raw with delta-rs, as the table the JDBC read would have writte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -20,24 +21,24 @@ from pipezone.core.spec.source import SourceSpec
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql.types import StructType
 
 BATCH_ROWS = 100_000
+_DECIMAL = re.compile(r"decimal\((\d+),(\d+)\)")
 
 
-def check_schema(schema: StructType, native_types: Mapping[str, str]) -> None:
-    """Refuse columns connectorx can't carry exactly: it holds MySQL decimals as scale-10 values of at most
-    28 digits (rust_decimal), exact only for at most 10 fractional and 18 integer digits; a value beyond
-    that would fail the read mid-stream. (Other decimals, e.g. BIGINT UNSIGNED's, come as integers.)"""
-    from pyspark.sql.types import DecimalType
-
-    for field in schema.fields:
-        kind = field.dataType
-        native = native_types.get(field.name, "")
-        if not native.startswith(("DECIMAL", "NUMERIC")) or not isinstance(kind, DecimalType):
+def check_schema(types: Mapping[str, str], native_types: Mapping[str, str]) -> None:
+    """Refuse columns connectorx can't carry exactly (`types`: column -> Spark type name): it holds MySQL
+    decimals as scale-10 values of at most 28 digits (rust_decimal), exact only for at most 10 fractional
+    and 18 integer digits; a value beyond that would fail the read mid-stream. (Other decimals, e.g.
+    BIGINT UNSIGNED's, come as integers.)"""
+    for name, kind in types.items():
+        native = native_types.get(name, "")
+        decimal = _DECIMAL.fullmatch(kind)
+        if not native.startswith(("DECIMAL", "NUMERIC")) or decimal is None:
             continue
-        if kind.scale > 10 or kind.precision - kind.scale > 18:
-            raise ArrowUnavailable(f"column {field.name}: {kind.simpleString()} is wider than connectorx carries")
+        precision, scale = int(decimal[1]), int(decimal[2])
+        if scale > 10 or precision - scale > 18:
+            raise ArrowUnavailable(f"column {name}: {kind} is wider than connectorx carries")
 
 
 def _split(url: str, dialect: JdbcDialect, source: SourceSpec) -> dict[str, Any]:

@@ -322,6 +322,12 @@ class JdbcDialect(ABC):
             hi, now = self.quote(HI_COLUMN), self.quote(NOW_COLUMN)
             return f"SELECT MAX({self.ident(cursor)}) AS {hi}, {self.now_sql} AS {now} FROM {self.relation(source)}"
 
+    def catalog_query(self, source: SourceSpec) -> str | None:
+        """A query for the database's own driver listing a table source's columns in order, with everything
+        the JDBC driver types them by; None where the dialect has none, or for a query source. Equal rows
+        tell a later window that the columns an earlier Spark read resolved still hold (JdbcSource.typing)."""
+        return None
+
     def partition_column(self, source: SourceSpec) -> str | None:
         """The column to split a parallel read on: explicit, else a single-column primary key."""
         column = source.read.partition_column or (source.primary_key[0] if len(source.primary_key) == 1 else None)

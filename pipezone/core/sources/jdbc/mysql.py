@@ -21,7 +21,7 @@ from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
 from pipezone.core.spec.secrets import SecretResolver
-from pipezone.core.spec.source import ReadOptions
+from pipezone.core.spec.source import ReadOptions, SourceSpec
 
 # Connector/J buffers the whole result set in memory unless the statement's fetch size is exactly
 # Integer.MIN_VALUE (row-by-row streaming; Spark >= 3.0 accepts a negative fetchsize, SPARK-21287).
@@ -84,6 +84,18 @@ class MySqlAdapter(JdbcAdapter):
         """PyMySQL, utf8mb4, the session in UTC as the JDBC reads have it."""
         query = {"charset": "utf8mb4", "init_command": "SET time_zone = '+00:00'"}
         return self.driver_url(conn, resolver, "mysql+pymysql", query)
+
+    def catalog_query(self, source: SourceSpec) -> str | None:
+        """information_schema's full column type (`decimal(10,2) unsigned`, `tinyint(1)`, `enum(...)`) and
+        character set (binary strings are bytes) of each column."""
+        if source.table is None:
+            return None
+        schema = self.string_literal(source.schema_) if source.schema_ else "DATABASE()"
+        return (
+            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+            f"WHERE TABLE_SCHEMA = {schema} AND TABLE_NAME = {self.string_literal(source.table)} "
+            "ORDER BY ORDINAL_POSITION"
+        )
 
     def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference:
         """The MariaDB/MySQL client streaming the result row by row (`--quick`) as text, over TCP as Spark reads;

@@ -15,6 +15,7 @@ from pipezone.core.sources.jdbc.dialect import host_port, query_string
 from pipezone.core.sources.jdbc.source import JdbcAdapter
 from pipezone.core.spec.connection import ConnectionSpec, JdbcConnection
 from pipezone.core.spec.secrets import SecretResolver
+from pipezone.core.spec.source import SourceSpec
 
 UTC_STARTUP_OPTION = "-c TimeZone=UTC"
 # Array element types Spark reads exactly as array<...>; arrays of anything else are read as their text.
@@ -85,6 +86,17 @@ class PostgresAdapter(JdbcAdapter):
 
     def text_expression(self, quoted: str, column: SourceColumn) -> str:
         return f"{quoted}::text"
+
+    def catalog_query(self, source: SourceSpec) -> str | None:
+        """Each column's declared type with its modifiers (`numeric(10,2)`, `character(3)`, an enum's or a
+        domain's name) and its declared array dimensions (Spark's `arrayDimension`)."""
+        if source.table is None:
+            return None
+        relation = self.string_literal(self.relation(source))
+        return (
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attndims FROM pg_catalog.pg_attribute a "
+            f"WHERE a.attrelid = to_regclass({relation}) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+        )
 
     def client_command(self, conn: JdbcConnection, login: Mapping[str, str], sql: str) -> PhysicalReference:
         """psql's `\\copy (SELECT ...) TO '/dev/null'`: the server's COPY protocol, the fastest way out; the

@@ -8,6 +8,9 @@ the stride. A flow's first load can stream through connectorx instead (jdbc/arro
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +25,13 @@ from pipezone.core.sources.contract import (
     SourceError,
 )
 from pipezone.core.sources.jdbc import arrow_read
-from pipezone.core.sources.jdbc.column_types import TypedRead, check_overrides, source_columns, typed_read
+from pipezone.core.sources.jdbc.column_types import (
+    SourceColumn,
+    TypedRead,
+    check_overrides,
+    source_columns,
+    typed_read,
+)
 from pipezone.core.sources.jdbc.dialect import (
     HI_COLUMN,
     LO_COLUMN,
@@ -40,6 +49,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, DataFrameReader, SparkSession
     from pyspark.sql.types import StructType
 
+# Bump when what a JDBC read resolves changes (a dialect's read_expression, customSchema or casts, the
+# driver's version): typings kept in raw's commits (JdbcSource.typing) then stop matching, Spark reads again.
+TYPING_VERSION = 1
 CHAR_TYPE_KEY = "__CHAR_VARCHAR_TYPE_STRING"  # where Spark's JDBC schema keeps a column's CHAR/VARCHAR(n)
 
 
@@ -100,10 +112,58 @@ class JdbcSource(contract.Source):
         if url is None:
             return None
         typed = self.typed(spark, self.dbtable(plan))  # the same SELECT as the JDBC read
-        arrow_read.check_schema(schema, typed.native_types)
-        batches = arrow_read.stream(url, self.dialect, self.spec, typed.dbtable)
+        arrow_read.check_schema({f.name: f.dataType.simpleString() for f in schema.fields}, typed.native_types)
+        return self._stream(url, typed.dbtable)
+
+    def typing(self, spark: SparkSession, plan: ReadPlan) -> dict[str, Any] | None:
+        """The catalog's fingerprint, then the columns as the driver reports them and the read's Spark types,
+        resolved in that order: a column changed in between shows as another fingerprint next time. Only for
+        windows of a table on a connection connectorx reads (`arrow_url`)."""
+        if plan.kind != "window" or self.dialect.arrow_url(self.connection, self.resolver) is None:
+            return None
+        fingerprint = self._fingerprint()
+        if fingerprint is None:
+            return None
+        dbtable = self.dbtable(plan)
+        columns = self._columns(spark, dbtable)
+        schema = self._load(spark, self.dialect.read_options(self.spec, dbtable, None)).schema
+        kept = [[c.name, c.spark_type, c.native_type, c.scale, dict(c.metadata)] for c in columns]
+        types = {f.name: f.dataType.simpleString() for f in schema.fields}
+        return {"fingerprint": fingerprint, "columns": kept, "types": types}
+
+    def read_typed(self, plan: ReadPlan, typing: Mapping[str, Any]) -> tuple[ArrowRead, dict[str, str]] | None:
+        """connectorx reads the window with the SELECT the JDBC read would run, built from the kept columns,
+        when the catalog's fingerprint is still the one they were resolved with."""
+        url = self.dialect.arrow_url(self.connection, self.resolver)
+        if plan.kind != "window" or url is None or typing.get("fingerprint") != self._fingerprint():
+            return None
+        columns = [SourceColumn(n, t, native, int(scale), meta) for n, t, native, scale, meta in typing["columns"]]
+        typed = typed_read(self.dialect, self.dbtable(plan), columns, self.spec.column_types)
+        types = dict(typing["types"])
+        arrow_read.check_schema(types, typed.native_types)
+        return self._stream(url, typed.dbtable), types
+
+    def _stream(self, url: str, dbtable: str) -> ArrowRead:
+        batches = arrow_read.stream(url, self.dialect, self.spec, dbtable)
         first = next(batches, None)  # ArrowUnavailable here: connectorx could not start (a split, a type, ...)
         return ArrowRead(arrow_read.prepend(first, batches))
+
+    def _fingerprint(self) -> str | None:
+        """A digest of the catalog's rows for the table (`catalog_query`), the flow's type overrides and
+        TYPING_VERSION; None without a catalog query, a driver, or rows (no such table: nothing to trust)."""
+        query = self.dialect.catalog_query(self.spec)
+        if query is None or self.dialect.native_url(self.connection, self.resolver, self.project_root) is None:
+            return None
+        try:
+            with native_connection(self.dialect, self.connection, self.resolver, self.project_root) as conn:
+                rows = [list(row) for row in conn.exec_driver_sql(query)]
+        except SourceError:  # e.g. no right to read the catalog: Spark reads every window, as before
+            return None
+        if not rows:
+            return None
+        overrides = sorted(self.spec.column_types.items())
+        text = json.dumps([TYPING_VERSION, type(self.dialect).__name__, rows, overrides], default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def count(self, spark: SparkSession) -> int:
         dbtable = f"(SELECT COUNT(*) AS n FROM {self.dialect.relation(self.spec)}) pz_count"
@@ -150,11 +210,14 @@ class JdbcSource(contract.Source):
 
     def typed(self, spark: SparkSession, dbtable: str) -> TypedRead:
         """`dbtable` as read exactly (column_types.py): a schema-only load tells what the driver reports."""
-        columns = source_columns(self._reader(spark).option("dbtable", dbtable).load().schema)
+        columns = self._columns(spark, dbtable)
         problem = check_overrides(columns, self.spec.column_types)
         if problem is not None:
             raise SourceError(problem, self.connection.name)
         return typed_read(self.dialect, dbtable, columns, self.spec.column_types)
+
+    def _columns(self, spark: SparkSession, dbtable: str) -> list[SourceColumn]:
+        return source_columns(self._reader(spark).option("dbtable", dbtable).load().schema)
 
     def run_query(self, spark: SparkSession, sql: str, custom_schema: str | None = None) -> DataFrame:
         """`sql`, a SELECT over this source's relations, as one JDBC read: the database does the work (verify's
