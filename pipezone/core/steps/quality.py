@@ -117,6 +117,9 @@ def run_quality(ctx: StepContext) -> StepResult:
     outcomes: dict[int, list[Outcome]] = {}
     judged = [(i, c) for i, c in judged if located[i][0] not in carried]
     if judged:
+        # GX's datasource takes the process's active session, or starts a local Spark of its own (a Connect
+        # client then cannot open its session): the step's session is opened first
+        ctx.spark  # noqa: B018 - the property opens the session
         with data_docs.site_folder(docs_site(ctx, "quality"), ctx.runtime.lake_s3()) as folder:
             validator = Validator(folder)
             for name in dict.fromkeys(located[i][0] for i, _ in judged):
@@ -145,7 +148,10 @@ def _before(ctx: StepContext, last: RunRecord | None, seen: dict[str, Any], slot
     """The last successful run's outcomes, one per slot, when it judged these very checks (any versions)."""
     if last is None or (last.details.get("seen") or {}).get("checks") != seen["checks"]:
         return None
-    outcomes = ctx.state.quality_results(last.run_id)
+    # the run id may be shared: other flows of one `pipezone run`, Airflow runs triggered alike, and this flow's
+    # row checks (recorded by silver, with their action)
+    found = ctx.state.quality_results(last.run_id)
+    outcomes = [r for r in found if r.flow == ctx.flow.name and r.action is None]
     return outcomes if len(outcomes) == slots else None
 
 

@@ -67,7 +67,8 @@ def run_small_extract(ctx: StepContext) -> StepResult | None:
     if done is not None or due:
         return done
     source = ctx.runtime.source(ctx.flow)
-    bounds = source.bounds_without_spark()
+    with ctx.timed("bounds"):
+        bounds = source.bounds_without_spark()
     if bounds is None:
         return None
     found = window(ctx, source, lambda _lo: bounds)

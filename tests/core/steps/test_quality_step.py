@@ -24,6 +24,7 @@ from pipezone.core.spec.quality import (
     SqlCheck,
     UniqueCheck,
 )
+from pipezone.core.state.quality_results import UnexpectedRows
 from pipezone.core.steps.context import StepContext
 from pipezone.core.steps.quality import QualityError, run_quality
 from pipezone.core.steps.runner import StepFailed, run_step
@@ -351,6 +352,10 @@ def test_after_a_few_changes_the_checks_are_counted_on_the_changes_and_judged_wh
         return result.details["carried"], found
 
     assert run("q-carry-1")[0] == []  # the first judgement: GX on the whole table
+    # the run id shared with another flow (one `pipezone run` of many flows) and with this flow's row checks
+    project.state.record_quality_check("q-carry-1", "other", "silver", "not_null(x)", "passed", "0", "", "error")
+    row_check = UnexpectedRows(0, 0.0, None, "drop")
+    project.state.record_quality_check("q-carry-1", "q_orders", "silver", "r", "passed", "0", "", "warn", row_check)
     source = "SELECT id AS order_id, 'new' AS status, CAST(id AS DECIMAL(12,2)) AS amount, now() AS updated_at"
     spark.sql(
         f"MERGE INTO {dt.sql_table(path)} t USING ({source} FROM range(45, 53) r(id)) s ON t.order_id = s.order_id "
