@@ -70,6 +70,18 @@ START_WAIT_S = 300  # airflow standalone: migrations, then every DAG parsed
 # over an hour on 2 cores, so a shorter limit keeps `make bench` within an afternoon and still compares
 RUN_WAIT_S = int(os.environ.get("PIPEZONE_BENCH_ESTATE_WAIT_S") or 3600)
 
+# The mean wall time of each task (step) over the estate's DAG runs, from Airflow's own records.
+TASKS = """
+import json, sys
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.session import create_session
+spans = {}
+with create_session() as session:
+    for ti in session.query(TaskInstance).filter(TaskInstance.run_id.like(sys.argv[1] + "__%")):
+        if ti.start_date and ti.end_date:
+            spans.setdefault(ti.task_id, []).append((ti.end_date - ti.start_date).total_seconds())
+print(json.dumps({task: round(sum(s) / len(s), 1) for task, s in sorted(spans.items())}))
+"""
 # One Python process triggers every DAG run (an `airflow dags trigger` each would start 50 interpreters).
 TRIGGER = """
 import json, sys
@@ -258,6 +270,7 @@ def estate(project: Project, profile: str, flows: list[str], tag: str, pid: int 
         triggered = airflow.trigger(tag, [f"pipezone_{flow}" for flow in flows])
         runs, finished = airflow.wait(tag, len(flows))
         busy_after, server_after = cpu_seconds(pid)
+        task_means = airflow.python(TASKS, tag)
     failed = [dag for dag, state, _, _ in runs if state == "failed"]  # a finished estate's runs are success or failed
     per_flow = [end - start for _, _, start, end in runs if start and end]
     if not finished:  # cut off: how far it got is the result; a run still going has not failed
@@ -278,6 +291,7 @@ def estate(project: Project, profile: str, flows: list[str], tag: str, pid: int 
         "flow_p50_s": round(percentile(per_flow, 0.5), 1),
         "flow_p95_s": round(percentile(per_flow, 0.95), 1),
         "flow_mean_s": round(statistics.fmean(per_flow), 1),
+        "task_mean_s": task_means,
         "failed": failed,
     }
 
@@ -364,6 +378,10 @@ def section(run: dict[str, Any]) -> list[str]:
             f"| {len(r['failed'])} | {r['reference_s']:.1f} | {r['vs_reference']:.2f}x "
             f"| {busy if busy is not None else '-'} | {server if server is not None else '-'} |"
         )
+    for r in rows:
+        if r.get("task_mean_s"):
+            means = ", ".join(f"{task} {seconds:.1f} s" for task, seconds in r["task_mean_s"].items())
+            lines += ["", f"Mean task wall time ({r['launcher']}, from Airflow's task instances): {means}."]
     heaps = [r["server_heap_mb"] for r in rows if r.get("server_heap_mb")]
     if heaps:
         lines += [

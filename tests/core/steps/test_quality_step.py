@@ -25,6 +25,7 @@ from pipezone.core.spec.quality import (
     UniqueCheck,
 )
 from pipezone.core.state.quality_results import UnexpectedRows
+from pipezone.core.steps import quality as quality_step
 from pipezone.core.steps.context import StepContext
 from pipezone.core.steps.quality import QualityError, run_quality
 from pipezone.core.steps.runner import StepFailed, run_step
@@ -233,6 +234,31 @@ def test_a_failing_error_check_raises_and_a_warn_check_is_recorded_as_warned(pro
     assert sorted(k["order_id"] for k in json.loads(results[2].unexpected_keys)) == [1, 2]
     docs = project.runtime.lake.quality("q_orders").removeprefix("file://") + "/quality/index.html"
     assert "q_orders" in Path(docs).read_text()  # the Data Docs site of this run
+
+
+def test_the_step_opens_its_session_before_gx_asks_for_one(
+    project: Any, bad: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GX's Spark datasource takes the process's active session or starts a local Spark of its own; in a
+    Connect client whose earlier steps opened none (small batches), that local Spark then kept the step from
+    opening its Connect session. The step opens its session first."""
+    write_tables(project, bad)
+    opened: list[bool] = []
+
+    def session() -> Any:
+        opened.append(True)
+        return project.spark
+
+    real = quality_step.Validator
+
+    def validator(*args: Any, **kwargs: Any) -> Validator:
+        assert opened, "GX's datasource was created before the step's session"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quality_step, "Validator", validator)
+    flow = quality_flow({"check": "unique", "columns": ["order_id"], "severity": "warn"})
+    run_step(StepContext(project.runtime, session, flow, "q-session"), "quality")
+    assert opened == [True]
 
 
 def test_warnings_alone_do_not_fail_the_step(project: Any, bad: Any) -> None:
