@@ -104,10 +104,13 @@ class QualityStore(StoreBase):
             run_id = conn.execute(newest).scalar()
         if run_id is None:
             return []
-        return [r for r in self.quality_results(run_id) if r.flow == flow]
+        return self.quality_results(run_id, flow)
 
-    def quality_results(self, run_id: str) -> list[QualityResult]:
-        """A run's check outcomes in the order they were recorded."""
+    def quality_results(self, run_id: str, flow: str | None = None) -> list[QualityResult]:
+        """A run's check outcomes in the order they were recorded; only `flow`'s when given (the flows of one
+        `pipezone run` share its run id)."""
         query = select(quality_checks).where(quality_checks.c.run_id == run_id).order_by(quality_checks.c.id)
+        if flow is not None:
+            query = query.where(quality_checks.c.flow == flow)
         with self._transaction() as conn:
             return [QualityResult(**row._asdict()) for row in conn.execute(query)]

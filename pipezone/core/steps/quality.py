@@ -150,8 +150,8 @@ def _before(ctx: StepContext, last: RunRecord | None, seen: dict[str, Any], slot
         return None
     # the run id may be shared: other flows of one `pipezone run`, Airflow runs triggered alike, and this flow's
     # row checks (recorded by silver, with their action)
-    found = ctx.state.quality_results(last.run_id)
-    outcomes = [r for r in found if r.flow == ctx.flow.name and r.action is None]
+    found = ctx.state.quality_results(last.run_id, ctx.flow.name)
+    outcomes = [r for r in found if r.action is None]
     return outcomes if len(outcomes) == slots else None
 
 
