@@ -15,7 +15,7 @@ feed off (a property change) or that rewrites files without changing rows (OPTIM
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipezone.core.lake import delta_log
 from pipezone.core.lake.change_feed import CHANGE_FEED_PROPERTY, ROWS
@@ -24,7 +24,8 @@ from pipezone.core.lake.delta_tables import DELETED, IS_CURRENT
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# Commits whose change files (or, for an append, added files) are exactly their changed rows.
+# Commits whose change files (or, for an append, added files) are exactly their changed rows: the caller
+# reads a range with delta-rs only when each of its commits is one (an append, not an overwrite).
 FEED_OPERATIONS = frozenset({"MERGE", "UPDATE", "DELETE", "WRITE"})
 CHANGE_TYPE = "_change_type"
 _ADDED = ("insert", "update_postimage")
@@ -36,47 +37,31 @@ class ArrowFeedUnsupported(Exception):
     """delta-rs can't give this range's feed exactly: count it with Spark."""
 
 
-def readable(commits: list[dict[str, Any]]) -> bool:
-    """Whether every commit of the range (history entries) writes its feed as delta-rs reads it."""
-    for commit in commits:
-        operation = commit.get("operation")
-        mode = str((commit.get("operationParameters") or {}).get("mode", "Append")).strip('"')
-        if operation not in FEED_OPERATIONS or (operation == "WRITE" and mode != "Append"):
-            return False
-    return True
-
-
-def spark_fields(path: str, options: dict[str, str], version: int) -> list[tuple[str, str]]:
-    """The table's columns at `version` with their Spark type names (what a Spark schema's simpleString says),
-    after checking that the table records its change feed there."""
-    from deltalake import DeltaTable
-
-    try:
-        table = DeltaTable(delta_log.table_uri(path), version=version, storage_options=options)
-        configuration = table.metadata().configuration
-    except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
-        raise ArrowFeedUnsupported(f"delta-rs: {str(err)[:200]}") from None
-    if str(configuration.get(CHANGE_FEED_PROPERTY, "")).lower() != "true":
-        raise ArrowFeedUnsupported(f"the table does not record its change feed at version {version}")
-    named = delta_log.spark_fields(table)
-    if named is None:
-        raise ArrowFeedUnsupported("the table holds a nested column")
-    return named
-
-
-def read_feed(path: str, options: dict[str, str], start: int, end: int, columns: list[str]) -> pa.Table:
-    """The feed of versions start..end (inclusive): `columns` and the change type, strings as plain strings."""
+def read_feed(path: str, options: dict[str, str], start: int, end: int) -> tuple[list[tuple[str, str]], pa.Table]:
+    """The table's columns at `end` with their Spark type names (what a Spark schema's simpleString says),
+    and the feed of versions start..end (inclusive): those columns and the change type, strings as plain
+    strings. ArrowFeedUnsupported when the table does not record its feed at `end`, holds a nested column,
+    or delta-rs fails."""
     import pyarrow as pa
     from deltalake import DeltaTable
 
     try:
         table = DeltaTable(delta_log.table_uri(path), version=end, storage_options=options)
-        reader = table.load_cdf(starting_version=start, ending_version=end, columns=[*columns, CHANGE_TYPE])
-        feed = pa.table(reader)
+        configuration = table.metadata().configuration
+    except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
+        raise ArrowFeedUnsupported(f"delta-rs: {str(err)[:200]}") from None
+    if str(configuration.get(CHANGE_FEED_PROPERTY, "")).lower() != "true":
+        raise ArrowFeedUnsupported(f"the table does not record its change feed at version {end}")
+    fields = delta_log.spark_fields(table)
+    if fields is None:
+        raise ArrowFeedUnsupported("the table holds a nested column")
+    try:
+        columns = [*(name for name, _ in fields), CHANGE_TYPE]
+        feed = pa.table(table.load_cdf(starting_version=start, ending_version=end, columns=columns))
     except Exception as err:  # noqa: BLE001 - any delta-rs failure means "ask Spark"
         raise ArrowFeedUnsupported(f"delta-rs: {str(err)[:200]}") from None
     plain = [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f for f in feed.schema]
-    return feed.cast(pa.schema(plain))
+    return fields, feed.cast(pa.schema(plain))
 
 
 def live(feed: pa.Table) -> pa.Array:

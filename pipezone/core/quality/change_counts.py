@@ -199,11 +199,10 @@ def _arrow_counts(
 ) -> tuple[str, dict[str, int]] | None:
     """(columns fingerprint, net counts) of the feed read by delta-rs and counted in Arrow, or None when
     that would not be exact (lake/arrow_feed.py, quality/arrow_conditions.py): Spark counts instead."""
-    if not arrow_feed.readable(commits):
+    if not all(c.get("operation") in arrow_feed.FEED_OPERATIONS for c in commits):  # appends: _feed_is_change
         return None
     try:
-        fields = arrow_feed.spark_fields(path, options, versions[1])
-        feed = arrow_feed.read_feed(path, options, *versions, [name for name, _ in fields])
+        fields, feed = arrow_feed.read_feed(path, options, *versions)
     except arrow_feed.ArrowFeedUnsupported:
         return None
     conditions = {key: arrow_conditions.failing(e, feed.schema) for key, e in wanted.items()}
