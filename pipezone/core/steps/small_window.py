@@ -19,8 +19,9 @@ The commit is the Spark path's: the same batch number, txn, metadata, stamps and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from pipezone.core import failpoints
@@ -54,9 +55,11 @@ def run_small_extract(ctx: StepContext) -> StepResult | None:
         return None
     raw = ctx.runtime.lake.raw(ctx.flow)
     options = ctx.runtime.lake_options()
+    # raw's log, read once for the last extract and the newest batch
+    history = cache(lambda limit: delta_log.history_with(raw, limit, options))
     try:
         with ctx.timed("delta_log"):
-            last = dt.newest_matching(lambda limit: delta_log.history_with(raw, limit, options), is_live_extract)
+            last = dt.newest_matching(history, is_live_extract)
     except delta_log.LogUnavailable:
         return None
     if last is None or not last.get("typing"):
@@ -78,20 +81,27 @@ def run_small_extract(ctx: StepContext) -> StepResult | None:
         read = source.read_typed(ReadPlan.window(found[1], found[2]), last["typing"])
         if read is None:
             return _not_used(ctx, "the source's columns are not the ones the last Spark read resolved")
-        return _appended(ctx, source, found, read, last)
+        return _appended(ctx, source, found, read, (last, history))
     except (ArrowUnavailable, ArrowUnsupported) as err:  # raised before delta-rs committed: nothing written
         return _not_used(ctx, str(err))
 
 
 def _appended(
-    ctx: StepContext, source: Source, found: Window, read: tuple[ArrowRead, dict[str, str]], last: dict[str, Any]
+    ctx: StepContext,
+    source: Source,
+    found: Window,
+    read: tuple[ArrowRead, dict[str, str]],
+    log: tuple[dict[str, Any], Callable[[int | None], list[dict[str, Any]]]],
 ) -> StepResult:
-    """Append the window to raw as its next batch, then move the watermark (extract's order of events)."""
+    """Append the window to raw as its next batch, then move the watermark (extract's order of events).
+    `log`: the last live extract commit, and raw's history reader."""
     arrow, types = read
+    last, history = log
     raw = ctx.runtime.lake.raw(ctx.flow)
     options = ctx.runtime.lake_options()
     with ctx.timed("delta_log"):
-        batch = 1 + max(dt.batches_of(_commits(raw, options)), default=0)
+        newest = dt.newest_matching(history, lambda m: "batch" in m)
+    batch = 1 + (int(newest["batch"]) if newest is not None else 0)
     _check_columns(raw, options, types)
     new_watermark = moved(found)
     meta = ctx.metadata(
@@ -137,12 +147,6 @@ def _appended(
         bytes_written=commit.bytes_written,
         details=details,
     )
-
-
-def _commits(raw: str, options: dict[str, str]) -> list[dict[str, Any]]:
-    """raw's newest commit that names a batch, as a one-item list ([] for none)."""
-    newest = dt.newest_matching(lambda limit: delta_log.history_with(raw, limit, options), lambda m: "batch" in m)
-    return [] if newest is None else [newest]
 
 
 def _check_columns(raw: str, options: dict[str, str], types: dict[str, str]) -> None:
