@@ -126,7 +126,7 @@ class JdbcSource(contract.Source):
             return None
         dbtable = self.dbtable(plan)
         columns = self._columns(spark, dbtable)
-        schema = self._load(spark, self.dialect.read_options(self.spec, dbtable, None)).schema
+        schema = self._load(spark, self.dialect.read_options(self.spec, dbtable, None), columns).schema
         kept = [[c.name, c.spark_type, c.native_type, c.scale, dict(c.metadata)] for c in columns]
         types = {f.name: f.dataType.simpleString() for f in schema.fields}
         return {"fingerprint": fingerprint, "columns": kept, "types": types}
@@ -208,9 +208,10 @@ class JdbcSource(contract.Source):
         row = self._query_one(spark, self.dialect.partition_bounds_read_options(self.spec, column, over))
         return row.get(LO_COLUMN), row.get(HI_COLUMN)
 
-    def typed(self, spark: SparkSession, dbtable: str) -> TypedRead:
-        """`dbtable` as read exactly (column_types.py): a schema-only load tells what the driver reports."""
-        columns = self._columns(spark, dbtable)
+    def typed(self, spark: SparkSession, dbtable: str, columns: list[SourceColumn] | None = None) -> TypedRead:
+        """`dbtable` as read exactly (column_types.py): a schema-only load tells what the driver reports
+        (`columns`, when the caller has just resolved them)."""
+        columns = self._columns(spark, dbtable) if columns is None else columns
         problem = check_overrides(columns, self.spec.column_types)
         if problem is not None:
             raise SourceError(problem, self.connection.name)
@@ -229,12 +230,14 @@ class JdbcSource(contract.Source):
             options["customSchema"] = custom_schema
         return self._reader(spark).options(**options).load()
 
-    def _load(self, spark: SparkSession, options: dict[str, str]) -> DataFrame:
+    def _load(
+        self, spark: SparkSession, options: dict[str, str], columns: list[SourceColumn] | None = None
+    ) -> DataFrame:
         """Read with `options` exactly: the typed `dbtable`, its forced types, and the dialect's own fixes for
         drivers that type some columns badly (a customSchema, and casts after the read)."""
         from pyspark.sql import functions as F
 
-        typed = self.typed(spark, options["dbtable"])
+        typed = self.typed(spark, options["dbtable"], columns)
         options = {**options, "dbtable": typed.dbtable}
         df = self._reader(spark).options(**options).load()
         inferred = {f.name: f.dataType.simpleString() for f in df.schema.fields if f.name not in typed.spark_types}
