@@ -154,16 +154,23 @@ def rows_meeting(table: DeltaTable, bounds: dict[str, tuple[Any, Any]]) -> int |
     return pc.sum(files.filter(meets)["num_records"]).as_py() or 0
 
 
+class KeysSpread(ArrowUnsupported):
+    """The batch's keys meet more of the table's rows than delta-rs's copy-on-write MERGE should copy: a
+    MERGE that marks rows with deletion vectors (Spark's) writes the batch instead."""
+
+
 def narrowed(table: DeltaTable, rows: pa.Table, keys: list[str], most: int) -> dict[str, tuple[Any, Any]]:
     """The rows' key bounds, when the table's files that meet them hold at most `most` rows; else
-    ArrowUnsupported (keys spread over the table: Spark marks the few rows of each file with a deletion
-    vector, where delta-rs would copy every file)."""
+    KeysSpread (Spark marks the few rows of each file with a deletion vector, where delta-rs would copy
+    every file), or ArrowUnsupported when the bounds or the files' statistics are not exact."""
     bounds = key_bounds(rows, keys)
     if bounds is None:
         raise ArrowUnsupported("no exact key range for the batch")
     meets = rows_meeting(table, bounds)
-    if meets is None or meets > most:
-        raise ArrowUnsupported(f"the batch's key range meets {'unknown' if meets is None else meets} rows of the table")
+    if meets is not None and meets > most:
+        raise KeysSpread(f"the batch's key range meets {meets} rows of the table")
+    if meets is None:
+        raise ArrowUnsupported("a file of the table has no statistics for the batch's keys")
     return bounds
 
 

@@ -11,10 +11,11 @@ append commits say they hold at most SMALL_BATCH_ROWS rows, and the write is one
 - bronze in append mode, no pending batch a complete read (its inferred tombstones are Spark's);
 - silver in merge mode without row checks (Great Expectations); its transforms, Spark SQL expressions,
   are Spark's, applied to the batch alone in one job on rows sent from here (no Delta read or write);
-- no partitioning, no schema drift (a new column, another type: the flow's policy applies in Spark), and
-  silver's batch keys in a range that meets at most RANGE_ROWS of the table's rows (keys spread over the
-  table: Spark marks a few rows per file with deletion vectors, where delta-rs would copy every file);
-  bronze only reads its table there, so its range may meet up to SCAN_ROWS.
+- no partitioning, no schema drift (a new column, another type: the flow's policy applies in Spark).
+Silver's batch is merged by delta-rs when its keys' range meets at most RANGE_ROWS of the table's rows;
+keys spread wider go to Spark's MERGE, which marks a few rows per file with deletion vectors where
+delta-rs would copy every file, as rows prepared here (write path "arrow+spark"). Bronze only reads its
+table in that range, so its range may meet up to SCAN_ROWS.
 Anything else, or anything delta-rs cannot read, finds that out before a commit: the step says so in one
 line and Spark writes the batches, as before. The commits are the Spark path's (txnAppId/txnVersion,
 userMetadata, the layer's position after the commit), so the two paths take turns on one table.
@@ -116,9 +117,25 @@ def run_small_silver(ctx: StepContext) -> StepResult | None:
     def write() -> tuple[dt.CommitInfo, str]:
         common = _commit(ctx, "silver", pending.newest)
         options = ctx.runtime.lake_options()
-        return arrow_merge.merge(rows, path, options, keys=keys, cursor=cursor, most=RANGE_ROWS, **common), "arrow"
+        try:
+            return arrow_merge.merge(rows, path, options, keys=keys, cursor=cursor, most=RANGE_ROWS, **common), "arrow"
+        except arrow_merge.KeysSpread:
+            return _marked_by_spark(ctx, rows, path, keys, cursor, common), "arrow+spark"
 
     return _committed(ctx, "silver", pending, write)
+
+
+def _marked_by_spark(
+    ctx: StepContext, rows: pa.Table, path: str, keys: list[str], cursor: str | None, common: dict[str, Any]
+) -> dt.CommitInfo:
+    """Keys spread over the table: Spark's MERGE marks the few rows of each file it meets with a deletion
+    vector (delta-rs would copy nearly every file), on the batch prepared here, sent to it as rows. Spark
+    then neither reads bronze, nor picks each key's latest event, nor copies its source before the MERGE:
+    1,000 keys spread over 10M rows took silver 13.4 s through a warm server, 11.2 s so (measured
+    2026-12-06). The write is `write_layer`'s: the same clauses, narrowed to the batch's keys."""
+    table = arrow_merge.open_table(path, ctx.runtime.lake_options())
+    batch = ctx.spark.createDataFrame(arrow_merge.conformed(rows, table, every_column=False))
+    return dm.merge(batch, path, keys=keys, cursor=cursor, narrow=True, **common)
 
 
 def _transformed(

@@ -1,7 +1,8 @@
 """The small-batch path (steps/small_batch.py): the Arrow events functions choose what Spark's choose
 (differential, on generated events), an incremental run of a flow without transforms writes bronze and
-silver with delta-rs and silver still equals the source, and what the path cannot do exactly (a big
-batch, schema drift) goes to Spark with nothing lost; silver's transforms run in Spark on the batch alone. The sync properties
+silver with delta-rs and silver still equals the source, keys spread over silver are merged by Spark from
+the batch prepared in Arrow, and what the path cannot do exactly (a big batch, schema drift) goes to Spark
+with nothing lost; silver's transforms run in Spark on the batch alone. The sync properties
 (test_sync_properties.py) run their merge flow through this path too, deletes and re-inserts included."""
 
 from __future__ import annotations
@@ -165,6 +166,22 @@ def test_a_batch_over_the_limit_is_written_by_spark(plain: Any, monkeypatch: pyt
     demo_source.apply_change_batch(plain.db, batch=1)
     assert plain.run(["orders_plain"], "incr").ok
     assert write_paths(plain, "incr") == {"bronze": "spark", "silver": "spark"}
+    assert silver_orders(plain) == source_orders(plain)
+
+
+def test_keys_spread_over_silver_are_marked_by_spark_from_the_prepared_batch(
+    plain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose key range meets more of silver than delta-rs should copy: bronze still appends it with
+    delta-rs, and Spark's MERGE of the rows prepared in Arrow marks silver's rows with deletion vectors
+    (no file rewritten); silver equals the source, as after a Spark-path run."""
+    monkeypatch.setattr(small_batch, "RANGE_ROWS", 0)
+    demo_source.apply_change_batch(plain.db, batch=1)
+    assert plain.run(["orders_plain"], "incr").ok
+    assert write_paths(plain, "incr") == {"bronze": "arrow", "silver": "arrow+spark"}
+    silver = plain.logs("incr", "orders_plain")["silver"].details
+    assert silver["narrowed_by"] == "key list"
+    assert silver["files"]["marked"] >= 1 and silver["files"]["rewritten"] == 0, silver["files"]
     assert silver_orders(plain) == source_orders(plain)
 
 

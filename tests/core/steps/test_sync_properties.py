@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from pipezone.core.lake import delta_tables as dt
 from pipezone.core.runs.flow_runner import run_flows
 from pipezone.core.spec.settings import load_settings
+from pipezone.core.steps import small_batch
 from pipezone.core.steps.runtime import load_runtime
 
 if TYPE_CHECKING:
@@ -280,6 +281,32 @@ def test_silver_equals_the_source_after_every_run_sqlite(spark: SparkSession, tm
     source, connection = sqlite_source(root)
     write_project(root, connection, None)
     run_property(spark, root, source, {}, plan)
+
+
+# Updates, late updates, deletes and a re-insert in runs after the first load: tombstones and re-inserts
+# through each clause of the MERGE.
+EVERY_CLAUSE = [
+    [("insert", 6, False), ("insert", 3, True)],
+    [("update", 1, False), ("update", 4, True), ("delete", 2), ("delete", 5), ("insert", 2, True)],
+    [("reinsert", 0), ("update", 3, False), ("delete", 0)],
+]
+
+
+def test_keys_spread_over_silver_sync_through_sparks_merge_of_the_arrow_batch(
+    spark: SparkSession, tmp_path_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Silver's batches as when their keys meet more of the table than delta-rs should copy: Spark's MERGE
+    of the rows prepared in Arrow writes each (small_batch._marked_by_spark), and silver still equals the
+    source after every run."""
+    monkeypatch.setattr(small_batch, "RANGE_ROWS", 0)
+    marked = []
+    by_spark = small_batch._marked_by_spark
+    monkeypatch.setattr(small_batch, "_marked_by_spark", lambda *a, **k: marked.append(1) or by_spark(*a, **k))
+    root = tmp_path_factory.mktemp("sync-spread")
+    source, connection = sqlite_source(root)
+    write_project(root, connection, None)
+    run_property(spark, root, source, {}, EVERY_CLAUSE)
+    assert len(marked) == len(EVERY_CLAUSE) - 1  # every run after the first load
 
 
 def _scratch(server: MariaDB | Postgres) -> Iterator[tuple[Any, list[str]]]:
