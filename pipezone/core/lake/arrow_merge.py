@@ -286,12 +286,14 @@ def append_stream(
     app_id: str,
     version: int,
     metadata: dict[str, Any],
+    table: DeltaTable | None = None,
 ) -> CommitInfo:
     """`append` of a stream: `batches(schema)` yields record batches conformed to the table's Arrow schema,
-    read as the write goes (memory does not grow with the rows). A stream that fails commits nothing."""
+    read as the write goes (memory does not grow with the rows). A stream that fails commits nothing.
+    `table`: the table at `path` when the caller opened it already (its snapshot is the one written on)."""
     import pyarrow as pa
 
-    table = open_table(path, options)
+    table = open_table(path, options) if table is None else table
     if (skipped := _committed(table, app_id, version)) is not None:
         return skipped
     target = table_schema(table)

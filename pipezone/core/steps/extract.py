@@ -62,7 +62,10 @@ def nothing_new(source: Source, found: Window) -> bool:
     )
 
 
-def raw_history(ctx: StepContext, raw_path: str) -> Callable[[int | None], list[dict[str, Any]]]:
+HistoryReader = Callable[[int | None], list[dict[str, Any]]]  # a table's commits, newest first, up to a limit
+
+
+def raw_history(ctx: StepContext, raw_path: str) -> HistoryReader:
     """raw's history reader: delta-rs with the lake's options, the session only where delta-rs can't."""
     return lambda limit: dt.history_of(raw_path, ctx.runtime.lake_options(), limit, lambda: ctx.spark)
 
@@ -72,13 +75,14 @@ def is_live_extract(meta: dict[str, Any]) -> bool:
     return meta.get("step") == "extract" and not meta.get("backfill")
 
 
-def reconcile(ctx: StepContext, raw_path: str) -> StepResult | None:
+def reconcile(ctx: StepContext, raw_path: str, history: HistoryReader | None = None) -> StepResult | None:
     """Repair a watermark update lost after raw's commit, then skip if this run id already extracted.
 
     The newest live (non-backfill) extract commit in raw is the truth: its `hi` is where the watermark
-    must be unless the watermark was changed after that commit (`pipezone state reset`).
+    must be unless the watermark was changed after that commit (`pipezone state reset`). `history`:
+    raw's history reader when the caller has one (`raw_history` otherwise).
     """
-    commit = dt.newest_matching(raw_history(ctx, raw_path), is_live_extract)
+    commit = dt.newest_matching(history or raw_history(ctx, raw_path), is_live_extract)
     if commit is None:
         return None
     source = ctx.flow.source
@@ -219,17 +223,18 @@ def is_complete_read(ctx: StepContext) -> bool:
     return source is not None and source.incremental is None and ctx.backfill is None
 
 
-def snapshot_due(ctx: StepContext, raw_path: str) -> bool:
+def snapshot_due(ctx: StepContext, raw_path: str, history: HistoryReader | None = None) -> bool:
     """Delete detection runs when the flow asks for it and its `every` has passed since the last one.
 
     Never on a complete read: its own rows already name every key the source holds, so a key snapshot
-    would scan the source a second time for nothing (`source.deletes` is redundant there, and ignored)."""
+    would scan the source a second time for nothing (`source.deletes` is redundant there, and ignored).
+    `history`: as `reconcile`'s."""
     source = ctx.flow.source
     if source is None or source.deletes is None or is_complete_read(ctx):
         return False
     if not source.deletes.every:
         return True
-    last = dt.newest_matching(raw_history(ctx, raw_path), lambda m: bool(m.get("key_snapshot")))
+    last = dt.newest_matching(history or raw_history(ctx, raw_path), lambda m: bool(m.get("key_snapshot")))
     return key_snapshot_due(source.deletes, last)
 
 

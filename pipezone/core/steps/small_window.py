@@ -44,6 +44,7 @@ from pipezone.core.steps.extract import (
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from deltalake import DeltaTable
 
 STAMPS = (dt.RUN_ID, dt.BATCH, dt.EXTRACTED_AT, dt.INGEST_DATE, dt.DELETED)
 
@@ -55,18 +56,17 @@ def run_small_extract(ctx: StepContext) -> StepResult | None:
         return None
     raw = ctx.runtime.lake.raw(ctx.flow)
     options = ctx.runtime.lake_options()
-    # raw's log, read once for the last extract and the newest batch
+    # raw's log, read once for the last extract, the reconcile, the key snapshot and the newest batch
     history = cache(lambda limit: delta_log.history_with(raw, limit, options))
     try:
         with ctx.timed("delta_log"):
             last = dt.newest_matching(history, is_live_extract)
+            if last is None or not last.get("typing"):
+                return None
+            done = reconcile(ctx, raw, history)
+            due = done is None and snapshot_due(ctx, raw, history)
     except delta_log.LogUnavailable:
         return None
-    if last is None or not last.get("typing"):
-        return None
-    with ctx.timed("delta_log"):
-        done = reconcile(ctx, raw)
-        due = done is None and snapshot_due(ctx, raw)
     if done is not None or due:
         return done
     source = ctx.runtime.source(ctx.flow)
@@ -80,7 +80,8 @@ def run_small_extract(ctx: StepContext) -> StepResult | None:
     try:
         read = source.read_typed(ReadPlan.window(found[1], found[2]), last["typing"])
         if read is None:
-            return _not_used(ctx, "the source's columns are not the ones the last Spark read resolved")
+            why = "the table's catalog or the flow's column_types changed since the last Spark read, or the connection"
+            return _not_used(ctx, f"{why} has no Arrow reader")
         return _appended(ctx, source, found, read, (last, history))
     except (ArrowUnavailable, ArrowUnsupported) as err:  # raised before delta-rs committed: nothing written
         return _not_used(ctx, str(err))
@@ -102,7 +103,8 @@ def _appended(
     with ctx.timed("delta_log"):
         newest = dt.newest_matching(history, lambda m: "batch" in m)
     batch = 1 + (int(newest["batch"]) if newest is not None else 0)
-    _check_columns(raw, options, types)
+    table = arrow_merge.open_table(raw, options)  # one snapshot: the columns checked are those appended to
+    _check_columns(table, types)
     new_watermark = moved(found)
     meta = ctx.metadata(
         "extract",
@@ -126,7 +128,7 @@ def _appended(
     failpoints.reach("extract.before_commit")
     with ctx.timed("read_write"):
         commit = arrow_merge.append_stream(
-            batches, raw, options, app_id=ctx.app_id("raw"), version=batch, metadata=meta
+            batches, raw, options, app_id=ctx.app_id("raw"), version=batch, metadata=meta, table=table
         )
     failpoints.reach("extract.after_commit")
     incremental = source.spec.incremental
@@ -149,10 +151,10 @@ def _appended(
     )
 
 
-def _check_columns(raw: str, options: dict[str, str], types: dict[str, str]) -> None:
+def _check_columns(raw: DeltaTable, types: dict[str, str]) -> None:
     """raw must hold exactly the read's columns, of the read's Spark types, and its stamps: any other
     shape is schema drift, which the Spark path handles by the flow's policy."""
-    fields = delta_log.spark_fields(arrow_merge.open_table(raw, options))
+    fields = delta_log.spark_fields(raw)
     if fields is None:
         raise ArrowUnsupported("raw holds a nested column")
     held = dict(fields)

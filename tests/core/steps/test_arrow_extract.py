@@ -277,7 +277,10 @@ def test_a_changed_column_type_sends_the_window_to_spark(
     capsys.readouterr()
     details = project.extract("scaled")
     assert details["read_path"] == "jdbc"
-    assert "extract without Spark not used (the source's columns are not the ones" in capsys.readouterr().out
+    assert (
+        "extract without Spark not used (the table's catalog or the flow's column_types changed"
+        in capsys.readouterr().out
+    )
     amounts = spark.read.format("delta").load(project.raw("scaled")).filter("id = 3").collect()
     assert [str(r["amount"]) for r in amounts] == ["3.1234"]
 
