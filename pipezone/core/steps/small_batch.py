@@ -131,8 +131,9 @@ def _marked_by_spark(
     """Keys spread over the table: Spark's MERGE marks the few rows of each file it meets with a deletion
     vector (delta-rs would copy nearly every file), on the batch prepared here, sent to it as rows. Spark
     then neither reads bronze, nor picks each key's latest event, nor copies its source before the MERGE:
-    1,000 keys spread over 10M rows took silver 13.4 s through a warm server, 11.2 s so (measured
-    2026-12-06). The write is `write_layer`'s: the same clauses, narrowed to the batch's keys."""
+    1,000 keys spread over 10M rows took silver 15.5 and 13.4 s through a warm server, 13.5 and 11.2 s
+    so (back to back on one table, 2026-12-06). The write is `write_layer`'s: the same clauses, narrowed
+    to the batch's keys."""
     table = arrow_merge.open_table(path, ctx.runtime.lake_options())
     batch = ctx.spark.createDataFrame(arrow_merge.conformed(rows, table, every_column=False))
     return dm.merge(batch, path, keys=keys, cursor=cursor, narrow=True, **common)
