@@ -156,7 +156,12 @@ def rows_meeting(table: DeltaTable, bounds: dict[str, tuple[Any, Any]]) -> int |
 
 class KeysSpread(ArrowUnsupported):
     """The batch's keys meet more of the table's rows than delta-rs's copy-on-write MERGE should copy: a
-    MERGE that marks rows with deletion vectors (Spark's) writes the batch instead."""
+    MERGE that marks rows with deletion vectors (Spark's) writes the batch instead. `rows`: the batch as
+    `narrowed` was given it (`merge`'s: conformed to the table)."""
+
+    def __init__(self, message: str, rows: pa.Table) -> None:
+        super().__init__(message)
+        self.rows = rows
 
 
 def narrowed(table: DeltaTable, rows: pa.Table, keys: list[str], most: int) -> dict[str, tuple[Any, Any]]:
@@ -168,7 +173,7 @@ def narrowed(table: DeltaTable, rows: pa.Table, keys: list[str], most: int) -> d
         raise ArrowUnsupported("no exact key range for the batch")
     meets = rows_meeting(table, bounds)
     if meets is not None and meets > most:
-        raise KeysSpread(f"the batch's key range meets {meets} rows of the table")
+        raise KeysSpread(f"the batch's key range meets {meets} rows of the table", rows)
     if meets is None:
         raise ArrowUnsupported("a file of the table has no statistics for the batch's keys")
     return bounds
@@ -223,7 +228,8 @@ def merge(
     """Upsert `rows` (one event per key) into the existing table at `path` by `keys`, forward-only, with
     soft deletes: `delta_merge.merge`'s clauses, narrowed to the rows' key range (`narrowed`: meeting at
     most `most` of the table's rows). Raises ArrowUnsupported, with nothing committed, when the table or
-    the rows are not what this path writes exactly."""
+    the rows are not what this path writes exactly (KeysSpread, holding the rows conformed to the table,
+    when their keys meet more)."""
     table = open_table(path, options)
     if (skipped := _committed(table, app_id, version)) is not None:
         return skipped

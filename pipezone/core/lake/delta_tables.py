@@ -99,6 +99,7 @@ def table_exists(spark: SparkSession, path: str) -> bool:
 
 
 RECENT_COMMITS = 50  # commits read first when looking for one of ours
+HistoryReader = Callable[[int | None], list[dict[str, Any]]]  # a table's commits, newest first, up to a limit
 CONTENT_HISTORY = 50  # commits read for the content version; past 50 empty ones in a row, quality judges again
 
 
@@ -187,9 +188,7 @@ def newest_commit(spark: SparkSession, path: str, matches: Callable[[dict[str, A
     return newest_matching(lambda limit: _history(spark, path, limit), matches)
 
 
-def newest_matching(
-    history: Callable[[int | None], list[dict[str, Any]]], matches: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any] | None:
+def newest_matching(history: HistoryReader, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     """`newest_commit` over a history reader (`history(limit)`, newest first; None: all)."""
     recent = history(RECENT_COMMITS)
     found = next((c for c in our_commits(recent) if matches(c)), None)

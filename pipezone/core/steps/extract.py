@@ -62,10 +62,7 @@ def nothing_new(source: Source, found: Window) -> bool:
     )
 
 
-HistoryReader = Callable[[int | None], list[dict[str, Any]]]  # a table's commits, newest first, up to a limit
-
-
-def raw_history(ctx: StepContext, raw_path: str) -> HistoryReader:
+def raw_history(ctx: StepContext, raw_path: str) -> dt.HistoryReader:
     """raw's history reader: delta-rs with the lake's options, the session only where delta-rs can't."""
     return lambda limit: dt.history_of(raw_path, ctx.runtime.lake_options(), limit, lambda: ctx.spark)
 
@@ -75,7 +72,7 @@ def is_live_extract(meta: dict[str, Any]) -> bool:
     return meta.get("step") == "extract" and not meta.get("backfill")
 
 
-def reconcile(ctx: StepContext, raw_path: str, history: HistoryReader | None = None) -> StepResult | None:
+def reconcile(ctx: StepContext, raw_path: str, history: dt.HistoryReader | None = None) -> StepResult | None:
     """Repair a watermark update lost after raw's commit, then skip if this run id already extracted.
 
     The newest live (non-backfill) extract commit in raw is the truth: its `hi` is where the watermark
@@ -223,7 +220,7 @@ def is_complete_read(ctx: StepContext) -> bool:
     return source is not None and source.incremental is None and ctx.backfill is None
 
 
-def snapshot_due(ctx: StepContext, raw_path: str, history: HistoryReader | None = None) -> bool:
+def snapshot_due(ctx: StepContext, raw_path: str, history: dt.HistoryReader | None = None) -> bool:
     """Delete detection runs when the flow asks for it and its `every` has passed since the last one.
 
     Never on a complete read: its own rows already name every key the source holds, so a key snapshot

@@ -90,9 +90,7 @@ def without_dropped_columns(ctx: StepContext, df: DataFrame, batches: tuple[int,
     return df.drop(*dropped) if dropped else df
 
 
-def dropped_columns(
-    raw_commits: Callable[[int | None], list[dict[str, Any]]], columns: list[str], batches: tuple[int, int]
-) -> list[str]:
+def dropped_columns(raw_commits: dt.HistoryReader, columns: list[str], batches: tuple[int, int]) -> list[str]:
     """The `columns` no consumed batch read from the source (dropped there), to leave out: Delta then keeps
     the target's values for updated rows instead of overwriting them with NULL. Raw's commit metadata
     (`raw_commits(limit)`, ours, newest first) lists each batch's source columns (batch numbers are

@@ -119,8 +119,8 @@ def run_small_silver(ctx: StepContext) -> StepResult | None:
         options = ctx.runtime.lake_options()
         try:
             return arrow_merge.merge(rows, path, options, keys=keys, cursor=cursor, most=RANGE_ROWS, **common), "arrow"
-        except arrow_merge.KeysSpread:
-            return _marked_by_spark(ctx, rows, path, keys, cursor, common), "arrow+spark"
+        except arrow_merge.KeysSpread as spread:
+            return _marked_by_spark(ctx, spread.rows, path, keys, cursor, common), "arrow+spark"
 
     return _committed(ctx, "silver", pending, write)
 
@@ -129,14 +129,12 @@ def _marked_by_spark(
     ctx: StepContext, rows: pa.Table, path: str, keys: list[str], cursor: str | None, common: dict[str, Any]
 ) -> dt.CommitInfo:
     """Keys spread over the table: Spark's MERGE marks the few rows of each file it meets with a deletion
-    vector (delta-rs would copy nearly every file), on the batch prepared here, sent to it as rows. Spark
-    then neither reads bronze, nor picks each key's latest event, nor copies its source before the MERGE:
-    1,000 keys spread over 10M rows took silver 15.5 and 13.4 s through a warm server, 13.5 and 11.2 s
-    so (back to back on one table, 2026-12-06). The write is `write_layer`'s: the same clauses, narrowed
-    to the batch's keys."""
-    table = arrow_merge.open_table(path, ctx.runtime.lake_options())
-    batch = ctx.spark.createDataFrame(arrow_merge.conformed(rows, table, every_column=False))
-    return dm.merge(batch, path, keys=keys, cursor=cursor, narrow=True, **common)
+    vector (delta-rs would copy nearly every file), on the batch prepared here (`rows`, conformed to the
+    table by `arrow_merge.merge`), sent to it as rows. Spark then neither reads bronze, nor picks each
+    key's latest event, nor copies its source before the MERGE: 1,000 keys spread over 10M rows took
+    silver 15.5 and 13.4 s through a warm server, 13.5 and 11.2 s so (back to back on one table,
+    2026-12-06). The write is `write_layer`'s: the same clauses, narrowed to the batch's keys."""
+    return dm.merge(ctx.spark.createDataFrame(rows), path, keys=keys, cursor=cursor, narrow=True, **common)
 
 
 def _transformed(

@@ -19,7 +19,7 @@ The commit is the Spark path's: the same batch number, txn, metadata, stamps and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 STAMPS = (dt.RUN_ID, dt.BATCH, dt.EXTRACTED_AT, dt.INGEST_DATE, dt.DELETED)
+NO_KEPT_TYPING = (
+    "the table's catalog or the flow's column_types changed since the last Spark read, "
+    "or the connection has no Arrow reader"
+)
 
 
 def run_small_extract(ctx: StepContext) -> StepResult | None:
@@ -80,8 +84,7 @@ def run_small_extract(ctx: StepContext) -> StepResult | None:
     try:
         read = source.read_typed(ReadPlan.window(found[1], found[2]), last["typing"])
         if read is None:
-            why = "the table's catalog or the flow's column_types changed since the last Spark read, or the connection"
-            return _not_used(ctx, f"{why} has no Arrow reader")
+            return _not_used(ctx, NO_KEPT_TYPING)
         return _appended(ctx, source, found, read, (last, history))
     except (ArrowUnavailable, ArrowUnsupported) as err:  # raised before delta-rs committed: nothing written
         return _not_used(ctx, str(err))
@@ -92,7 +95,7 @@ def _appended(
     source: Source,
     found: Window,
     read: tuple[ArrowRead, dict[str, str]],
-    log: tuple[dict[str, Any], Callable[[int | None], list[dict[str, Any]]]],
+    log: tuple[dict[str, Any], dt.HistoryReader],
 ) -> StepResult:
     """Append the window to raw as its next batch, then move the watermark (extract's order of events).
     `log`: the last live extract commit, and raw's history reader."""
